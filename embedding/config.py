@@ -1,0 +1,61 @@
+"""The one settings object, read from the environment (prefix ``EMBEDDING_``).
+
+Every layer reads configuration from here, so a deployment is described by its
+environment alone (see the table in ARCHITECTURE.md). Secrets (passwords in the
+database or broker URL) come only from the environment and are never logged:
+use :func:`redact_url` before printing a URL.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EMBEDDING_", extra="ignore")
+
+    database_url: str = "sqlite:///./embedding.db"
+    # Unset: an in-process worker on a memory broker (the embedded default).
+    broker_url: str | None = None
+    result_backend: str | None = None
+    artifacts_dir: Path = Path("./artifacts")
+    device: str = "auto"
+    default_model: str = "minilm"
+
+    # Roots under which a model folder named in a *task payload* must lie.
+    # The CLI on a user's own machine may load any folder.
+    model_roots: list[Path] = Field(default_factory=lambda: [Path("./artifacts")])
+
+    # Input limits: clear errors instead of out-of-memory workers.
+    max_texts_per_request: int = 4096
+    max_chars_per_text: int = 100_000
+    max_triplets_per_job: int = 200_000
+
+    # Fine-tune task time limits (seconds); the Redis visibility timeout is set above the hard one.
+    finetune_soft_time_limit: int = 6 * 3600
+    finetune_hard_time_limit: int = 6 * 3600 + 300
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing env."""
+    return Settings()
+
+
+def redact_url(url: str | None) -> str:
+    """Return ``url`` with any password replaced by ``***`` (safe to log)."""
+    if not url:
+        return str(url)
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
