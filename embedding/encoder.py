@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 # token it may keep, and it bounds tokenizer time on huge inputs. If the cap cut a text that
 # then fits, we tokenize the whole text again, so the cap never loses a token that fits.
 CHARS_PER_TOKEN_CAP = 32
-DEFAULT_TOKEN_BUDGET = 8192
+DEFAULT_TOKEN_BUDGET = 4096  # best of 2048/4096/8192/16384 on minilm (benchmarks/encode.py)
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,8 @@ class Encoder:
         self.load_report = load_report
         self._head, self._tail = _special_token_frame(tokenizer)
         self.dim = spec.dim or int(model.config.hidden_size)
+        self._twin: Any = None
+        self._twin_versions: tuple = ()
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -262,14 +264,52 @@ class Encoder:
         self, features: dict[str, torch.Tensor], normalize: bool = True, truncate_dim: int | None = None
     ) -> torch.Tensor:
         """Forward + pool (+ Matryoshka truncation + L2) with autograd as the caller set it."""
+        import torch
         import torch.nn.functional as F
 
         with self.autocast():
-            hidden = self.model(**features).last_hidden_state
+            model = self.model if torch.is_grad_enabled() else self._inference_model()
+            hidden = model(**features).last_hidden_state
         pooled = pool(hidden.float(), features["attention_mask"], self.spec.pooling)
         if truncate_dim:
             pooled = pooled[:, :truncate_dim]
         return F.normalize(pooled, p=2, dim=-1) if normalize else pooled
+
+    def _inference_model(self) -> Any:
+        """The model to run under ``inference_mode``.
+
+        In bf16/fp16, a twin of the model whose linear layers hold pre-cast low-precision
+        weights, so autocast does not re-cast every weight on every call (about +15 %
+        throughput and -30 % single-text latency on minilm). The twin shares every other
+        tensor (embeddings, norms) with the model, so it costs one low-precision copy of the
+        linear weights. The model itself keeps fp32 weights: training and copies are
+        unaffected, and the twin is rebuilt when training has changed the weights.
+        """
+        import copy
+
+        import torch
+
+        if self.precision not in ("bf16", "fp16"):
+            return self.model
+        linear = [
+            p
+            for m in self.model.modules()
+            if isinstance(m, torch.nn.Linear)
+            for p in m.parameters(recurse=False)
+        ]
+        versions = tuple((p.data_ptr(), p._version) for p in linear)
+        if versions != self._twin_versions:
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            linear_ids = {id(p) for p in linear}
+            shared = {id(t): t for t in self.model.parameters() if id(t) not in linear_ids}
+            shared.update({id(b): b for b in self.model.buffers()})
+            twin = copy.deepcopy(self.model, memo=shared)
+            for module in twin.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.to(dtype)
+            self._twin = twin.eval()
+            self._twin_versions = versions
+        return self._twin
 
     def encode(
         self,

@@ -17,7 +17,7 @@ from embedding.encoder import (
     similarity_matrix,
 )
 from embedding.specs import ModelSpec, spec_from_folder
-from tests.corpus import code_corpus
+from embedding.corpus import code_corpus
 from tests.tiny_models import MINILM_DIR, build_tiny_qwen2, write_st_pooling
 
 
@@ -189,3 +189,18 @@ def test_similarity_helpers():
     m = similarity_matrix(a)
     assert m.shape == (3, 3) and abs(m[0, 2] - 2**-0.5) < 1e-9 and abs(m[0, 1]) < 1e-12
     assert abs(similarity(a[0], a[2]) - 2**-0.5) < 1e-9
+
+
+def test_inference_twin_follows_weight_updates():
+    """The bf16 inference twin is rebuilt when training changes the fp32 weights."""
+    encoder = Encoder.load("minilm", device="cpu", precision="bf16")
+    if encoder.precision != "bf16":
+        pytest.skip("this CPU has no bf16 support")
+    before = encoder.encode(["def f(): return 1"])
+    with torch.no_grad():
+        for module in encoder.model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.mul_(0.5)
+    after = encoder.encode(["def f(): return 1"])
+    assert similarity(before[0], after[0]) < 0.999
+    assert all(p.dtype == torch.float32 for p in encoder.model.parameters())

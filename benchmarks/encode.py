@@ -1,0 +1,119 @@
+"""Encoding throughput and latency: ours against sentence-transformers, side by side.
+
+One process, one deterministic corpus (1,000 code snippets: one-liners and 20-60 line
+functions), the two encoders alternating round by round so that machine noise hits both.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/encode.py [--rounds 3] [--n 1000]
+
+Prints texts/s, tokens/s, ratios to ST (fp32 default, and ST under the same bf16 autocast),
+minimum cosine to fp32, single-text latency, and the achieved fraction of a matmul peak
+measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from embedding.corpus import code_corpus  # noqa: E402
+from embedding.encoder import Encoder  # noqa: E402
+
+
+def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-repeats", type=int, default=50)
+    args = parser.parse_args()
+
+    from sentence_transformers import SentenceTransformer
+
+    texts = code_corpus(args.n)
+    ours = Encoder.load("minilm", device="cpu")  # the project's default precision
+    ours32 = Encoder.load("minilm", device="cpu", precision="fp32")
+    st = SentenceTransformer(ours.load_report.path, device="cpu")
+    sequences, report = ours.prepare(texts)
+    tokens = sum(len(s) for s in sequences)
+
+    def st_fp32():
+        return st.encode(texts, batch_size=32, normalize_embeddings=True)
+
+    def st_bf16():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return st.encode(texts, batch_size=32, normalize_embeddings=True)
+
+    runs = {
+        f"ours ({ours.precision})": lambda: ours.encode(texts),
+        "ours (fp32)": lambda: ours32.encode(texts),
+        "ST fp32 (default)": st_fp32,
+        "ST bf16 autocast": st_bf16,
+    }
+    seconds: dict[str, list[float]] = {k: [] for k in runs}
+    outputs: dict[str, np.ndarray] = {}
+    for _ in range(args.rounds):
+        for name, fn in runs.items():
+            took, out = timed(fn)
+            seconds[name].append(took)
+            outputs[name] = np.asarray(out)
+
+    reference = outputs["ST fp32 (default)"]
+    base = f"ours ({ours.precision})"
+    print(f"corpus: {len(texts)} texts, {tokens} tokens after truncation to 256 "
+          f"({sum(r.truncated for r in report)} truncated); torch threads {torch.get_num_threads()}")
+    print(f"{'encoder':<22}{'texts/s':>10}{'tokens/s':>11}{'min cos vs fp32':>17}")
+    best = {name: min(vals) for name, vals in seconds.items()}
+    for name, took in best.items():
+        cos = float((outputs[name] * reference).sum(axis=1).min())
+        print(f"{name:<22}{len(texts) / took:>10.1f}{tokens / took:>11.0f}{cos:>17.6f}")
+    print(f"ratio ours/ST fp32 default : {best['ST fp32 (default)'] / best[base]:.2f}x")
+    print(f"ratio ours/ST same bf16    : {best['ST bf16 autocast'] / best[base]:.2f}x")
+    print(f"ratio ours fp32/ST fp32    : {best['ST fp32 (default)'] / best['ours (fp32)']:.2f}x")
+
+    # Single-text latency, alternating.
+    one = "def calculate_sum(items): return sum(items)"
+    lat = {"ours": [], "ST fp32": [], "ST bf16": []}
+    ours.encode(one)
+    st.encode([one])
+    for _ in range(args.latency_repeats):
+        lat["ours"].append(timed(lambda: ours.encode(one))[0] * 1000)
+        lat["ST fp32"].append(timed(lambda: st.encode([one]))[0] * 1000)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lat["ST bf16"].append(timed(lambda: st.encode([one]))[0] * 1000)
+    for name, vals in lat.items():
+        print(f"single-text latency {name:<8} p50 {statistics.median(vals):6.2f} ms  "
+              f"min {min(vals):6.2f} ms")
+
+    # Achieved fraction of a matmul peak: linear-layer FLOPs of the forward pass.
+    params = sum(p.numel() for n, p in ours.model.named_parameters() if "embeddings" not in n)
+    flops = 2 * params * tokens
+    peak = matmul_peak_gflops(torch.bfloat16 if ours.precision == "bf16" else torch.float32)
+    achieved = flops / best[base] / 1e9
+    print(f"matmul peak ({ours.precision}) {peak:.0f} GFLOP/s; encoder achieves "
+          f"{achieved:.0f} GFLOP/s on its linear layers = {achieved / peak:.1%} of peak")
+
+
+if __name__ == "__main__":
+    main()
