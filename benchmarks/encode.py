@@ -20,11 +20,11 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from embedding.corpus import code_corpus  # noqa: E402
-from embedding.encoder import Encoder  # noqa: E402
+from embedding.corpus import code_corpus
+from embedding.encoder import Encoder
 
 
 def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
@@ -81,8 +81,10 @@ def main() -> None:
 
     reference = outputs["ST fp32 (default)"]
     base = f"ours ({ours.precision})"
-    print(f"corpus: {len(texts)} texts, {tokens} tokens after truncation to 256 "
-          f"({sum(r.truncated for r in report)} truncated); torch threads {torch.get_num_threads()}")
+    print(
+        f"corpus: {len(texts)} texts, {tokens} tokens after truncation to 256 "
+        f"({sum(r.truncated for r in report)} truncated); torch threads {torch.get_num_threads()}"
+    )
     print(f"{'encoder':<22}{'texts/s':>10}{'tokens/s':>11}{'min cos vs fp32':>17}")
     best = {name: min(vals) for name, vals in seconds.items()}
     for name, took in best.items():
@@ -103,16 +105,20 @@ def main() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             lat["ST bf16"].append(timed(lambda: st.encode([one]))[0] * 1000)
     for name, vals in lat.items():
-        print(f"single-text latency {name:<8} p50 {statistics.median(vals):6.2f} ms  "
-              f"min {min(vals):6.2f} ms")
+        print(
+            f"single-text latency {name:<8} p50 {statistics.median(vals):6.2f} ms  "
+            f"min {min(vals):6.2f} ms"
+        )
 
     # Achieved fraction of a matmul peak: linear-layer FLOPs of the forward pass.
     params = sum(p.numel() for n, p in ours.model.named_parameters() if "embeddings" not in n)
     flops = 2 * params * tokens
     peak = matmul_peak_gflops(torch.bfloat16 if ours.precision == "bf16" else torch.float32)
     achieved = flops / best[base] / 1e9
-    print(f"matmul peak ({ours.precision}) {peak:.0f} GFLOP/s; encoder achieves "
-          f"{achieved:.0f} GFLOP/s on its linear layers = {achieved / peak:.1%} of peak")
+    print(
+        f"matmul peak ({ours.precision}) {peak:.0f} GFLOP/s; encoder achieves "
+        f"{achieved:.0f} GFLOP/s on its linear layers = {achieved / peak:.1%} of peak"
+    )
 
 
 if __name__ == "__main__":

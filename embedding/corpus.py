@@ -30,7 +30,10 @@ def code_corpus(n: int = 1000, seed: int = 0) -> list[str]:
         if k % 2 == 0:
             texts.append(rng.choice(_ONE_LINERS).format(v=v, n=name, N=name.upper(), i=k))
             continue
-        lines = [f"def {v}_{name}_{k}({name}, limit={k % 97}):", f'    """{v.title()} the {name}."""']
+        lines = [
+            f"def {v}_{name}_{k}({name}, limit={k % 97}):",
+            f'    """{v.title()} the {name}."""',
+        ]
         for j in range(rng.randint(20, 60)):
             a, b = rng.choice(_NAMES), rng.choice(_NAMES)
             lines.append(

@@ -71,7 +71,9 @@ def bf16_supported(device: str) -> bool:
 
     if device.startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -151,6 +153,11 @@ class Encoder:
         )
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        # We tokenize without truncation on purpose (to report it) and truncate ourselves:
+        # mark transformers' "sequence longer than the maximum" warning as already given.
+        warned = getattr(tokenizer, "deprecation_warnings", None)
+        if isinstance(warned, dict):
+            warned["sequence-length-is-longer-than-the-specified-maximum"] = True
         model = AutoModel.from_pretrained(
             resolved.folder,
             use_safetensors=True,
@@ -176,7 +183,9 @@ class Encoder:
         return cls(spec, model, tokenizer, device, precision, report)
 
     # ------------------------------------------------------------ tokenization
-    def _content_ids(self, texts: Sequence[str], max_tokens: int) -> tuple[list[list[int]], list[bool]]:
+    def _content_ids(
+        self, texts: Sequence[str], max_tokens: int
+    ) -> tuple[list[list[int]], list[bool]]:
         """Token ids without special tokens, after the character cap; and whether it cut."""
         cap = max_tokens * CHARS_PER_TOKEN_CAP
         capped = [len(t) > cap for t in texts]
@@ -261,7 +270,10 @@ class Encoder:
         return contextlib.nullcontext()
 
     def embed(
-        self, features: dict[str, torch.Tensor], normalize: bool = True, truncate_dim: int | None = None
+        self,
+        features: dict[str, torch.Tensor],
+        normalize: bool = True,
+        truncate_dim: int | None = None,
     ) -> torch.Tensor:
         """Forward + pool (+ Matryoshka truncation + L2) with autograd as the caller set it."""
         import torch
@@ -354,7 +366,9 @@ class Encoder:
         dims = self.spec.matryoshka_dims
         if truncate_dim <= 0 or truncate_dim > self.dim or (dims and truncate_dim not in dims):
             allowed = list(dims) if dims else f"1..{self.dim}"
-            raise ValueError(f"truncate_dim={truncate_dim} is not allowed for {self.spec.name!r}: {allowed}")
+            raise ValueError(
+                f"truncate_dim={truncate_dim} is not allowed for {self.spec.name!r}: {allowed}"
+            )
 
 
 class CombinedEncoder:
@@ -389,7 +403,9 @@ def load_encoder(
     return Encoder.load(spec, device=device, precision=precision)
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, token_budget: int) -> Iterable[list[int]]:
+def length_batches(
+    lengths: Sequence[int], batch_size: int, token_budget: int
+) -> Iterable[list[int]]:
     """Indices grouped into batches of similar length, each under the token budget.
 
     Longest first, so the biggest allocation happens once at the start.

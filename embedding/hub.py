@@ -125,7 +125,7 @@ def _from_hub(spec: ModelSpec, tried: list[str]) -> ResolvedModel:
             return ResolvedModel(folder, "hf-cache", tried)
     except UnsafeWeightsFormat:
         raise
-    except Exception as exc:  # noqa: BLE001 - every hub failure becomes one clear error
+    except Exception as exc:
         tried.append(f"HF cache ({_hf_home()}) {where}: {_short(exc)}")
     if _offline():
         tried.append(f"hub download {where}: skipped, HF_HUB_OFFLINE=1")
@@ -136,7 +136,7 @@ def _from_hub(spec: ModelSpec, tried: list[str]) -> ResolvedModel:
                 spec.repo_id, revision=spec.revision, allow_patterns=HUB_ALLOW_PATTERNS
             )
         )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         tried.append(f"hub download {where}: {_short(exc)}")
         raise ModelUnavailable(spec.name, tried) from exc
     if _complete(folder, tried, f"hub download {where}"):

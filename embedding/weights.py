@@ -139,7 +139,9 @@ def read_header(path: str | Path) -> ShardInventory:
                 raise CorruptWeights(f"{path}: file too short for a safetensors header")
             (n,) = struct.unpack("<Q", prefix)
             if n > MAX_HEADER_BYTES:
-                raise CorruptWeights(f"{path}: header length {n} exceeds the {MAX_HEADER_BYTES} cap")
+                raise CorruptWeights(
+                    f"{path}: header length {n} exceeds the {MAX_HEADER_BYTES} cap"
+                )
             if 8 + n > file_bytes:
                 raise CorruptWeights(
                     f"{path}: header length {n} runs past the end of the file ({file_bytes} bytes)"

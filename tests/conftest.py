@@ -8,11 +8,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.tiny_models import build_tiny_jina_v3, build_tiny_qwen2  # noqa: E402
+from tests.tiny_models import build_tiny_jina_v3, build_tiny_qwen2
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [*EMBEDCTL, *args], input=stdin.encode() if stdin else None, capture_output=True, cwd=ROOT, env=env, timeout=120
+        [*EMBEDCTL, *args],
+        input=stdin.encode() if stdin else None,
+        capture_output=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
     )
 
 

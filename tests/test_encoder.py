@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from embedding import specs
+from embedding.corpus import code_corpus
 from embedding.encoder import (
     CombinedEncoder,
     Encoder,
@@ -17,7 +18,6 @@ from embedding.encoder import (
     similarity_matrix,
 )
 from embedding.specs import ModelSpec, spec_from_folder
-from embedding.corpus import code_corpus
 from tests.tiny_models import MINILM_DIR, build_tiny_qwen2, write_st_pooling
 
 

@@ -50,7 +50,9 @@ def test_builtin_facts():
 def test_remote_code_needs_a_pinned_revision():
     with pytest.raises(ValueError, match="pinned"):
         ModelSpec(name="x", source="hub", repo_id="a/b", trust_remote_code=True)
-    pinned = ModelSpec(name="x", source="hub", repo_id="a/b", trust_remote_code=True, revision="a" * 40)
+    pinned = ModelSpec(
+        name="x", source="hub", repo_id="a/b", trust_remote_code=True, revision="a" * 40
+    )
     assert pinned.is_pinned
 
 

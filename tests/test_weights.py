@@ -19,7 +19,9 @@ from embedding.weights import (
 from tests.tiny_models import MINILM_DIR
 
 
-def write_raw(path: Path, header: dict | bytes, data: bytes, declared_len: int | None = None) -> Path:
+def write_raw(
+    path: Path, header: dict | bytes, data: bytes, declared_len: int | None = None
+) -> Path:
     raw = header if isinstance(header, bytes) else json.dumps(header).encode()
     n = len(raw) if declared_len is None else declared_len
     path.write_bytes(struct.pack("<Q", n) + raw + data)
@@ -30,7 +32,7 @@ def test_inventory_matches_an_independent_read_of_minilm():
     inv = inventory(MINILM_DIR)
     count, params, dtypes = 0, 0, {}
     with safe_open(str(MINILM_DIR / "model.safetensors"), framework="pt") as fh:
-        for name in fh.keys():
+        for name in fh.keys():  # noqa: SIM118 - safe_open is not iterable
             tensor = fh.get_slice(name)
             count += 1
             shape = tensor.get_shape()
@@ -66,12 +68,37 @@ GOOD = {"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}
         (b"{not json", b"", None, "not valid JSON"),
         (b"\xff\xfe\x00", b"", None, "not valid JSON"),
         (b"[1, 2]", b"", None, "not a JSON object"),
-        ({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 64]}}, b"\0" * 16, None, "out of range"),
-        ({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [8, 4]}}, b"\0" * 16, None, "out of range"),
-        ({"w": {"dtype": "F32", "shape": [3, 2], "data_offsets": [0, 16]}}, b"\0" * 16, None, "needs 24 bytes"),
-        ({"w": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, None, "unknown dtype"),
+        (
+            {"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 64]}},
+            b"\0" * 16,
+            None,
+            "out of range",
+        ),
+        (
+            {"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [8, 4]}},
+            b"\0" * 16,
+            None,
+            "out of range",
+        ),
+        (
+            {"w": {"dtype": "F32", "shape": [3, 2], "data_offsets": [0, 16]}},
+            b"\0" * 16,
+            None,
+            "needs 24 bytes",
+        ),
+        (
+            {"w": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 8]}},
+            b"\0" * 8,
+            None,
+            "unknown dtype",
+        ),
         ({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, b"\0" * 4, None, "shape"),
-        ({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0]}}, b"\0" * 4, None, "data_offsets"),
+        (
+            {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0]}},
+            b"\0" * 4,
+            None,
+            "data_offsets",
+        ),
         ({"w": [1, 2]}, b"", None, "not an object"),
         (
             {
@@ -119,13 +146,17 @@ def test_truncated_real_file_is_refused(tmp_path):
 
 
 def test_a_valid_hand_written_file_reads(tmp_path):
-    path = write_raw(tmp_path / "ok.safetensors", {**GOOD, "__metadata__": {"format": "pt"}}, b"\0" * 16)
+    path = write_raw(
+        tmp_path / "ok.safetensors", {**GOOD, "__metadata__": {"format": "pt"}}, b"\0" * 16
+    )
     shard = read_header(path)
     assert shard.tensors[0].shape == (2, 2)
     assert shard.metadata == {"format": "pt"}
 
 
-@pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pt", "weights.pth", "w.pkl", "m.ckpt"])
+@pytest.mark.parametrize(
+    "name", ["pytorch_model.bin", "model.pt", "weights.pth", "w.pkl", "m.ckpt"]
+)
 def test_pickle_formats_are_refused(tmp_path, name):
     (tmp_path / name).write_bytes(b"\x80\x04not really a pickle")
     with pytest.raises(UnsafeWeightsFormat, match="pickle"):

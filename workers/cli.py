@@ -65,7 +65,7 @@ def _available(spec, resolve: Callable) -> bool:
     try:
         resolve(spec)
         return True
-    except Exception:  # noqa: BLE001 - availability is a yes/no column
+    except Exception:
         return False
 
 
@@ -98,7 +98,9 @@ def _read_jsonl_strings(stream) -> list[str]:
         except ValueError as exc:
             raise ValueError(f"stdin line {number}: not JSON ({exc.args[0]})") from None
         if not isinstance(value, str):
-            raise TypeError(f"stdin line {number}: expected a JSON string, got {type(value).__name__}")
+            raise TypeError(
+                f"stdin line {number}: expected a JSON string, got {type(value).__name__}"
+            )
         texts.append(value)
     return texts
 
@@ -139,7 +141,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ]
     vectors, truncation = encoder.encode(snippets, return_report=True)
     norms = np.linalg.norm(vectors, axis=1)
-    print(f"  {len(snippets)} snippets -> {vectors.shape[1]}-d, norms {norms.min():.6f}..{norms.max():.6f}")
+    print(
+        f"  {len(snippets)} snippets -> {vectors.shape[1]}-d, "
+        f"norms {norms.min():.6f}..{norms.max():.6f}"
+    )
     sims = similarity_matrix(vectors)
     print("\ncosine similarity")
     short = [s[:18] for s in snippets]
@@ -242,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("embedctl: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - one clear line, unless --debug
+    except Exception as exc:
         if args.debug:
             raise
         print(f"embedctl: error: {_one_line(exc)}", file=sys.stderr)
