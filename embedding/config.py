@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     max_chars_per_text: int = 100_000
     max_triplets_per_job: int = 200_000
 
+    # Per-process model cache bounds (workers/model_cache.py).
+    model_cache_max_models: int = 2
+    model_cache_max_mb: float = 8_000.0
+    # A worker child is replaced after this many tasks, handing its GPU memory back.
+    worker_max_tasks_per_child: int = 50
+
     # Fine-tune task time limits (seconds); the Redis visibility timeout is set above the hard one.
     finetune_soft_time_limit: int = 6 * 3600
     finetune_hard_time_limit: int = 6 * 3600 + 300

@@ -208,7 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules that contribute subcommands through ``add_commands(subparsers)``.
-_COMMAND_MODULES = ("workers.cli_train", "workers.cli_jobs", "workers.cli_validate")
+_COMMAND_MODULES = (
+    "workers.cli_train",
+    "workers.cli_worker",
+    "workers.cli_jobs",
+    "workers.cli_validate",
+)
 
 
 def _add_module_commands(sub: argparse._SubParsersAction, module: str) -> None:

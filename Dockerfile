@@ -1,0 +1,14 @@
+# CPU/GPU image for the workers, migrate and flower services of docker-compose.yml.
+# For a CUDA host, install a CUDA torch build instead of the CPU wheel (one line below).
+FROM python:3.11-slim
+WORKDIR /app
+RUN pip install --no-cache-dir torch==2.13.0
+COPY pyproject.toml README.md ./
+COPY embedding embedding
+COPY db db
+COPY workers workers
+COPY migrations migrations
+COPY alembic.ini ./
+RUN pip install --no-cache-dir .
+ENV HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+USER nobody

@@ -1,0 +1,139 @@
+"""The Celery app and its settings, from the one settings object.
+
+Transport: Redis as broker *and* result backend in production. The validation suite is a
+chord, and chords need the backend's atomic counter (Redis ``INCR``); the database
+backend falls back to ``chord_unlock`` polling, which is known to loop forever when a
+header task is lost. PostgreSQL stays the source of truth for jobs and figures; Celery
+results are only transport. (ARCHITECTURE.md said the result backend "follows the
+database"; it follows the broker instead, for that reason.)
+
+With no ``EMBEDDING_BROKER_URL`` the same app runs on ``memory://`` with the
+``cache+memory://`` backend and an in-process worker thread (:func:`embedded_worker`):
+the same tasks and chords, no services.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from embedding.config import Settings, get_settings
+
+GPU_QUEUE = "gpu"
+CPU_QUEUE = "cpu"
+
+# Model work goes to the accelerator queue; bookkeeping to the CPU queue.
+TASK_ROUTES = {
+    "embedding.load_model": {"queue": GPU_QUEUE},
+    "embedding.embed": {"queue": GPU_QUEUE},
+    "embedding.finetune": {"queue": GPU_QUEUE},
+    "embedding.benchmark": {"queue": GPU_QUEUE},
+    "embedding.check_model_loading": {"queue": GPU_QUEUE},
+    "embedding.check_inference_quality": {"queue": GPU_QUEUE},
+    "embedding.check_convergence": {"queue": GPU_QUEUE},
+    "embedding.run_benchmark": {"queue": GPU_QUEUE},
+    "embedding.finetune_request": {"queue": CPU_QUEUE},
+    "embedding.summarize_validation": {"queue": CPU_QUEUE},
+    "embedding.validation_failed": {"queue": CPU_QUEUE},
+    "embedding.relay_outbox": {"queue": CPU_QUEUE},
+}
+
+EMBEDDED_BROKER = "memory://"
+EMBEDDED_BACKEND = "cache+memory://"
+
+
+def is_embedded(settings: Settings | None = None) -> bool:
+    return not (settings or get_settings()).broker_url
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Every Celery setting this system relies on, in one place."""
+    broker = settings.broker_url or EMBEDDED_BROKER
+    backend = settings.result_backend or (settings.broker_url or EMBEDDED_BACKEND)
+    # Above the fine-tune hard limit, so Redis never redelivers a job that is still running.
+    visibility = settings.finetune_hard_time_limit + 600
+    transport = {"visibility_timeout": visibility}
+    return {
+        "broker_url": broker,
+        "result_backend": backend,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        # JSON only: a pickle message is refused by the worker.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_queues": (
+            Queue(GPU_QUEUE, Exchange(GPU_QUEUE), routing_key=GPU_QUEUE),
+            Queue(CPU_QUEUE, Exchange(CPU_QUEUE), routing_key=CPU_QUEUE),
+        ),
+        "task_default_queue": CPU_QUEUE,
+        "task_routes": TASK_ROUTES,
+        "task_track_started": True,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": 15 * 60,
+        "task_time_limit": 15 * 60 + 60,
+        "result_expires": 7 * 24 * 3600,
+        "result_extended": True,
+        "worker_hijack_root_logger": False,
+        # Hand GPU memory back: a child process is replaced after this many tasks.
+        "worker_max_tasks_per_child": settings.worker_max_tasks_per_child,
+        "broker_connection_max_retries": None,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    celery = Celery("embedding", include=["workers.tasks"])
+    celery.conf.update(celery_config(settings))
+    return celery
+
+
+app = create_app()
+
+
+@contextmanager
+def embedded_worker(celery: Celery | None = None, queues: tuple[str, ...] = (GPU_QUEUE, CPU_QUEUE)):
+    """Run a real Celery worker in a thread of this process (solo pool), for the memory broker.
+
+    Used when no broker is configured: ``embedctl validate`` and the client then work with
+    no services, through the same tasks and chords.
+    """
+    celery = celery or app
+    ready = threading.Event()
+    worker = celery.WorkController(
+        pool_cls="solo",
+        concurrency=1,
+        loglevel="WARNING",
+        queues=list(queues),
+        without_heartbeat=True,
+        without_mingle=True,
+        without_gossip=True,
+        optimization="fair",
+    )
+    worker.consumer_ready = ready  # set by the signal below
+    thread = threading.Thread(target=worker.start, name="embedded-celery-worker", daemon=True)
+
+    from celery.signals import worker_ready
+
+    def _on_ready(sender=None, **_: Any) -> None:
+        ready.set()
+
+    worker_ready.connect(_on_ready, weak=False)
+    thread.start()
+    try:
+        if not ready.wait(timeout=30):
+            raise RuntimeError("the embedded Celery worker did not start within 30 s")
+        yield worker
+    finally:
+        worker_ready.disconnect(_on_ready)
+        worker.stop(in_sighandler=False)
+        thread.join(timeout=10)

@@ -1,0 +1,157 @@
+"""What other services call: submit fine-tune jobs, follow them, cancel them, validate.
+
+Submission is an outbox: the job row is committed first (``sent_at`` empty), then the
+Celery message is sent and the row marked sent. If the broker is down the job stays in
+the outbox and :func:`relay_unsent` (run by ``embedctl jobs relay`` or the beat task
+``embedding.relay_outbox``) sends it once the broker is back. Nothing is lost between
+"recorded" and "queued", and the same idempotency key always gives the same job.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from db import repo
+from db.session import session_scope
+from workers.schemas import FinetuneRequest, parse
+
+log = logging.getLogger(__name__)
+
+
+def submit_finetune(
+    model: str,
+    triplets: list[dict[str, str]] | list[tuple[str, str, str]] | None = None,
+    pairs: list[dict[str, str]] | list[tuple[str, str]] | None = None,
+    dataset: str | None = None,
+    epochs: int = 3,
+    loss: str = "triplet",
+    lr: float = 2e-5,
+    batch_size: int = 16,
+    idempotency_key: str | None = None,
+    **extra: Any,
+) -> str:
+    """Validate, record and enqueue a fine-tune job; returns its id (a UUID string)."""
+    payload: dict[str, Any] = {
+        "model": model,
+        "epochs": epochs,
+        "loss": loss,
+        "lr": lr,
+        "batch_size": batch_size,
+        **extra,
+    }
+    if triplets is not None:
+        payload["triplets"] = [_row(t, ("anchor", "positive", "negative")) for t in triplets]
+    if pairs is not None:
+        payload["pairs"] = [_row(p, ("anchor", "positive")) for p in pairs]
+    if dataset is not None:
+        payload["dataset"] = str(dataset)
+    if idempotency_key is not None:
+        payload["idempotency_key"] = idempotency_key
+    return submit_request(parse(FinetuneRequest, payload))
+
+
+def _row(row: Any, names: tuple[str, ...]) -> Any:
+    if isinstance(row, list | tuple) and len(row) == len(names):
+        return dict(zip(names, row, strict=True))
+    return row  # the schema names what is wrong with it
+
+
+def submit_request(request: FinetuneRequest) -> str:
+    """Record a validated request in the outbox, then try to send it."""
+    params = request.model_dump(exclude={"model", "idempotency_key"}, exclude_none=True)
+    with session_scope() as session:
+        job = repo.create_job(
+            session, request.model, params, idempotency_key=request.idempotency_key
+        )
+        job_id, already_sent = str(job.id), job.sent_at is not None
+    if not already_sent:
+        _send(job_id)
+    return job_id
+
+
+def _send(job_id: str) -> bool:
+    """Send one job's message; on a broker error leave it in the outbox for the relay."""
+    from workers.app import app
+
+    try:
+        app.send_task("embedding.finetune", args=[job_id], task_id=job_id, queue="gpu")
+    except Exception as exc:
+        log.warning(
+            "job %s stays in the outbox: broker unavailable (%s)", job_id, type(exc).__name__
+        )
+        return False
+    with session_scope() as session:
+        repo.mark_sent(session, job_id)
+    return True
+
+
+def relay_unsent(older_than_s: float = 0.0) -> int:
+    """Send every job still in the outbox; returns how many were sent."""
+    with session_scope() as session:
+        pending = [str(job.id) for job in repo.unsent_jobs(session, older_than_s=older_than_s)]
+    return sum(_send(job_id) for job_id in pending)
+
+
+def job_status(job_id: str) -> dict[str, Any]:
+    """The job with its epochs, as plain JSON types."""
+    with session_scope() as session:
+        job = repo.get_job(session, job_id)
+        if job is None:
+            raise LookupError(f"no fine-tune job {job_id}")
+        return job_to_dict(job)
+
+
+def job_to_dict(job: Any) -> dict[str, Any]:
+    def iso(value: Any) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "id": str(job.id),
+        "model": job.model,
+        "status": job.status,
+        "error": job.error,
+        "attempts": job.attempts,
+        "worker": job.worker,
+        "params": {k: v for k, v in job.params.items() if k not in ("triplets", "pairs")},
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "sent_at": iso(job.sent_at),
+        "model_version_id": job.model_version_id,
+        "epochs": [
+            {
+                "epoch": e.epoch,
+                "train_loss": e.train_loss,
+                "lr": e.lr,
+                "duration_s": e.duration_s,
+                "samples_per_s": e.samples_per_s,
+                "eval": e.eval,
+            }
+            for e in sorted(job.epochs, key=lambda e: e.epoch)
+        ],
+    }
+
+
+def list_jobs(status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    with session_scope() as session:
+        return [job_to_dict(job) for job in repo.list_jobs(session, status=status, limit=limit)]
+
+
+def cancel_job(job_id: str) -> dict[str, Any]:
+    """Revoke the message and record ``cancelled``; a running job stops at its next batch."""
+    from workers.app import app
+
+    with session_scope() as session:
+        job = repo.get_job(session, job_id)
+        if job is None:
+            raise LookupError(f"no fine-tune job {job_id}")
+        status = job.status
+        repo.request_cancel(session, job_id)
+        if status == "queued":
+            repo.finish_job(session, job_id, "cancelled", error="cancelled before it started")
+    try:
+        app.control.revoke(str(job_id))
+    except Exception as exc:  # the database flag still stops it
+        log.warning("could not broadcast revoke for %s: %s", job_id, type(exc).__name__)
+    return job_status(job_id)

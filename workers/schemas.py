@@ -1,0 +1,158 @@
+"""JSON payload schemas of the tasks (pydantic): what other services may send.
+
+Every payload is validated before anything is written or loaded. Unknown fields are
+errors (a typo must not be silently ignored), sizes are capped from settings, and the
+messages name the field that was wrong. ``FinetuneRequest.model_json_schema()`` is the
+documented schema for ``send_task("embedding.finetune_request", kwargs=...)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from embedding.config import get_settings
+
+T = TypeVar("T", bound=BaseModel)
+
+__all__ = [
+    "BenchmarkRequest",
+    "EmbedRequest",
+    "FinetuneRequest",
+    "LoadModelRequest",
+    "PayloadError",
+    "ValidationError",
+    "parse",
+]
+
+
+class PayloadError(ValueError):
+    """A task payload that does not validate; the message lists every problem, one per field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _check_text(value: str, field: str) -> str:
+    if not value.strip():
+        raise ValueError(f"{field} is empty")
+    cap = get_settings().max_chars_per_text
+    if len(value) > cap:
+        raise ValueError(f"{field} has {len(value)} characters, more than the cap of {cap}")
+    return value
+
+
+class Triplet(_Strict):
+    anchor: str
+    positive: str
+    negative: str
+
+    @field_validator("anchor", "positive", "negative")
+    @classmethod
+    def _text(cls, value: str, info) -> str:
+        return _check_text(value, info.field_name)
+
+
+class Pair(_Strict):
+    anchor: str
+    positive: str
+
+    @field_validator("anchor", "positive")
+    @classmethod
+    def _text(cls, value: str, info) -> str:
+        return _check_text(value, info.field_name)
+
+
+class FinetuneRequest(_Strict):
+    """A fine-tune job: a model, training data (inline triplets or pairs, or a dataset path
+    under the configured roots), and hyper-parameters."""
+
+    model: str = Field(min_length=1, max_length=500)
+    triplets: list[Triplet] | None = None
+    pairs: list[Pair] | None = None
+    dataset: str | None = Field(default=None, max_length=4096)
+    loss: Literal["triplet", "mnrl"] = "triplet"
+    epochs: int = Field(default=3, ge=1, le=1000)
+    lr: float = Field(default=2e-5, gt=0, le=1.0)
+    batch_size: int = Field(default=16, ge=1, le=4096)
+    margin: float | None = Field(default=None, gt=0, le=2.0)
+    seed: int = 0
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @field_validator("lr", "margin")
+    @classmethod
+    def _finite(cls, value: float | None, info) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{info.field_name} must be a finite number")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FinetuneRequest:
+        given = [n for n in ("triplets", "pairs", "dataset") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of triplets, pairs or dataset (got {', '.join(given) or 'none'})"
+            )
+        rows = self.triplets if self.triplets is not None else self.pairs
+        if rows is not None:
+            if not rows:
+                raise ValueError(f"{given[0]} is empty")
+            cap = get_settings().max_triplets_per_job
+            if len(rows) > cap:
+                raise ValueError(f"{given[0]} has {len(rows)} rows, more than the cap of {cap}")
+        if self.loss == "triplet" and self.pairs is not None:
+            raise ValueError("loss 'triplet' needs triplets; pairs train with loss 'mnrl'")
+        return self
+
+
+class EmbedRequest(_Strict):
+    texts: list[str] = Field(min_length=1)
+    model: str | None = None
+    task: str | None = None
+    truncate_dim: int | None = Field(default=None, ge=1)
+    normalize: bool = True
+
+    @field_validator("texts")
+    @classmethod
+    def _caps(cls, texts: list[str]) -> list[str]:
+        settings = get_settings()
+        if len(texts) > settings.max_texts_per_request:
+            raise ValueError(
+                f"{len(texts)} texts, more than the cap of {settings.max_texts_per_request}"
+            )
+        for i, text in enumerate(texts):
+            if len(text) > settings.max_chars_per_text:
+                raise ValueError(
+                    f"text {i} has {len(text)} characters, "
+                    f"more than the cap of {settings.max_chars_per_text}"
+                )
+        return texts
+
+
+class LoadModelRequest(_Strict):
+    model: str = Field(min_length=1, max_length=500)
+
+
+class BenchmarkRequest(_Strict):
+    model: str = Field(min_length=1, max_length=500)
+    iterations: int = Field(default=20, ge=10, le=10_000)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+
+
+def parse(schema: type[T], payload: object) -> T:
+    """Validate a decoded JSON payload; raise :class:`PayloadError` with every problem named."""
+    if not isinstance(payload, dict):
+        raise PayloadError(
+            f"{schema.__name__}: payload must be a JSON object, got {type(payload).__name__}"
+        )
+    try:
+        return schema.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'payload'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise PayloadError(f"{schema.__name__}: {problems}") from None

@@ -1,0 +1,172 @@
+"""The Celery tasks: parse the JSON payload, call the core, write through ``db/``.
+
+Each task is thin on purpose; the logic lives in ``embedding/`` (ML) and ``db/repo.py``
+(persistence), and the fine-tune job's life cycle in ``workers/jobs.py``, so all of it is
+testable without a broker.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from embedding.config import get_settings
+from workers import jobs
+from workers.app import app
+from workers.model_cache import model_cache
+from workers.schemas import (
+    BenchmarkRequest,
+    EmbedRequest,
+    FinetuneRequest,
+    LoadModelRequest,
+    PayloadError,
+    parse,
+)
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------- model tasks
+@app.task(name="embedding.load_model")
+def load_model(**payload: Any) -> dict[str, Any]:
+    """Load (or find in this worker's cache) a model; return its LoadReport."""
+    request = parse(LoadModelRequest, payload)
+    encoder = model_cache().get(jobs.checked_model_name(request.model))
+    reports = (
+        encoder.load_report if isinstance(encoder.load_report, list) else [encoder.load_report]
+    )
+    return {"model": request.model, "reports": [r.to_dict() for r in reports]}
+
+
+@app.task(name="embedding.embed")
+def embed(**payload: Any) -> dict[str, Any]:
+    """Embed texts; returns float vectors as JSON lists, rows in input order."""
+    request = parse(EmbedRequest, payload)
+    name = jobs.checked_model_name(request.model or get_settings().default_model)
+    encoder = model_cache().get(name)
+    vectors = encoder.encode(
+        request.texts,
+        task=request.task,
+        truncate_dim=request.truncate_dim,
+        normalize=request.normalize,
+    )
+    return {"model": name, "dim": int(vectors.shape[1]), "vectors": vectors.tolist()}
+
+
+@app.task(name="embedding.benchmark")
+def benchmark(**payload: Any) -> dict[str, Any]:
+    """Benchmark a model and record a ``benchmark_results`` row."""
+    request = parse(BenchmarkRequest, payload)
+    return jobs.run_and_record_benchmark(
+        jobs.checked_model_name(request.model), request.iterations, request.batch_size
+    )
+
+
+# ---------------------------------------------------------- fine-tune tasks
+class FinetuneTask(Task):
+    """Late ack: a worker killed mid-job leaves the message to be redelivered and resumed."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+
+
+@app.task(
+    name="embedding.finetune",
+    base=FinetuneTask,
+    bind=True,
+    soft_time_limit=get_settings().finetune_soft_time_limit,
+    time_limit=get_settings().finetune_hard_time_limit,
+)
+def finetune(self: Task, job_id: str) -> dict[str, Any]:
+    """Run (or resume) the fine-tune job ``job_id``: claim, train, record, register."""
+
+    def progress(meta: dict[str, Any]) -> None:
+        if self.request.id:  # also called eagerly in tests, without a task id
+            self.update_state(state="PROGRESS", meta=meta)
+            self.send_event("task-progress", **meta)
+
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    try:
+        return jobs.run_finetune_job(
+            job_id,
+            hostname=self.request.hostname or "local",
+            progress=progress,
+            redelivered=redelivered,
+        )
+    except SoftTimeLimitExceeded:
+        jobs.fail_job(job_id, "soft time limit exceeded")
+        raise
+
+
+@app.task(name="embedding.finetune_request")
+def finetune_request(**payload: Any) -> dict[str, Any]:
+    """For services in other languages: validate a JSON request, record the job, start it.
+
+    ``send_task("embedding.finetune_request", kwargs={...})`` with the schema of
+    :class:`workers.schemas.FinetuneRequest`. Returns ``{"job_id": ..., "status": ...}``;
+    a payload that does not validate returns ``{"error": ...}`` and records nothing.
+    """
+    try:
+        request = parse(FinetuneRequest, payload)
+    except PayloadError as exc:
+        return {"job_id": None, "status": "rejected", "error": str(exc)}
+    from workers.client import submit_request
+
+    job_id = submit_request(request)
+    return {"job_id": job_id, "status": "queued"}
+
+
+@app.task(name="embedding.relay_outbox")
+def relay_outbox() -> int:
+    """Send every job still unsent (the outbox); returns how many were sent."""
+    from workers.client import relay_unsent
+
+    return relay_unsent()
+
+
+# --------------------------------------------------------- validation chord
+@app.task(name="embedding.check_model_loading")
+def check_model_loading(run_id: str, models: list[str]) -> dict[str, Any]:
+    from embedding.validation import check_model_loading as check
+
+    return jobs.record_check(run_id, check([jobs.checked_model_name(m) for m in models]))
+
+
+@app.task(name="embedding.check_inference_quality")
+def check_inference_quality(run_id: str, model: str) -> dict[str, Any]:
+    from embedding.validation import check_inference_quality as check
+
+    return jobs.record_check(run_id, check(jobs.checked_model_name(model), load=model_cache().get))
+
+
+@app.task(name="embedding.check_convergence")
+def check_convergence(run_id: str, model: str) -> dict[str, Any]:
+    from embedding.validation import check_convergence as check
+
+    return jobs.record_check(run_id, check(jobs.checked_model_name(model)))
+
+
+@app.task(name="embedding.run_benchmark")
+def run_benchmark(run_id: str, model: str) -> dict[str, Any]:
+    from embedding.validation import check_benchmark as check
+
+    result = check(jobs.checked_model_name(model), load=model_cache().get)
+    jobs.record_benchmark_from_check(result)
+    return jobs.record_check(run_id, result)
+
+
+@app.task(name="embedding.summarize_validation")
+def summarize_validation(results: list[dict[str, Any]], run_id: str) -> dict[str, Any]:
+    """The chord callback: every check has reported; set the run's verdict."""
+    return jobs.summarize_run(run_id, results)
+
+
+@app.task(name="embedding.validation_failed")
+def validation_failed(
+    request: Any = None, exc: Any = None, traceback: Any = None, run_id: str = ""
+) -> None:
+    """The chord's errback: a check task died (not a failed criterion); end the run as error."""
+    jobs.error_run(run_id, f"a check task died: {exc!r}")
