@@ -212,6 +212,7 @@ _COMMAND_MODULES = (
     "workers.cli_train",
     "workers.cli_worker",
     "workers.cli_jobs",
+    "workers.cli_bench",
     "workers.cli_validate",
 )
 

@@ -155,3 +155,78 @@ def cancel_job(job_id: str) -> dict[str, Any]:
     except Exception as exc:  # the database flag still stops it
         log.warning("could not broadcast revoke for %s: %s", job_id, type(exc).__name__)
     return job_status(job_id)
+
+
+# ------------------------------------------------------------------ validation
+def default_check_models(models: list[str]) -> dict[str, str]:
+    """Which model each check runs on: the combined profile for quality when both real
+    models are asked for (the seed checks 2560-d vectors), else the first model."""
+    first = models[0]
+    quality = "combined" if {"qodo", "jina_v3"} <= set(models) else first
+    return {"inference_quality": quality, "convergence": first, "benchmark": first}
+
+
+def start_validation(
+    models: list[str], trigger: str = "api", checks: list[str] | None = None
+) -> tuple[str, Any]:
+    """Record a validation run and send its chord; returns (run id, AsyncResult of the chord).
+
+    ``chord([check_model_loading, check_inference_quality, check_convergence, run_benchmark],
+    summarize_validation)``: each check writes its row and returns its result instead of
+    raising, so the callback always runs; the errback ends the run as ``error`` if a check
+    task itself dies.
+    """
+    from celery import chord
+
+    from embedding.validation import CHECK_NAMES
+    from workers import tasks
+
+    wanted = list(checks or CHECK_NAMES)
+    unknown = set(wanted) - set(CHECK_NAMES)
+    if unknown:
+        raise ValueError(f"unknown check(s) {sorted(unknown)}; checks: {', '.join(CHECK_NAMES)}")
+    with session_scope() as session:
+        run = repo.create_validation_run(session, trigger=trigger, models=models)
+        run_id = str(run.id)
+    per_check = default_check_models(models)
+    signatures = {
+        "model_loading": tasks.check_model_loading.si(run_id, models),
+        "inference_quality": tasks.check_inference_quality.si(run_id, per_check["inference_quality"]),
+        "convergence": tasks.check_convergence.si(run_id, per_check["convergence"]),
+        "benchmark": tasks.run_benchmark.si(run_id, per_check["benchmark"]),
+    }
+    body = tasks.summarize_validation.s(run_id).on_error(tasks.validation_failed.s(run_id=run_id))
+    result = chord([signatures[name] for name in wanted])(body)
+    return run_id, result
+
+
+def validation_run(run_id: str) -> dict[str, Any]:
+    """A run with its checks, in the shape the report renders."""
+    with session_scope() as session:
+        run = repo.get_validation_run(session, run_id)
+        if run is None:
+            raise LookupError(f"no validation run {run_id}")
+        checks = []
+        for check in sorted(run.checks, key=lambda c: c.created_at):
+            figures = dict(check.figures or {})
+            reason = figures.pop("reason", None)
+            checks.append(
+                {
+                    "name": check.name,
+                    "status": check.status,
+                    "figures": figures,
+                    "criteria": check.criteria or [],
+                    "duration_s": check.duration_s,
+                    "reason": reason,
+                }
+            )
+        return {
+            "run_id": str(run.id),
+            "status": run.status,
+            "verdict": run.verdict,
+            "trigger": run.trigger,
+            "models": run.models,
+            "started_at": run.started_at.isoformat() if run.started_at else None,
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            "checks": checks,
+        }
