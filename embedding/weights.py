@@ -160,7 +160,7 @@ def read_header(path: str | Path) -> ShardInventory:
     if not isinstance(metadata, dict):
         raise CorruptWeights(f"{path}: __metadata__ is not an object")
     tensors = [_tensor_info(path, name, entry, data_bytes) for name, entry in header.items()]
-    _check_no_overlap(path, tensors)
+    _check_layout(path, tensors, data_bytes)
     return ShardInventory(
         path=path,
         file_bytes=file_bytes,
@@ -201,14 +201,26 @@ def _tensor_info(path: Path, name: str, entry: object, data_bytes: int) -> Tenso
     return TensorInfo(name=name, dtype=dtype, shape=tuple(shape), begin=begin, end=end)
 
 
-def _check_no_overlap(path: Path, tensors: list[TensorInfo]) -> None:
+def _check_layout(path: Path, tensors: list[TensorInfo], data_bytes: int) -> None:
+    """Tensors must tile the data exactly: no overlap, no gap, nothing after the last one.
+
+    The same rule the safetensors library enforces, so a file we accept is one it loads.
+    """
+    position = 0
     previous: TensorInfo | None = None
-    for info in sorted((t for t in tensors if t.end > t.begin), key=lambda t: t.begin):
-        if previous is not None and info.begin < previous.end:
+    for info in sorted(tensors, key=lambda t: (t.begin, t.end)):
+        if info.begin < position:
             raise CorruptWeights(
                 f"{path}: tensors {previous.name!r} and {info.name!r} overlap in the data"
             )
+        if info.begin > position:
+            raise CorruptWeights(f"{path}: gap in the data before tensor {info.name!r}")
+        position = info.end
         previous = info
+    if position != data_bytes:
+        raise CorruptWeights(
+            f"{path}: tensors cover {position} of {data_bytes} data bytes (file not fully covered)"
+        )
 
 
 def safetensors_files(folder: str | Path) -> list[Path]:
