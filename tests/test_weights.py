@@ -109,6 +109,16 @@ GOOD = {"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}
             None,
             "overlap",
         ),
+        (
+            {
+                "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]},
+            },
+            b"\0" * 12,
+            None,
+            "gap",
+        ),
+        (GOOD, b"\0" * 20, None, "not fully covered"),
     ],
     ids=[
         "header-past-end",
@@ -124,6 +134,8 @@ GOOD = {"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}
         "one-offset",
         "entry-not-object",
         "overlapping",
+        "gap",
+        "trailing-bytes",
     ],
 )
 def test_corrupt_headers_get_a_clear_error(tmp_path, header, data, declared, message):
