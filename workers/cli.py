@@ -214,6 +214,7 @@ _COMMAND_MODULES = (
     "workers.cli_jobs",
     "workers.cli_bench",
     "workers.cli_validate",
+    "workers.dashboard",
 )
 
 

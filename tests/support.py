@@ -1,0 +1,123 @@
+"""Real servers and processes for the integration tests.
+
+Each test that needs PostgreSQL gets its own database (created and dropped here, never the
+shared ``test``/``postgres`` ones); Redis tests use a numbered database of the local server,
+flushed first; a Celery worker is a real ``embedctl worker`` subprocess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get("EMBEDDING_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str = "emb_it") -> Iterator[str]:
+    """A fresh PostgreSQL database; yields its SQLAlchemy URL and drops it afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def redis_url(db: int) -> str:
+    """A flushed numbered database of the local Redis."""
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
+    client.flushdb()
+    client.close()
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+
+
+def service_env(database_url: str, broker_url: str | None, artifacts: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDDING_")}
+    env.update(
+        {
+            "EMBEDDING_DATABASE_URL": database_url,
+            "EMBEDDING_ARTIFACTS_DIR": str(artifacts),
+            "EMBEDDING_MODEL_ROOTS": f'["{artifacts}"]',
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    if broker_url:
+        env["EMBEDDING_BROKER_URL"] = broker_url
+        env["EMBEDDING_RESULT_BACKEND"] = broker_url
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def celery_worker(env: dict[str, str], log_path: Path, queues: str = "gpu,cpu", name: str | None = None,
+                  ready_timeout: float = 60.0) -> Iterator[subprocess.Popen]:
+    """A real ``embedctl worker`` subprocess; waits until it answers a ping."""
+    hostname = name or f"it-{uuid.uuid4().hex[:6]}@%h"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "worker", "--queues", queues, "--concurrency", "1",
+         "--loglevel", "INFO", "--hostname", hostname],
+        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        wait_for_worker(env, proc, log_path, ready_timeout)
+        yield proc
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+def wait_for_worker(env: dict[str, str], proc: subprocess.Popen, log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        if b"ready." in log_path.read_bytes():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"worker not ready in {timeout} s:\n{log_path.read_text()[-3000:]}")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)

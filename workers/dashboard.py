@@ -1,0 +1,151 @@
+"""``embedctl report --out DIR``: PNG charts and an ``index.html`` that shows them.
+
+Three views of what the database holds: loss curves per fine-tune job, benchmark trends
+per model, and the latest validation run's criteria. Static files only, so the page can be
+archived as a CI artifact and opened anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+from pathlib import Path
+from typing import Any
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write PNG charts and an index.html from the database")
+    p.add_argument("--out", required=True)
+    p.add_argument("--jobs", type=int, default=10, help="latest N fine-tune jobs")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from workers.cli_validate import _ensure_schema
+
+    _ensure_schema()
+    index = write_report(Path(args.out), jobs=args.jobs)
+    print(index)
+    return 0
+
+
+def _collect(jobs: int) -> dict[str, Any]:
+    from db import repo
+    from db.session import session_scope
+    from workers.client import job_to_dict, validation_run
+
+    with session_scope() as session:
+        job_rows = [job_to_dict(j) for j in repo.list_jobs(session, limit=jobs)]
+        bench = [
+            {
+                "model": r.model,
+                "precision": r.precision,
+                "created_at": r.created_at,
+                "p50": r.latency_p50_ms,
+                "p95": r.latency_p95_ms,
+                "throughput": r.throughput_per_s,
+                "grad": r.grad_step_ms,
+            }
+            for r in reversed(repo.benchmark_history(session, limit=500))
+        ]
+        latest = repo.latest_validation_run(session)
+        latest_id = str(latest.id) if latest else None
+    return {
+        "jobs": [j for j in job_rows if j["epochs"]],
+        "bench": bench,
+        "validation": validation_run(latest_id) if latest_id else None,
+    }
+
+
+def write_report(out: Path, jobs: int = 10) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = _collect(jobs)
+    sections: list[str] = []
+
+    # Loss curves, one line per job.
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for job in data["jobs"]:
+        epochs = [e["epoch"] for e in job["epochs"]]
+        ax.plot(epochs, [e["train_loss"] for e in job["epochs"]], marker="o", label=f"{job['id'][:8]} {job['model']} ({job['status']})")
+    ax.set(title="Fine-tune loss per epoch", xlabel="epoch", ylabel="mean train loss")
+    if data["jobs"]:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no fine-tune jobs yet", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(out / "loss_curves.png", dpi=100)
+    plt.close(fig)
+    sections.append(_img("Loss curves per fine-tune job", "loss_curves.png"))
+
+    # Benchmark trends per model.
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    models = sorted({b["model"] for b in data["bench"]})
+    for model in models:
+        rows = [b for b in data["bench"] if b["model"] == model]
+        runs = list(range(1, len(rows) + 1))
+        left.plot(runs, [r["p50"] for r in rows], marker="o", label=f"{model} p50")
+        left.plot(runs, [r["p95"] for r in rows], marker="x", linestyle="--", label=f"{model} p95")
+        right.plot(runs, [r["throughput"] for r in rows], marker="o", label=model)
+    left.set(title="Single-text latency", xlabel="benchmark run", ylabel="ms")
+    right.set(title="Batch throughput", xlabel="benchmark run", ylabel="texts/s")
+    for axis in (left, right):
+        if models:
+            axis.legend(fontsize=7)
+        else:
+            axis.text(0.5, 0.5, "no benchmark results yet", ha="center", transform=axis.transAxes)
+    fig.tight_layout()
+    fig.savefig(out / "benchmark_trends.png", dpi=100)
+    plt.close(fig)
+    sections.append(_img("Benchmark trends", "benchmark_trends.png"))
+
+    # Latest validation run: one bar per check, criteria passed out of total.
+    run = data["validation"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    if run:
+        names = [c["name"] for c in run["checks"]]
+        passed = [sum(k["passed"] for k in c["criteria"]) for c in run["checks"]]
+        total = [len(c["criteria"]) for c in run["checks"]]
+        colors = ["tab:green" if c["status"] == "passed" else "tab:red" for c in run["checks"]]
+        ax.barh(names, total, color="lightgray", label="criteria")
+        ax.barh(names, passed, color=colors, label="passed")
+        ax.set(title=f"Latest validation run: {run['status']}", xlabel="criteria passed")
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no validation runs yet", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(out / "validation.png", dpi=100)
+    plt.close(fig)
+    detail = ""
+    if run:
+        rows = "".join(
+            f"<tr><td>{html.escape(c['name'])}</td><td>{html.escape(k['name'])}</td>"
+            f"<td>{html.escape(str(k['threshold']))}</td><td>{html.escape(str(k['actual']))}</td>"
+            f"<td class={'ok' if k['passed'] else 'bad'}>{'pass' if k['passed'] else 'FAIL'}</td></tr>"
+            for c in run["checks"]
+            for k in c["criteria"]
+        )
+        detail = (
+            f"<p>run {html.escape(run['run_id'])}: <b>{html.escape(run['status'])}</b> — "
+            f"{html.escape(run['verdict'] or '')}</p><table><tr><th>check</th><th>criterion</th>"
+            f"<th>threshold</th><th>actual</th><th></th></tr>{rows}</table>"
+        )
+    sections.append(_img("Latest validation run", "validation.png") + detail)
+
+    index = out / "index.html"
+    index.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>Embedding report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}img{max-width:100%;border:1px solid #ddd}"
+        "td,th{padding:2px 8px;text-align:left}.ok{color:green}.bad{color:red}</style></head><body>"
+        "<h1>Embedding infrastructure report</h1>" + "".join(sections) + "</body></html>",
+        encoding="utf-8",
+    )
+    return index
+
+
+def _img(title: str, name: str) -> str:
+    return f"<h2>{html.escape(title)}</h2><img src='{name}' alt='{html.escape(title)}'>"
