@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test lint format install install-dev services clean
+.PHONY: run test lint format install install-dev services chromium clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -32,11 +32,14 @@ run: install
 	$(VENV)/bin/embedctl demo
 
 ## make test: set up, make sure PostgreSQL and Redis are up, run the whole suite.
-test: install-dev services
+test: install-dev services chromium
 	$(PY) -m pytest
 
 services:
 	bash scripts/ensure_services.sh
+
+chromium:
+	bash scripts/ensure_chromium.sh
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
