@@ -1,0 +1,267 @@
+"""The ORM: one typed class per table (SQLAlchemy 2.0 ``Mapped[...]`` style).
+
+The same classes and the same migrations serve PostgreSQL (production) and SQLite (the
+embedded default), so only portable types are used: ``Uuid`` (native on PostgreSQL,
+CHAR(32) on SQLite), JSON (JSONB on PostgreSQL), floats as real numeric columns, and
+:class:`UTCDateTime`, which always hands back timezone-aware UTC times, even from
+SQLite, which has no time zone type of its own.
+
+Allowed values (statuses, triggers) are enforced twice on purpose: ``db/repo.py`` refuses a
+bad value with a clear message before writing anything, and a CHECK constraint guards the
+table against any other writer (a psql session, a future service).
+
+Every constraint and index is named through :data:`NAMING_CONVENTION`, so Alembic
+autogenerate compares the migrated schema and these classes without spurious diffs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+    false,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+RUN_TRIGGERS = ("cli", "ci", "api")
+RUN_STATUSES = ("running", "passed", "failed", "error")
+RUN_FINAL_STATUSES = ("passed", "failed", "error")
+CHECK_STATUSES = ("passed", "failed", "unavailable", "error")
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSONB on PostgreSQL (indexable, compact); plain JSON text elsewhere. Python None is SQL
+# NULL ("no value"), not the JSON literal null.
+JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (the only kind stored)."""
+    return datetime.now(UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _finite(column: str) -> str:
+    # Portable "finite": NaN compares greater than every number on PostgreSQL and is
+    # stored as NULL by SQLite; +-inf lie outside the bounds. 1e308 < the largest double.
+    return f"{column} > -1e308 AND {column} < 1e308"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """TIMESTAMP WITH TIME ZONE that reads back aware UTC datetimes on every backend.
+
+    SQLite keeps naive text, so values are converted to UTC before storing and tagged as
+    UTC when read. Naive datetimes are refused: their meaning depends on the writer's clock.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware (UTC) time")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _created_at() -> Mapped[datetime]:
+    return mapped_column(UTCDateTime(), default=utcnow, server_default=func.now())
+
+
+class ModelVersion(Base):
+    """A saved model: ``name`` + ``version`` (1, 2, ...) with the sha256 of its weights."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("name", "version"),
+        CheckConstraint("version >= 1", name="version_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(500))
+    version: Mapped[int] = mapped_column(Integer)
+    base_model: Mapped[str] = mapped_column(String(500))
+    path: Mapped[str] = mapped_column(Text)
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = _created_at()
+
+
+class FinetuneJob(Base):
+    """A fine-tune job and its outbox state (``sent_at`` null: the message is still to send)."""
+
+    __tablename__ = "finetune_jobs"
+    __table_args__ = (
+        CheckConstraint(_in("status", JOB_STATUSES), name="status"),
+        CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+        Index("ix_finetune_jobs_status_created_at", "status", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    model: Mapped[str] = mapped_column(String(500))
+    # The validated request (loss, epochs, lr, batch_size, data or dataset path, ...).
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    worker: Mapped[str | None] = mapped_column(String(255))  # hostname of the last claimant
+    created_at: Mapped[datetime] = _created_at()
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+
+    epochs: Mapped[list[EpochMetric]] = relationship(
+        back_populates="job",
+        order_by="EpochMetric.epoch",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+    model_version: Mapped[ModelVersion | None] = relationship()
+
+
+class EpochMetric(Base):
+    """One finished epoch of a job; (job_id, epoch) is unique so a rerun overwrites it."""
+
+    __tablename__ = "epoch_metrics"
+    __table_args__ = (
+        UniqueConstraint("job_id", "epoch"),
+        CheckConstraint("epoch >= 0", name="epoch_non_negative"),
+        CheckConstraint(_finite("train_loss"), name="train_loss_finite"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("finetune_jobs.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)
+    train_loss: Mapped[float] = mapped_column(Float)
+    eval: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    lr: Mapped[float | None] = mapped_column(Float)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    samples_per_s: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = _created_at()
+
+    job: Mapped[FinetuneJob] = relationship(back_populates="epochs")
+
+
+class BenchmarkResult(Base):
+    """One benchmark measurement; the table is the performance trend over releases."""
+
+    __tablename__ = "benchmark_results"
+    __table_args__ = (Index("ix_benchmark_results_model_created_at", "model", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(500))
+    device: Mapped[str] = mapped_column(String(64))
+    precision: Mapped[str] = mapped_column(String(32))
+    batch_size: Mapped[int] = mapped_column(Integer)
+    latency_p50_ms: Mapped[float] = mapped_column(Float)
+    latency_p95_ms: Mapped[float] = mapped_column(Float)
+    latency_p99_ms: Mapped[float] = mapped_column(Float)
+    latency_mean_ms: Mapped[float] = mapped_column(Float)
+    latency_min_ms: Mapped[float] = mapped_column(Float)
+    latency_max_ms: Mapped[float] = mapped_column(Float)
+    throughput_per_s: Mapped[float] = mapped_column(Float)
+    grad_step_ms: Mapped[float | None] = mapped_column(Float)
+    optimizer_step_ms: Mapped[float | None] = mapped_column(Float)
+    peak_memory_mb: Mapped[float | None] = mapped_column(Float)
+    package_version: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = _created_at()
+
+
+class ValidationRun(Base):
+    """One run of the validation suite (the chord); ``verdict`` is set by the summary."""
+
+    __tablename__ = "validation_runs"
+    __table_args__ = (
+        CheckConstraint(_in("trigger", RUN_TRIGGERS), name="trigger"),
+        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    trigger: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), default="running", server_default="running")
+    verdict: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=utcnow, server_default=func.now(), index=True
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    models: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    checks: Mapped[list[ValidationCheck]] = relationship(
+        back_populates="run",
+        order_by="ValidationCheck.name",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class ValidationCheck(Base):
+    """One check's result within a run; (run_id, name) is unique so a retry overwrites it."""
+
+    __tablename__ = "validation_checks"
+    __table_args__ = (
+        UniqueConstraint("run_id", "name"),
+        CheckConstraint(_in("status", CHECK_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("validation_runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16))
+    figures: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # [{name, threshold, actual, passed}, ...]
+    criteria: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = _created_at()
+
+    run: Mapped[ValidationRun] = relationship(back_populates="checks")

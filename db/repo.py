@@ -1,0 +1,536 @@
+"""The few reads and writes the workers need, each safe to repeat where a retry can repeat it.
+
+Every function takes the :class:`~sqlalchemy.orm.Session` to work in and never commits:
+the caller's ``session_scope()`` decides the transaction. Arguments are validated first
+(:mod:`db.values`), so a bad value raises :class:`InvalidValue` before anything is written.
+
+Concurrency is settled by the database, not by reading first and writing after:
+
+* a claim is one conditional ``UPDATE ... WHERE status = 'queued'``; of two workers
+  claiming one job, the database lets exactly one UPDATE match;
+* idempotency keys, epochs and validation checks are written with
+  ``INSERT ... ON CONFLICT`` on their unique constraints (PostgreSQL and SQLite share the
+  syntax), so a concurrent or repeated write neither fails nor duplicates, and no
+  SAVEPOINT (poorly supported by the SQLite driver) or aborted transaction is involved;
+* finishing is a conditional UPDATE too: the first final status wins, a repeat is a no-op.
+
+Job and run ids may be given as UUIDs or strings (task payloads carry strings).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, selectinload
+
+from db import values as v
+from db.models import (
+    CHECK_STATUSES,
+    JOB_FINAL_STATUSES,
+    JOB_STATUSES,
+    RUN_FINAL_STATUSES,
+    RUN_STATUSES,
+    RUN_TRIGGERS,
+    BenchmarkResult,
+    EpochMetric,
+    FinetuneJob,
+    ModelVersion,
+    UTCDateTime,
+    ValidationCheck,
+    ValidationRun,
+    utcnow,
+)
+from db.values import InvalidValue, NotFound
+
+__all__ = [
+    "InvalidValue",
+    "NotFound",
+    "add_benchmark_result",
+    "benchmark_history",
+    "claim_job",
+    "create_job",
+    "create_validation_run",
+    "finish_job",
+    "finish_validation_run",
+    "get_job",
+    "get_validation_run",
+    "is_cancel_requested",
+    "latest_validation_run",
+    "list_jobs",
+    "mark_sent",
+    "record_epoch",
+    "record_validation_check",
+    "register_model_version",
+    "request_cancel",
+    "unsent_jobs",
+]
+
+_ACTIVE = ("queued", "running")
+Id = uuid.UUID | str
+
+
+def _insert(session: Session, entity: type[Any]) -> Any:
+    """The dialect's INSERT (the one with ``on_conflict_do_*``) for the session's backend."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(entity)
+    if name == "sqlite":
+        return sqlite.insert(entity)
+    raise NotImplementedError(f"db/repo.py supports PostgreSQL and SQLite, not {name}")
+
+
+def _update(session: Session, stmt: Any) -> int:
+    """Run a bulk UPDATE; returns the rows matched. Callers expire what it changed."""
+    return session.execute(stmt, execution_options={"synchronize_session": False}).rowcount
+
+
+def _forget(session: Session, entity: type[Any], ident: Any, *attrs: str) -> None:
+    """Expire a cached object after a statement changed its row behind the ORM's back."""
+    obj = session.identity_map.get(session.identity_key(entity, ident))
+    if obj is not None:
+        session.expire(obj, list(attrs) or None)
+
+
+def _require(session: Session, entity: type[Any], ident: Any, what: str) -> None:
+    if session.get(entity, ident) is None:
+        raise NotFound(f"no {what} {ident}")
+
+
+# ------------------------------------------------------------------ fine-tune jobs
+def create_job(
+    session: Session,
+    model: str,
+    params: dict[str, Any],
+    idempotency_key: str | None = None,
+) -> FinetuneJob:
+    """Insert a ``queued`` job; with a key already used, return that job instead.
+
+    The key wins: a second submission with the same key returns the first job whatever
+    its model or params. Two concurrent submissions with one key get one job.
+    """
+    model = v.text(model, "model", max_len=500)
+    params = v.json_object(params, "params", strict=True)
+    key = v.optional_text(idempotency_key, "idempotency_key", max_len=200)
+    if key is None:
+        job = FinetuneJob(model=model, params=params)
+        session.add(job)
+        session.flush()
+        return job
+    stmt = (
+        _insert(session, FinetuneJob)
+        .values(id=uuid.uuid4(), idempotency_key=key, model=model, params=params)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    )
+    session.execute(stmt)
+    query = select(FinetuneJob).where(FinetuneJob.idempotency_key == key)
+    return session.scalars(query.execution_options(populate_existing=True)).one()
+
+
+def claim_job(
+    session: Session,
+    job_id: Id,
+    hostname: str,
+    allow_reclaim_running: bool = False,
+) -> bool:
+    """Mark a queued job ``running`` for ``hostname``; True only for the one claimant that won.
+
+    ``allow_reclaim_running`` also takes over a ``running`` job: only for a message the
+    broker redelivered after its worker died (the job's checkpoints let it resume).
+    ``started_at`` keeps the first attempt's start; ``attempts`` counts every claim.
+
+    The UPDATE is conditional on the status *and* on the attempts count read just before
+    (compare-and-swap): of concurrent claimants exactly one matches, even when they all
+    may reclaim a running job. A finished job is never claimed.
+    """
+    jid = v.as_uuid(job_id, "job_id")
+    hostname = v.text(hostname, "hostname", max_len=255)
+    claimable = _ACTIVE if allow_reclaim_running else ("queued",)
+    seen = session.execute(
+        select(FinetuneJob.status, FinetuneJob.attempts).where(FinetuneJob.id == jid)
+    ).one_or_none()
+    if seen is None:
+        raise NotFound(f"no fine-tune job {jid}")
+    if seen.status not in claimable:
+        return False
+    stmt = (
+        update(FinetuneJob)
+        .where(
+            FinetuneJob.id == jid,
+            FinetuneJob.status.in_(claimable),
+            FinetuneJob.attempts == seen.attempts,
+        )
+        .values(
+            status="running",
+            attempts=FinetuneJob.attempts + 1,
+            started_at=func.coalesce(FinetuneJob.started_at, literal(utcnow(), UTCDateTime())),
+            worker=hostname,
+        )
+    )
+    won = _update(session, stmt) == 1
+    _forget(session, FinetuneJob, jid)
+    return won
+
+
+def record_epoch(
+    session: Session,
+    job_id: Id,
+    epoch: int,
+    train_loss: float,
+    lr: float | None,
+    duration_s: float | None,
+    samples_per_s: float | None,
+    eval: dict[str, Any] | None = None,
+) -> EpochMetric:
+    """Upsert one epoch's figures: writing epoch k again replaces its row (a resumed job)."""
+    jid = v.as_uuid(job_id, "job_id")
+    row = {
+        "epoch": v.integer(epoch, "epoch", minimum=0),
+        "train_loss": v.number(train_loss, "train_loss"),
+        "lr": v.optional_number(lr, "lr", minimum=0.0),
+        "duration_s": v.optional_number(duration_s, "duration_s", minimum=0.0),
+        "samples_per_s": v.optional_number(samples_per_s, "samples_per_s", minimum=0.0),
+        "eval": None if eval is None else v.json_object(eval, "eval", strict=False),
+    }
+    _require(session, FinetuneJob, jid, "fine-tune job")
+    stmt = _insert(session, EpochMetric).values(job_id=jid, **row)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["job_id", "epoch"],
+        set_={name: stmt.excluded[name] for name in row if name != "epoch"},
+    )
+    session.execute(stmt)
+    _forget(session, FinetuneJob, jid, "epochs")
+    query = select(EpochMetric).where(EpochMetric.job_id == jid, EpochMetric.epoch == row["epoch"])
+    return session.scalars(query.execution_options(populate_existing=True)).one()
+
+
+def finish_job(
+    session: Session,
+    job_id: Id,
+    status: str,
+    error: str | None = None,
+    model_version_id: int | None = None,
+) -> bool:
+    """Set a final status (succeeded / failed / cancelled); True if this call set it.
+
+    A job already final stays as it is (the first outcome wins), so a repeated or late
+    call after a redelivery is harmless.
+    """
+    jid = v.as_uuid(job_id, "job_id")
+    v.choice(status, JOB_STATUSES, "job status")
+    status = v.choice(status, JOB_FINAL_STATUSES, "final job status")
+    if error is not None and not isinstance(error, str):
+        raise InvalidValue(f"error must be a string, got {type(error).__name__}")
+    version = None if model_version_id is None else v.integer(model_version_id, "model_version_id")
+    stmt = (
+        update(FinetuneJob)
+        .where(FinetuneJob.id == jid, FinetuneJob.status.in_(_ACTIVE))
+        .values(status=status, error=error, finished_at=utcnow(), model_version_id=version)
+    )
+    changed = _update(session, stmt) == 1
+    _forget(session, FinetuneJob, jid)
+    if not changed:
+        _require(session, FinetuneJob, jid, "fine-tune job")
+    return changed
+
+
+def mark_sent(session: Session, job_id: Id) -> bool:
+    """Take a job out of the outbox; the first send time is kept. True if it was unsent."""
+    jid = v.as_uuid(job_id, "job_id")
+    stmt = (
+        update(FinetuneJob)
+        .where(FinetuneJob.id == jid, FinetuneJob.sent_at.is_(None))
+        .values(sent_at=utcnow())
+    )
+    changed = _update(session, stmt) == 1
+    _forget(session, FinetuneJob, jid)
+    if not changed:
+        _require(session, FinetuneJob, jid, "fine-tune job")
+    return changed
+
+
+def unsent_jobs(session: Session, older_than_s: float = 0, limit: int = 1000) -> list[FinetuneJob]:
+    """Queued jobs still in the outbox, created at least ``older_than_s`` ago, oldest first.
+
+    ``older_than_s`` lets the relay skip jobs whose submitter is probably sending them
+    right now.
+    """
+    age = v.number(older_than_s, "older_than_s", minimum=0.0)
+    limit = v.integer(limit, "limit", minimum=1)
+    cutoff = utcnow() - timedelta(seconds=age)
+    query = (
+        select(FinetuneJob)
+        .where(
+            FinetuneJob.sent_at.is_(None),
+            FinetuneJob.status == "queued",
+            FinetuneJob.cancel_requested.is_(False),
+            FinetuneJob.created_at <= cutoff,
+        )
+        .order_by(FinetuneJob.created_at, FinetuneJob.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def request_cancel(session: Session, job_id: Id) -> bool:
+    """Flag a job to stop; True if it was still queued or running (a finished one is left)."""
+    jid = v.as_uuid(job_id, "job_id")
+    stmt = (
+        update(FinetuneJob)
+        .where(FinetuneJob.id == jid, FinetuneJob.status.in_(_ACTIVE))
+        .values(cancel_requested=True)
+    )
+    changed = _update(session, stmt) == 1
+    _forget(session, FinetuneJob, jid)
+    if not changed:
+        _require(session, FinetuneJob, jid, "fine-tune job")
+    return changed
+
+
+def is_cancel_requested(session: Session, job_id: Id) -> bool:
+    """The cancel flag, read fresh (a running job polls it between batches)."""
+    jid = v.as_uuid(job_id, "job_id")
+    flag = session.scalar(select(FinetuneJob.cancel_requested).where(FinetuneJob.id == jid))
+    if flag is None:
+        raise NotFound(f"no fine-tune job {jid}")
+    return bool(flag)
+
+
+def get_job(session: Session, job_id: Id) -> FinetuneJob | None:
+    """The job with its epochs (in order), read fresh; None if there is none."""
+    jid = v.as_uuid(job_id, "job_id")
+    query = (
+        select(FinetuneJob)
+        .where(FinetuneJob.id == jid)
+        .options(selectinload(FinetuneJob.epochs))
+        .execution_options(populate_existing=True)
+    )
+    return session.scalars(query).one_or_none()
+
+
+def list_jobs(session: Session, status: str | None = None, limit: int = 50) -> list[FinetuneJob]:
+    """The newest jobs first (with their epochs), optionally only those in ``status``."""
+    limit = v.integer(limit, "limit", minimum=1)
+    query = select(FinetuneJob).options(selectinload(FinetuneJob.epochs))
+    if status is not None:
+        query = query.where(FinetuneJob.status == v.choice(status, JOB_STATUSES, "job status"))
+    query = query.order_by(FinetuneJob.created_at.desc(), FinetuneJob.id).limit(limit)
+    return list(session.scalars(query))
+
+
+# ------------------------------------------------------------------ model versions
+def register_model_version(
+    session: Session,
+    name: str,
+    base_model: str,
+    path: str | os.PathLike[str],
+    weights_sha256: str,
+    metrics: dict[str, Any] | None,
+) -> ModelVersion:
+    """Register a saved model as the next version of ``name`` (1, 2, ...).
+
+    Registering the same weights at the same path again (a retried task) returns the
+    existing version. Concurrent registrations of one name get distinct numbers: the
+    unique (name, version) decides, and the loser takes the next number.
+    """
+    name = v.text(name, "name", max_len=500)
+    base_model = v.text(base_model, "base_model", max_len=500)
+    path = v.text(os.fspath(path) if isinstance(path, os.PathLike) else path, "path")
+    digest = v.text(weights_sha256, "weights_sha256").lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise InvalidValue(f"weights_sha256 must be 64 hex digits, got {weights_sha256!r}")
+    metrics = {} if metrics is None else v.json_object(metrics, "metrics", strict=False)
+
+    same = select(ModelVersion).where(
+        ModelVersion.name == name,
+        ModelVersion.path == path,
+        ModelVersion.weights_sha256 == digest,
+    )
+    existing = session.scalars(same.order_by(ModelVersion.version).limit(1)).first()
+    if existing is not None:
+        return existing
+    for _ in range(100):
+        latest = select(func.max(ModelVersion.version)).where(ModelVersion.name == name)
+        version = (session.scalar(latest) or 0) + 1
+        stmt = (
+            _insert(session, ModelVersion)
+            .values(
+                name=name,
+                version=version,
+                base_model=base_model,
+                path=path,
+                weights_sha256=digest,
+                metrics=metrics,
+            )
+            .on_conflict_do_nothing(index_elements=["name", "version"])
+            .returning(ModelVersion.id)
+        )
+        new_id = session.execute(stmt).scalar()
+        if new_id is not None:
+            return session.get_one(ModelVersion, new_id)
+    raise RuntimeError(f"could not allocate a version number for model {name!r}")
+
+
+# ------------------------------------------------------------------ benchmarks
+_BENCH_TEXT = {"model": 500, "device": 64, "precision": 32, "package_version": 64, "host": 255}
+_BENCH_REQUIRED_FLOATS = (
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "latency_mean_ms",
+    "latency_min_ms",
+    "latency_max_ms",
+    "throughput_per_s",
+)
+_BENCH_OPTIONAL_FLOATS = ("grad_step_ms", "optimizer_step_ms", "peak_memory_mb")
+
+
+def add_benchmark_result(session: Session, **figures: Any) -> BenchmarkResult:
+    """Store one benchmark measurement (every figure a finite, non-negative number)."""
+    known = {*_BENCH_TEXT, *_BENCH_REQUIRED_FLOATS, *_BENCH_OPTIONAL_FLOATS, "batch_size"}
+    unknown = sorted(set(figures) - known)
+    if unknown:
+        raise InvalidValue(f"unknown benchmark figures {unknown}; known: {sorted(known)}")
+    missing = sorted(known - set(figures) - set(_BENCH_OPTIONAL_FLOATS))
+    if missing:
+        raise InvalidValue(f"missing benchmark figures {missing}")
+    row: dict[str, Any] = {k: v.text(figures[k], k, n) for k, n in _BENCH_TEXT.items()}
+    row["batch_size"] = v.integer(figures["batch_size"], "batch_size", minimum=1)
+    for k in _BENCH_REQUIRED_FLOATS:
+        row[k] = v.number(figures[k], k, minimum=0.0)
+    for k in _BENCH_OPTIONAL_FLOATS:
+        row[k] = v.optional_number(figures.get(k), k, minimum=0.0)
+    result = BenchmarkResult(**row)
+    session.add(result)
+    session.flush()
+    return result
+
+
+def benchmark_history(
+    session: Session, model: str | None = None, limit: int = 50
+) -> list[BenchmarkResult]:
+    """The newest measurements first, optionally for one model."""
+    limit = v.integer(limit, "limit", minimum=1)
+    query = select(BenchmarkResult)
+    if model is not None:
+        query = query.where(BenchmarkResult.model == v.text(model, "model"))
+    query = query.order_by(BenchmarkResult.created_at.desc(), BenchmarkResult.id.desc())
+    return list(session.scalars(query.limit(limit)))
+
+
+# ------------------------------------------------------------------ validation runs
+def create_validation_run(
+    session: Session, trigger: str, models: Sequence[str] | Iterable[str]
+) -> ValidationRun:
+    """Start a validation run (status ``running``) for ``models``."""
+    trigger = v.choice(trigger, RUN_TRIGGERS, "trigger")
+    if isinstance(models, str):
+        raise InvalidValue(f"models must be a list of names, got the string {models!r}")
+    names = [v.text(m, "model name", max_len=500) for m in models]
+    run = ValidationRun(trigger=trigger, models=names)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def record_validation_check(
+    session: Session,
+    run_id: Id,
+    name: str,
+    status: str,
+    figures: dict[str, Any] | None,
+    criteria: Sequence[dict[str, Any]] | None,
+    duration_s: float | None,
+) -> ValidationCheck:
+    """Upsert one check's result in a run: a retried check replaces its row."""
+    rid = v.as_uuid(run_id, "run_id")
+    row = {
+        "name": v.text(name, "check name", max_len=100),
+        "status": v.choice(status, CHECK_STATUSES, "check status"),
+        "figures": {} if figures is None else v.json_object(figures, "figures", strict=False),
+        "criteria": _criteria(criteria),
+        "duration_s": v.optional_number(duration_s, "duration_s", minimum=0.0),
+    }
+    _require(session, ValidationRun, rid, "validation run")
+    stmt = _insert(session, ValidationCheck).values(run_id=rid, created_at=utcnow(), **row)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["run_id", "name"],
+        set_={k: stmt.excluded[k] for k in ("status", "figures", "criteria", "duration_s")},
+    )
+    session.execute(stmt)
+    _forget(session, ValidationRun, rid, "checks")
+    query = select(ValidationCheck).where(
+        ValidationCheck.run_id == rid, ValidationCheck.name == row["name"]
+    )
+    return session.scalars(query.execution_options(populate_existing=True)).one()
+
+
+def _criteria(criteria: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """A list of ``{name, threshold, actual, passed}``: name a string, passed a bool."""
+    if criteria is None:
+        return []
+    if not isinstance(criteria, list | tuple):
+        raise InvalidValue(f"criteria must be a list, got {type(criteria).__name__}")
+    out = []
+    for i, item in enumerate(criteria):
+        entry = v.json_object(item, f"criteria[{i}]", strict=False)
+        v.text(entry.get("name"), f"criteria[{i}].name")
+        if not isinstance(entry.get("passed"), bool):
+            raise InvalidValue(f"criteria[{i}].passed must be true or false")
+        out.append(entry)
+    return out
+
+
+def finish_validation_run(
+    session: Session,
+    run_id: Id,
+    status: str,
+    verdict: str,
+    error: str | None = None,
+) -> bool:
+    """Set the run's final status and verdict; True if this call set it (first one wins)."""
+    rid = v.as_uuid(run_id, "run_id")
+    v.choice(status, RUN_STATUSES, "run status")
+    status = v.choice(status, RUN_FINAL_STATUSES, "final run status")
+    verdict = v.text(verdict, "verdict")
+    if error is not None and not isinstance(error, str):
+        raise InvalidValue(f"error must be a string, got {type(error).__name__}")
+    stmt = (
+        update(ValidationRun)
+        .where(ValidationRun.id == rid, ValidationRun.status == "running")
+        .values(status=status, verdict=verdict, error=error, finished_at=utcnow())
+    )
+    changed = _update(session, stmt) == 1
+    _forget(session, ValidationRun, rid)
+    if not changed:
+        _require(session, ValidationRun, rid, "validation run")
+    return changed
+
+
+def get_validation_run(session: Session, run_id: Id) -> ValidationRun | None:
+    """The run with its checks (by name), read fresh; None if there is none."""
+    rid = v.as_uuid(run_id, "run_id")
+    query = (
+        select(ValidationRun)
+        .where(ValidationRun.id == rid)
+        .options(selectinload(ValidationRun.checks))
+        .execution_options(populate_existing=True)
+    )
+    return session.scalars(query).one_or_none()
+
+
+def latest_validation_run(session: Session) -> ValidationRun | None:
+    """The most recently started run with its checks, or None."""
+    query = (
+        select(ValidationRun)
+        .options(selectinload(ValidationRun.checks))
+        .order_by(ValidationRun.started_at.desc(), ValidationRun.id)
+        .limit(1)
+        .execution_options(populate_existing=True)
+    )
+    return session.scalars(query).first()
