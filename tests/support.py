@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN_URL = os.environ.get("EMBEDDING_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "EMBEDDING_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 
@@ -62,7 +64,9 @@ def redis_url(db: int) -> str:
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
 
 
-def service_env(database_url: str, broker_url: str | None, artifacts: Path, **extra: str) -> dict[str, str]:
+def service_env(
+    database_url: str, broker_url: str | None, artifacts: Path, **extra: str
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDDING_")}
     env.update(
         {
@@ -81,15 +85,36 @@ def service_env(database_url: str, broker_url: str | None, artifacts: Path, **ex
 
 
 @contextlib.contextmanager
-def celery_worker(env: dict[str, str], log_path: Path, queues: str = "gpu,cpu", name: str | None = None,
-                  ready_timeout: float = 60.0) -> Iterator[subprocess.Popen]:
+def celery_worker(
+    env: dict[str, str],
+    log_path: Path,
+    queues: str = "gpu,cpu",
+    name: str | None = None,
+    ready_timeout: float = 60.0,
+) -> Iterator[subprocess.Popen]:
     """A real ``embedctl worker`` subprocess; waits until it answers a ping."""
     hostname = name or f"it-{uuid.uuid4().hex[:6]}@%h"
     log = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "worker", "--queues", queues, "--concurrency", "1",
-         "--loglevel", "INFO", "--hostname", hostname],
-        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "worker",
+            "--queues",
+            queues,
+            "--concurrency",
+            "1",
+            "--loglevel",
+            "INFO",
+            "--hostname",
+            hostname,
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_for_worker(env, proc, log_path, ready_timeout)
@@ -99,11 +124,15 @@ def celery_worker(env: dict[str, str], log_path: Path, queues: str = "gpu,cpu", 
         log.close()
 
 
-def wait_for_worker(env: dict[str, str], proc: subprocess.Popen, log_path: Path, timeout: float) -> None:
+def wait_for_worker(
+    env: dict[str, str], proc: subprocess.Popen, log_path: Path, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"worker exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+            )
         if b"ready." in log_path.read_bytes():
             return
         time.sleep(0.2)

@@ -137,3 +137,15 @@ def embedded_worker(celery: Celery | None = None, queues: tuple[str, ...] = (GPU
         worker_ready.disconnect(_on_ready)
         worker.stop(in_sighandler=False)
         thread.join(timeout=10)
+
+
+def _fresh_connections_in_child(**_: Any) -> None:
+    """A forked pool child must not reuse the parent's database connections."""
+    from db.session import dispose_engines
+
+    dispose_engines(close=False)
+
+
+from celery.signals import worker_process_init  # noqa: E402
+
+worker_process_init.connect(_fresh_connections_in_child, weak=False)

@@ -6,7 +6,9 @@ import argparse
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmark a model and record it; `bench history` shows the trend")
+    p = sub.add_parser(
+        "bench", help="benchmark a model and record it; `bench history` shows the trend"
+    )
     p.add_argument("action", nargs="?", choices=("run", "history"), default="run")
     p.add_argument("--model", default=None)
     p.add_argument("--iterations", type=int, default=20)
@@ -44,7 +46,9 @@ def _history(model: str | None, limit: int) -> int:
         if not rows:
             print("no benchmark results yet: run `embedctl bench --model NAME`")
             return 0
-        print(f"{'when (UTC)':<20} {'model':<10} {'prec':<5} {'p50 ms':>8} {'Δ':>7} {'p95 ms':>8} {'texts/s':>9} {'Δ':>7} {'grad ms':>8}")
+        print(
+            f"{'when (UTC)':<20} {'model':<10} {'prec':<5} {'p50 ms':>8} {'Δ':>7} {'p95 ms':>8} {'texts/s':>9} {'Δ':>7} {'grad ms':>8}"
+        )
         previous: dict[str, object] = {}
         for row in rows:
             before = previous.get(row.model)

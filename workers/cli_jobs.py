@@ -16,9 +16,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     jobs = sub.add_parser("jobs", help="fine-tune jobs: submit, list, show, watch, cancel, relay")
     jsub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
 
-    p = jsub.add_parser("submit", help="submit a fine-tune job from a JSONL file of triplets or pairs")
+    p = jsub.add_parser(
+        "submit", help="submit a fine-tune job from a JSONL file of triplets or pairs"
+    )
     p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True, help="JSONL: {anchor, positive, negative} or {anchor, positive}")
+    p.add_argument(
+        "--data", required=True, help="JSONL: {anchor, positive, negative} or {anchor, positive}"
+    )
     p.add_argument("--loss", choices=("triplet", "mnrl"), default="triplet")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=2e-5)
@@ -85,7 +89,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     for job in list_jobs(status=args.status, limit=args.limit):
         last = job["epochs"][-1]["train_loss"] if job["epochs"] else None
         loss = f"{last:.4f}" if last is not None else "-"
-        print(f"{job['id']}  {job['status']:<9}  {job['model']:<12}  epochs {len(job['epochs'])}  loss {loss}  {job['created_at']}")
+        print(
+            f"{job['id']}  {job['status']:<9}  {job['model']:<12}  epochs {len(job['epochs'])}  loss {loss}  {job['created_at']}"
+        )
     return 0
 
 
@@ -128,7 +134,9 @@ def watch(job_id: str, timeout: float | None = None, interval: float = 0.5) -> i
                 seen = len(epochs)
                 bar.set_postfix(loss=f"{epochs[-1]['train_loss']:.4f}", status=job["status"])
             else:
-                bar.set_postfix(loss=f"{epochs[-1]['train_loss']:.4f}" if epochs else "-", status=job["status"])
+                bar.set_postfix(
+                    loss=f"{epochs[-1]['train_loss']:.4f}" if epochs else "-", status=job["status"]
+                )
             if job["status"] in ("succeeded", "failed", "cancelled"):
                 break
             if deadline is not None and time.monotonic() > deadline:

@@ -19,9 +19,15 @@ from embedding.validation import CHECK_NAMES
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="run the validation suite (a Celery chord) and report")
-    p.add_argument("--models", default=None, help="comma-separated specs (default: the default model)")
-    p.add_argument("--check", action="append", choices=CHECK_NAMES, help="run only this check (repeatable)")
-    p.add_argument("--timeout", type=float, default=600.0, help="deadline for the whole suite, seconds")
+    p.add_argument(
+        "--models", default=None, help="comma-separated specs (default: the default model)"
+    )
+    p.add_argument(
+        "--check", action="append", choices=CHECK_NAMES, help="run only this check (repeatable)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=600.0, help="deadline for the whole suite, seconds"
+    )
     p.add_argument("--json", dest="json_path", default=None, help="write the results as JSON")
     p.add_argument("--junit", default=None, help="write JUnit XML")
     p.add_argument("--trigger", choices=("cli", "ci", "api"), default=None)
@@ -41,7 +47,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with embedded_worker() if is_embedded(settings) else nullcontext():
         run_id, result = start_validation(models, trigger=trigger, checks=args.check)
-        print(f"validation run {run_id}: {', '.join(args.check or CHECK_NAMES)} on {', '.join(models)}", file=sys.stderr)
+        print(
+            f"validation run {run_id}: {', '.join(args.check or CHECK_NAMES)} on {', '.join(models)}",
+            file=sys.stderr,
+        )
         try:
             result.get(timeout=args.timeout, propagate=False, disable_sync_subtasks=False)
         except Exception as exc:  # the deadline: a hung run is ended, never left running
@@ -57,7 +66,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.junit:
         Path(args.junit).write_text(render_junit(summary))
     every_criterion_passed = summary["status"] == "passed" and all(
-        c["status"] == "passed" and all(k["passed"] for k in c["criteria"]) for c in summary["checks"]
+        c["status"] == "passed" and all(k["passed"] for k in c["criteria"])
+        for c in summary["checks"]
     )
     return 0 if every_criterion_passed else 1
 

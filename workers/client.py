@@ -191,7 +191,9 @@ def start_validation(
     per_check = default_check_models(models)
     signatures = {
         "model_loading": tasks.check_model_loading.si(run_id, models),
-        "inference_quality": tasks.check_inference_quality.si(run_id, per_check["inference_quality"]),
+        "inference_quality": tasks.check_inference_quality.si(
+            run_id, per_check["inference_quality"]
+        ),
         "convergence": tasks.check_convergence.si(run_id, per_check["convergence"]),
         "benchmark": tasks.run_benchmark.si(run_id, per_check["benchmark"]),
     }

@@ -71,7 +71,12 @@ def write_report(out: Path, jobs: int = 10) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
     for job in data["jobs"]:
         epochs = [e["epoch"] for e in job["epochs"]]
-        ax.plot(epochs, [e["train_loss"] for e in job["epochs"]], marker="o", label=f"{job['id'][:8]} {job['model']} ({job['status']})")
+        ax.plot(
+            epochs,
+            [e["train_loss"] for e in job["epochs"]],
+            marker="o",
+            label=f"{job['id'][:8]} {job['model']} ({job['status']})",
+        )
     ax.set(title="Fine-tune loss per epoch", xlabel="epoch", ylabel="mean train loss")
     if data["jobs"]:
         ax.legend(fontsize=7)
