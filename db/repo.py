@@ -137,8 +137,13 @@ def claim_job(
     job_id: Id,
     hostname: str,
     allow_reclaim_running: bool = False,
+    stale_after_s: float | None = None,
 ) -> bool:
     """Mark a queued job ``running`` for ``hostname``; True only for the one claimant that won.
+
+    With ``stale_after_s``, a ``running`` job is only taken over when its lease
+    (``heartbeat_at``, see :func:`heartbeat`) is older than that: a worker that is alive
+    keeps its job, a dead one's job is resumed by the next delivery.
 
     ``allow_reclaim_running`` also takes over a ``running`` job: only for a message the
     broker redelivered after its worker died (the job's checkpoints let it resume).
@@ -152,12 +157,23 @@ def claim_job(
     hostname = v.text(hostname, "hostname", max_len=255)
     claimable = _ACTIVE if allow_reclaim_running else ("queued",)
     seen = session.execute(
-        select(FinetuneJob.status, FinetuneJob.attempts).where(FinetuneJob.id == jid)
+        select(FinetuneJob.status, FinetuneJob.attempts, FinetuneJob.heartbeat_at).where(
+            FinetuneJob.id == jid
+        )
     ).one_or_none()
     if seen is None:
         raise NotFound(f"no fine-tune job {jid}")
     if seen.status not in claimable:
         return False
+    now = utcnow()
+    alive = (
+        seen.status == "running"
+        and stale_after_s is not None
+        and seen.heartbeat_at is not None
+        and (now - seen.heartbeat_at).total_seconds() < stale_after_s
+    )
+    if alive:
+        return False  # its worker holds a live lease: leave the job alone
     stmt = (
         update(FinetuneJob)
         .where(
@@ -168,13 +184,27 @@ def claim_job(
         .values(
             status="running",
             attempts=FinetuneJob.attempts + 1,
-            started_at=func.coalesce(FinetuneJob.started_at, literal(utcnow(), UTCDateTime())),
+            started_at=func.coalesce(FinetuneJob.started_at, literal(now, UTCDateTime())),
+            heartbeat_at=now,
             worker=hostname,
         )
     )
     won = _update(session, stmt) == 1
     _forget(session, FinetuneJob, jid)
     return won
+
+
+def heartbeat(session: Session, job_id: Id) -> bool:
+    """Refresh a running job's lease; False when the job is no longer running."""
+    jid = v.as_uuid(job_id, "job_id")
+    stmt = (
+        update(FinetuneJob)
+        .where(FinetuneJob.id == jid, FinetuneJob.status == "running")
+        .values(heartbeat_at=utcnow())
+    )
+    updated = _update(session, stmt) == 1
+    _forget(session, FinetuneJob, jid)
+    return updated
 
 
 def record_epoch(

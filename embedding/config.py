@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     # A worker child is replaced after this many tasks, handing its GPU memory back.
     worker_max_tasks_per_child: int = 50
 
+    # A running job's lease: its worker refreshes it about every second while training; a
+    # redelivered message may take over (and resume) a job whose lease is older than this.
+    job_lease_s: float = 30.0
+    # A job whose worker is lost this many times is failed instead of redelivered forever.
+    job_max_attempts: int = 3
+
     # Fine-tune task time limits (seconds); the Redis visibility timeout is set above the hard one.
     finetune_soft_time_limit: int = 6 * 3600
     finetune_hard_time_limit: int = 6 * 3600 + 300

@@ -122,6 +122,30 @@ def test_reclaim_a_running_job_only_when_asked(new_session: Factory) -> None:
         session.commit()
 
 
+def test_a_live_lease_keeps_the_job_a_stale_one_lets_it_go(new_session: Factory) -> None:
+    """A worker that heartbeats keeps its job; after the lease runs out another may resume it."""
+    job_id = _job(new_session)
+    with new_session() as session:
+        assert repo.claim_job(session, job_id, "host-a")
+        session.commit()
+        assert repo.heartbeat(session, job_id)
+        session.commit()
+        assert not repo.claim_job(
+            session, job_id, "host-b", allow_reclaim_running=True, stale_after_s=30
+        )
+        session.commit()
+        time.sleep(0.3)
+        assert repo.claim_job(
+            session, job_id, "host-b", allow_reclaim_running=True, stale_after_s=0.2
+        )
+        session.commit()
+        job = repo.get_job(session, job_id)
+        assert (job.worker, job.attempts) == ("host-b", 2)
+        repo.finish_job(session, job_id, "succeeded")
+        session.commit()
+        assert not repo.heartbeat(session, job_id)  # only running jobs hold a lease
+
+
 def test_claim_updates_a_job_already_loaded_in_the_session(new_session: Factory) -> None:
     job_id = _job(new_session)
     with new_session() as session:

@@ -32,6 +32,10 @@ class JobCancelled(Exception):
     """The job was cancelled; training stopped at a batch boundary."""
 
 
+class JobHeldElsewhere(Exception):
+    """Another live worker holds the job's lease; this delivery should come back later."""
+
+
 def checked_model_name(name: str) -> str:
     """A model named in a task payload: a registered spec, or a folder under the allowed roots."""
     from embedding.specs import _registry
@@ -55,20 +59,34 @@ def run_finetune_job(
     job_id: str,
     hostname: str,
     progress: Progress | None = None,
-    redelivered: bool = False,
 ) -> dict[str, Any]:
     """Claim and run one job. A job that is not ours to run is left alone."""
     from workers.schemas import FinetuneRequest
 
+    settings = get_settings()
     with session_scope() as session:
         job = repo.get_job(session, job_id)
         if job is None:
             raise LookupError(f"no fine-tune job {job_id}")
         if job.status in ("succeeded", "failed", "cancelled"):
             return {"job_id": str(job_id), "status": job.status, "duplicate": True}
-        claimed = repo.claim_job(session, job_id, hostname, allow_reclaim_running=redelivered)
+        if job.status == "running" and job.attempts >= settings.job_max_attempts and _stale(job):
+            reason = (
+                f"gave up after {job.attempts} attempts: the worker running it was lost each time "
+                f"(last: {job.worker})"
+            )
+            repo.finish_job(session, job_id, "failed", error=reason)
+            return {"job_id": str(job_id), "status": "failed", "error": reason}
+        claimed = repo.claim_job(
+            session,
+            job_id,
+            hostname,
+            allow_reclaim_running=True,
+            stale_after_s=settings.job_lease_s,
+        )
         if not claimed:
-            log.info("job %s is claimed elsewhere; this delivery leaves it alone", job_id)
+            if repo.get_job(session, job_id).status == "running":
+                raise JobHeldElsewhere(job_id)
             return {"job_id": str(job_id), "status": job.status, "duplicate": True}
         params = dict(job.params)
         model = job.model
@@ -105,6 +123,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
             return False
         last_check[0] = now
         with session_scope() as session:
+            repo.heartbeat(session, job_id)  # keep the lease while training
             return repo.is_cancel_requested(session, job_id)
 
     def on_epoch_end(stats: Any) -> None:
@@ -171,6 +190,13 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
         "model_version": version_number,
         "epoch_losses": list(result.epoch_losses),
     }
+
+
+def _stale(job: Any) -> bool:
+    from db.models import utcnow
+
+    beat = job.heartbeat_at
+    return beat is None or (utcnow() - beat).total_seconds() >= get_settings().job_lease_s
 
 
 def fail_job(job_id: str, reason: str) -> None:

@@ -88,14 +88,14 @@ def finetune(self: Task, job_id: str) -> dict[str, Any]:
             self.update_state(state="PROGRESS", meta=meta)
             self.send_event("task-progress", **meta)
 
-    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     try:
         return jobs.run_finetune_job(
-            job_id,
-            hostname=self.request.hostname or "local",
-            progress=progress,
-            redelivered=redelivered,
+            job_id, hostname=self.request.hostname or "local", progress=progress
         )
+    except jobs.JobHeldElsewhere as held:
+        # A live worker holds the lease (a duplicate delivery, or our own crash a moment
+        # ago): come back after the lease, and run it then only if its worker is gone.
+        raise self.retry(countdown=get_settings().job_lease_s, max_retries=None) from held
     except SoftTimeLimitExceeded:
         jobs.fail_job(job_id, "soft time limit exceeded")
         raise

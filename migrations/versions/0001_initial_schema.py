@@ -58,6 +58,7 @@ def upgrade() -> None:
         _time("started_at"),
         _time("finished_at"),
         _time("sent_at"),
+        _time("heartbeat_at"),
         sa.Column("cancel_requested", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("model_version_id", sa.Integer(), nullable=True),
         sa.CheckConstraint(
