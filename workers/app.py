@@ -100,6 +100,26 @@ def create_app(settings: Settings | None = None) -> Celery:
 app = create_app()
 
 
+class _EmbeddedWorkController:
+    """Built lazily: a WorkController subclass that says when its consumer is ready."""
+
+    cls: type | None = None
+
+    @classmethod
+    def get(cls, celery: Celery) -> type:
+        base = celery.WorkController
+
+        class Controller(base):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                self.ready_event = threading.Event()
+                super().__init__(*args, **kwargs)
+
+            def on_consumer_ready(self, consumer: Any) -> None:
+                self.ready_event.set()
+
+        return Controller
+
+
 @contextmanager
 def embedded_worker(celery: Celery | None = None, queues: tuple[str, ...] = (GPU_QUEUE, CPU_QUEUE)):
     """Run a real Celery worker in a thread of this process (solo pool), for the memory broker.
@@ -108,8 +128,14 @@ def embedded_worker(celery: Celery | None = None, queues: tuple[str, ...] = (GPU
     no services, through the same tasks and chords.
     """
     celery = celery or app
-    ready = threading.Event()
-    worker = celery.WorkController(
+    # Chord bookkeeping in the worker uses the *current* app: make it ours, or Celery's
+    # default app (an AMQP broker on localhost) would receive the chord's callback.
+    celery.finalize()
+    celery.set_current()
+    celery.set_default()
+    controller = _EmbeddedWorkController.get(celery)
+    worker = controller(
+        app=celery,
         pool_cls="solo",
         concurrency=1,
         loglevel="WARNING",
@@ -117,24 +143,14 @@ def embedded_worker(celery: Celery | None = None, queues: tuple[str, ...] = (GPU
         without_heartbeat=True,
         without_mingle=True,
         without_gossip=True,
-        optimization="fair",
     )
-    worker.consumer_ready = ready  # set by the signal below
     thread = threading.Thread(target=worker.start, name="embedded-celery-worker", daemon=True)
-
-    from celery.signals import worker_ready
-
-    def _on_ready(sender=None, **_: Any) -> None:
-        ready.set()
-
-    worker_ready.connect(_on_ready, weak=False)
     thread.start()
     try:
-        if not ready.wait(timeout=30):
+        if not worker.ready_event.wait(timeout=30):
             raise RuntimeError("the embedded Celery worker did not start within 30 s")
         yield worker
     finally:
-        worker_ready.disconnect(_on_ready)
         worker.stop(in_sighandler=False)
         thread.join(timeout=10)
 
