@@ -1,0 +1,186 @@
+"""Checkpoints and exported models, never pickled and always written atomically.
+
+A checkpoint is a folder ``epoch-0003/`` with:
+
+* ``model.safetensors``: the trainable parameters (all of them, or only LoRA adapters);
+* ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's tensors and the rest of
+  its state (param groups, scalars), split so that nothing needs pickle;
+* ``rng.safetensors``: torch's RNG state (dropout), so a resumed run draws what an
+  uninterrupted run would have;
+* ``trainer.json``: epoch, scheduler state, and every finished epoch's figures.
+
+Each folder is written under a temporary name and renamed into place; ``LATEST`` is
+replaced the same way. A crash mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+LATEST = "LATEST"
+KEEP = 2
+
+
+def _tensors_of(optimizer_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, state in optimizer_state["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value.detach().contiguous().clone()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": optimizer_state["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, tensor in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = tensor
+    for index, values in meta["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        n: p.detach().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad
+    }
+
+
+def save_checkpoint(
+    directory: Path,
+    epoch: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    history: list[dict[str, Any]],
+) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"epoch-{epoch:04d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".epoch-{epoch:04d}-", dir=directory))
+    save_file(trainable_state(model), str(tmp / "model.safetensors"))
+    tensors, meta = _tensors_of(optimizer.state_dict())
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "optimizer.json").write_text(json.dumps(meta))
+    save_file({"cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+    trainer = {"epoch": epoch, "scheduler": scheduler.state_dict(), "history": history}
+    (tmp / "trainer.json").write_text(json.dumps(trainer))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _write_atomic(directory / LATEST, final.name)
+    for old in sorted(directory.glob("epoch-*"))[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(directory: Path | None) -> Path | None:
+    if directory is None or not (directory / LATEST).is_file():
+        return None
+    path = directory / (directory / LATEST).read_text().strip()
+    return path if path.is_dir() else None
+
+
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict[str, Any]:
+    """Restore everything; returns ``trainer.json`` (epoch and history)."""
+    weights = load_file(str(path / "model.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
+    if missing:
+        raise ValueError(
+            f"checkpoint {path} lacks parameters {missing[:3]}: it is from another model"
+        )
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor)
+    meta = json.loads((path / "optimizer.json").read_text())
+    optimizer.load_state_dict(
+        _optimizer_state(load_file(str(path / "optimizer.safetensors")), meta)
+    )
+    torch.set_rng_state(load_file(str(path / "rng.safetensors"))["cpu"])
+    trainer = json.loads((path / "trainer.json").read_text())
+    scheduler.load_state_dict(trainer["scheduler"])
+    return trainer
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def export_sentence_transformers(
+    out_dir: Path,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    pooling: str,
+    dim: int,
+    max_tokens: int,
+    prompts: dict[str, str],
+    extra: dict[str, Any],
+) -> Path:
+    """Save a model folder that both ``SentenceTransformer(path)`` and our registry open.
+
+    Written to a temporary sibling and renamed into place, so a reader never sees half a model.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "1_Pooling").mkdir()
+    (tmp / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {
+                "word_embedding_dimension": dim,
+                "pooling_mode_cls_token": pooling == "cls",
+                "pooling_mode_mean_tokens": pooling == "mean",
+                "pooling_mode_max_tokens": False,
+                "pooling_mode_mean_sqrt_len_tokens": False,
+                "pooling_mode_lasttoken": pooling == "last_token",
+            },
+            indent=2,
+        )
+    )
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+        {
+            "idx": 2,
+            "name": "2",
+            "path": "2_Normalize",
+            "type": "sentence_transformers.models.Normalize",
+        },
+    ]
+    (tmp / "modules.json").write_text(json.dumps(modules, indent=2))
+    (tmp / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_tokens, "do_lower_case": False})
+    )
+    (tmp / "config_sentence_transformers.json").write_text(
+        json.dumps(
+            {"prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"},
+            indent=2,
+        )
+    )
+    (tmp / "embedding_spec.json").write_text(json.dumps(extra, indent=2))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir

@@ -1,0 +1,99 @@
+"""Training data: triplets or pairs from JSONL, validated before any training starts.
+
+A row is ``{"anchor", "positive", "negative"}`` (a triplet) or ``{"anchor", "positive"}``
+(a pair; ``query``/``document`` are accepted as names for the two). Every problem is a
+:class:`DataError` naming the line or row, raised before a model is even loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+Example = tuple[str, ...]  # (anchor, positive) or (anchor, positive, negative)
+
+# The seed guide's convergence triplets (anchor, positive, negative).
+SEED_TRIPLETS: list[Example] = [
+    ("def process_data", "def handle_data", "SELECT FROM table"),
+    ("async fn fetch", "async fn load", "const config"),
+    ("class Worker", "class Handler", "def helper"),
+    ("if condition then", "if test do", "console.log"),
+    ("@decorator", "@wrapper", "import module"),
+]
+
+_ALIASES = {"query": "anchor", "document": "positive", "doc": "positive"}
+
+
+class DataError(ValueError):
+    """Training or evaluation data that cannot be used; the message names where."""
+
+
+def validate_examples(examples: Sequence[Sequence[object]], where: str = "row") -> list[Example]:
+    """All pairs or all triplets, every field a non-empty string; at least one row."""
+    rows = list(examples)
+    if not rows:
+        raise DataError("no training rows: the data is empty")
+    checked = [check_row(row, f"{where} {i}") for i, row in enumerate(rows)]
+    width = len(checked[0])
+    for i, row in enumerate(checked):
+        if len(row) != width:
+            raise DataError(
+                f"{where} {i}: mixes pairs and triplets ({len(row)} texts, earlier rows {width})"
+            )
+    return checked
+
+
+def check_row(row: object, label: str) -> Example:
+    """One pair or triplet of non-empty strings; the error names ``label`` and the field."""
+    if isinstance(row, str) or not isinstance(row, Sequence):
+        raise DataError(f"{label}: expected a pair or triplet of texts, got {type(row).__name__}")
+    if len(row) not in (2, 3):
+        raise DataError(f"{label}: expected 2 or 3 texts, got {len(row)}")
+    for j, text in enumerate(row):
+        name = ("anchor", "positive", "negative")[j]
+        if not isinstance(text, str):
+            raise DataError(f"{label}: {name} is {type(text).__name__}, not a string")
+        if not text.strip():
+            raise DataError(f"{label}: {name} is empty")
+    return tuple(row)  # type: ignore[return-value]
+
+
+def row_from_json(obj: object, where: str) -> Example:
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    fields = {_ALIASES.get(k, k): v for k, v in obj.items()}
+    unknown = set(fields) - {"anchor", "positive", "negative"}
+    if unknown:
+        raise DataError(f"{where}: unknown field(s) {sorted(unknown)}")
+    for name in ("anchor", "positive"):
+        if name not in fields:
+            raise DataError(f"{where}: missing field {name!r}")
+    names = ("anchor", "positive", "negative") if "negative" in fields else ("anchor", "positive")
+    return tuple(fields[n] for n in names)  # type: ignore[return-value]
+
+
+def load_examples(path: str | Path) -> list[Example]:
+    """Triplets or pairs from a JSONL file, validated; errors name the line."""
+    path = Path(path)
+    rows: list[Example] = []
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                obj = json.loads(line)
+            except ValueError as exc:
+                raise DataError(f"{where}: not JSON ({exc.args[0]})") from None
+            rows.append(check_row(row_from_json(obj, where), where))
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return validate_examples(rows, where=f"{path} row")
+
+
+def write_examples(path: str | Path, rows: Sequence[Example]) -> None:
+    names = ("anchor", "positive", "negative")
+    with Path(path).open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(dict(zip(names, row, strict=False))) + "\n")

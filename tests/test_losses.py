@@ -1,0 +1,77 @@
+"""Our losses equal sentence-transformers' losses of the same name and settings (1e-5)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from embedding.encoder import Encoder
+from embedding.losses import multiple_negatives_ranking_loss, triplet_loss
+from tests.tiny_models import MINILM_DIR
+
+BATCH = [
+    ("def process_data", "def handle_data", "SELECT FROM table"),
+    ("async fn fetch", "async fn load", "const config"),
+    ("class Worker", "class Handler", "def helper"),
+    ("if condition then", "if test do", "console.log"),
+]
+
+
+@pytest.fixture(scope="module")
+def peer():
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(MINILM_DIR), device="cpu")
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="module")
+def ours():
+    encoder = Encoder.load("minilm", device="cpu", precision="fp32")
+    encoder.model.eval()
+    return encoder
+
+
+def _st_features(model, texts):
+    return model.tokenize(texts)
+
+
+def _ours(encoder, texts):
+    with torch.no_grad():
+        return encoder.embed(encoder.tokenize(texts))
+
+
+@pytest.mark.parametrize("margin", [0.5, 1.0])
+def test_triplet_loss_equals_sentence_transformers(peer, ours, margin):
+    from sentence_transformers.losses import TripletDistanceMetric, TripletLoss
+
+    columns = [[row[i] for row in BATCH] for i in range(3)]
+    st_loss = TripletLoss(peer, distance_metric=TripletDistanceMetric.COSINE, triplet_margin=margin)
+    with torch.no_grad():
+        theirs = st_loss([_st_features(peer, c) for c in columns], None).item()
+    a, p, n = (_ours(ours, c) for c in columns)
+    mine = triplet_loss(a, p, n, margin=margin).item()
+    assert theirs > 0
+    assert abs(mine - theirs) < 1e-5, (mine, theirs)
+
+
+@pytest.mark.parametrize("with_negative", [False, True])
+def test_mnrl_equals_sentence_transformers(peer, ours, with_negative):
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+
+    width = 3 if with_negative else 2
+    columns = [[row[i] for row in BATCH] for i in range(width)]
+    st_loss = MultipleNegativesRankingLoss(peer, scale=20.0)
+    with torch.no_grad():
+        theirs = st_loss([_st_features(peer, c) for c in columns], None).item()
+    mine = multiple_negatives_ranking_loss(*(_ours(ours, c) for c in columns), scale=20.0).item()
+    assert abs(mine - theirs) < 1e-5, (mine, theirs)
+
+
+def test_triplet_loss_is_zero_only_past_the_margin():
+    a = torch.tensor([[1.0, 0.0]])
+    p = torch.tensor([[1.0, 0.0]])
+    n = torch.tensor([[0.0, 1.0]])  # distance 1 further than the positive
+    assert triplet_loss(a, p, n, margin=0.5).item() == 0.0
+    assert abs(triplet_loss(a, p, n, margin=1.5).item() - 0.5) < 1e-6

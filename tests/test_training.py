@@ -1,0 +1,182 @@
+"""The trainer: convergence, exact resume, NaN stop, bad data, LoRA, ST-compatible output."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from embedding.data import SEED_TRIPLETS, DataError
+from embedding.encoder import Encoder
+from embedding.specs import spec_from_folder
+from embedding.training import (
+    TrainConfig,
+    TrainingDiverged,
+    finetune,
+    run_convergence,
+    time_train_step,
+)
+
+TRIPLETS = [
+    *SEED_TRIPLETS,
+    ("def read_file(path)", "def load_text(p)", "CREATE TABLE t"),
+    ("for x in items", "for row in rows", "import os"),
+    ("SELECT name FROM users", "SELECT email FROM customers", "class Foo"),
+]
+
+
+def test_seed_convergence_check_on_minilm():
+    """The seed's criteria: loss falls every epoch, > 20 % overall, < 30 s; and never zero."""
+    run = run_convergence("minilm", epochs=3, lr=1e-4)
+    losses = run.epoch_losses
+    assert len(losses) == 3 and all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
+    assert (losses[0] - losses[-1]) / losses[0] > 0.20, losses
+    assert losses[-1] > 0.0, "a loss of zero would make the check meaningless"
+    assert run.seconds < 30.0
+
+
+def _fp32(**kw) -> TrainConfig:
+    return TrainConfig(loss="triplet", lr=5e-5, batch_size=3, precision="fp32", margin=1.0, **kw)
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+    full = finetune("minilm", TRIPLETS, _fp32(epochs=3), checkpoint_dir=tmp_path / "a")
+    first = finetune(
+        "minilm", TRIPLETS, _fp32(epochs=3), checkpoint_dir=tmp_path / "b", stop_after_epoch=1
+    )
+    assert first.stopped and len(first.epoch_losses) == 1
+    replayed: list[int] = []
+    rest = finetune(
+        "minilm",
+        TRIPLETS,
+        _fp32(epochs=3),
+        checkpoint_dir=tmp_path / "b",
+        resume=True,
+        on_epoch_end=lambda s: replayed.append(s.epoch),
+    )
+    assert replayed == [1, 2, 3]  # epoch 1 replayed from the checkpoint, 2 and 3 trained
+    assert len(rest.epoch_losses) == 3
+    np.testing.assert_allclose(rest.epoch_losses, full.epoch_losses, rtol=0, atol=1e-6)
+    for f in (tmp_path / "b").rglob("*"):
+        assert f.is_dir() or f.suffix in (".safetensors", ".json") or f.name == "LATEST", f
+
+
+def test_two_runs_with_one_seed_are_identical():
+    a = finetune("minilm", TRIPLETS, _fp32(epochs=2, seed=7))
+    b = finetune("minilm", TRIPLETS, _fp32(epochs=2, seed=7))
+    assert a.epoch_losses == b.epoch_losses
+
+
+def test_nan_loss_stops_with_epoch_and_step():
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step \d+"):
+        finetune(
+            "minilm",
+            TRIPLETS,
+            TrainConfig(lr=1e30, batch_size=2, margin=1.0, epochs=2, warmup_ratio=0),
+        )
+
+
+@pytest.mark.parametrize(
+    ("rows", "config", "message"),
+    [
+        ([], TrainConfig(), "empty"),
+        ([("a", "b", "")], TrainConfig(), "negative is empty"),
+        ([("a", 3, "c")], TrainConfig(), "positive is int"),
+        ([("a",)], TrainConfig(), "expected 2 or 3 texts"),
+        ([("a", "b", "c"), ("a", "b")], TrainConfig(), "mixes pairs and triplets"),
+        ([("a", "b", "c")], TrainConfig(epochs=0), "epochs must be a positive integer"),
+        ([("a", "b", "c")], TrainConfig(lr=0.0), "lr must be"),
+        ([("a", "b", "c")], TrainConfig(lr=float("nan")), "lr must be"),
+        ([("a", "b", "c")], TrainConfig(batch_size=0), "batch_size"),
+    ],
+)
+def test_bad_data_is_refused_before_training(rows, config, message):
+    with pytest.raises((DataError, ValueError), match=message):
+        finetune("no-such-model-is-ever-loaded", rows, config)
+
+
+def test_pairs_with_triplet_loss_are_refused():
+    with pytest.raises(DataError, match="needs triplets"):
+        finetune("minilm", [("a", "b"), ("c", "d")], TrainConfig(loss="triplet"))
+
+
+def test_output_opens_in_sentence_transformers_and_our_registry(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    result = finetune(
+        "minilm",
+        [(a, p) for a, p, _ in TRIPLETS],
+        TrainConfig(loss="mnrl", epochs=1, lr=5e-5, batch_size=4),
+        out_dir=tmp_path / "out",
+    )
+    path = result.output_dir
+    texts = ["def f(): return 1", "SELECT 1", "class A: pass"]
+    theirs = SentenceTransformer(path, device="cpu").encode(texts, normalize_embeddings=True)
+    ours = Encoder.load(path, device="cpu", precision="fp32").encode(texts)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    base = Encoder.load("minilm", device="cpu", precision="fp32").encode(texts)
+    assert not np.allclose(base, ours, atol=1e-4), "the output must be the trained weights"
+    spec = spec_from_folder(path)
+    assert (spec.pooling, spec.dim) == ("mean", 384)
+    assert (
+        json.loads((tmp_path / "out" / "embedding_spec.json").read_text())["base_model"] == "minilm"
+    )
+
+
+def test_lora_trains_only_adapters_on_tiny_qwen2(tiny_qwen2_dir, tmp_path):
+    before = Encoder.load(str(tiny_qwen2_dir), device="cpu", precision="fp32")
+    base = {n: p.detach().clone() for n, p in before.model.named_parameters()}
+    trained: dict = {}
+
+    def grab(stats):
+        trained["done"] = stats.epoch
+
+    import embedding.training as training
+
+    captured = {}
+    original = training._export
+
+    def spy(encoder, out_dir, merged):  # see the trained model just before the merge
+        captured["params"] = {
+            n: (p.detach().clone(), p.requires_grad) for n, p in encoder.model.named_parameters()
+        }
+        return original(encoder, out_dir, merged)
+
+    training._export = spy
+    try:
+        result = finetune(
+            str(tiny_qwen2_dir),
+            TRIPLETS,
+            TrainConfig(
+                epochs=2, lr=1e-2, batch_size=4, lora=True, lora_r=4, precision="fp32", margin=1.0
+            ),
+            out_dir=tmp_path / "lora-out",
+            on_epoch_end=grab,
+        )
+    finally:
+        training._export = original
+    assert result.settings["lora"] and trained["done"] == 2
+    params = captured["params"]
+    trainable = [n for n, (_, grad) in params.items() if grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    for name, (tensor, _) in params.items():
+        if "lora_" in name:
+            continue
+        clean = name.replace("base_model.model.", "").replace(".base_layer", "")
+        assert torch.equal(tensor, base[clean]), f"base weight {name} changed"
+    assert any(not torch.all(t == 0) for n, (t, _) in params.items() if "lora_B" in n), (
+        "adapters did not learn"
+    )
+    merged = Encoder.load(result.output_dir, device="cpu", precision="fp32")
+    assert merged.spec.pooling == "last_token"
+    vectors = merged.encode(["def hello_world(): return 42"])
+    assert math.isclose(float(np.linalg.norm(vectors)), 1.0, abs_tol=1e-5)
+
+
+def test_train_step_timing_is_real():
+    figures = time_train_step("minilm", repeats=3)
+    assert figures["grad_norm"] > 0 and figures["forward_backward_ms"] > 0
+    assert figures["batch"] == 5

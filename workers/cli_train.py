@@ -1,0 +1,152 @@
+"""``embedctl finetune``, ``embedctl eval`` and ``embedctl data codesearch`` (local, no queue)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a model on triplets or pairs (JSONL), locally")
+    p.add_argument("--model", required=True, help="spec name or model folder")
+    p.add_argument("--data", required=True, help="JSONL of {anchor, positive[, negative]}")
+    p.add_argument(
+        "--eval-data", default=None, help="JSONL for eval before/after (default: --data)"
+    )
+    p.add_argument("--loss", choices=("triplet", "mnrl"), default="triplet")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--margin", type=float, default=None)
+    p.add_argument(
+        "--max-tokens", type=int, default=None, help="cap sequence length while training"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder (sentence-transformers layout)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in --out"
+    )
+    p.add_argument(
+        "--json", dest="json_path", default=None, help="write per-epoch figures and eval as JSON"
+    )
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser(
+        "eval", help="evaluate a model on triplets (accuracy) or pairs (MRR@10, recall@1)"
+    )
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.set_defaults(func=cmd_eval)
+
+    data = sub.add_parser("data", help="build training data")
+    dsub = data.add_subparsers(dest="data_command", metavar="KIND", required=True)
+    p = dsub.add_parser("codesearch", help="docstring -> code pairs, split by module")
+    p.add_argument("--source", default="stdlib", help="'stdlib' or a folder of Python files")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_codesearch)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from embedding.data import load_examples
+    from embedding.training import TrainConfig, finetune
+
+    rows = load_examples(args.data)  # validated before any model is loaded
+    eval_rows = load_examples(args.eval_data) if args.eval_data else None
+    config = TrainConfig(
+        loss=args.loss,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        **({"margin": args.margin} if args.margin is not None else {}),
+    )
+    config.check()
+    out = Path(args.out)
+    bar = tqdm(total=len(rows) * args.epochs, unit="ex", desc="fine-tune", file=sys.stderr)
+
+    def on_step(n: int, loss: float) -> None:
+        bar.update(n)
+        bar.set_postfix(loss=f"{loss:.4f}")
+
+    def on_epoch_end(stats) -> None:
+        bar.write(f"epoch {stats.epoch}: loss {stats.loss:.6f}, {stats.samples_per_s:.1f} ex/s")
+
+    result = finetune(
+        args.model,
+        rows,
+        config,
+        out_dir=out / "model",
+        checkpoint_dir=out / "checkpoints",
+        resume=args.resume,
+        eval_examples=eval_rows,
+        on_step=on_step,
+        on_epoch_end=on_epoch_end,
+    )
+    bar.close()
+    print(f"\n{'epoch':>5}  {'loss':>10}  {'lr':>10}  {'ex/s':>8}  {'seconds':>8}")
+    for e in result.epochs:
+        print(
+            f"{e.epoch:>5}  {e.loss:>10.6f}  {e.lr:>10.2e}  {e.samples_per_s:>8.1f}  {e.duration_s:>8.2f}"
+        )
+    print("\neval      before     after")
+    for key in result.eval_before:
+        print(
+            f"{key:<9} {result.eval_before[key]:>7.4f}  {result.eval_after.get(key, float('nan')):>7.4f}"
+        )
+    curve = _plot_losses(result, out / "model" / "loss_curve.png")
+    print(f"\nmodel: {result.output_dir}\nloss curve: {curve}")
+    if args.json_path:
+        Path(args.json_path).write_text(
+            json.dumps(
+                {
+                    "model": result.output_dir,
+                    "epochs": [vars(e) for e in result.epochs],
+                    "eval_before": result.eval_before,
+                    "eval_after": result.eval_after,
+                    "train_seconds": result.seconds,
+                    "settings": result.settings,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+def _plot_losses(result, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([e.epoch for e in result.epochs], result.epoch_losses, marker="o")
+    ax.set(title=f"{result.settings['model']} fine-tune", xlabel="epoch", ylabel="mean train loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from embedding.data import load_examples
+    from embedding.encoder import load_encoder
+    from embedding.evaluation import evaluate
+
+    rows = load_examples(args.data)
+    metrics = evaluate(load_encoder(args.model), rows)
+    for key, value in metrics.items():
+        print(f"{key}: {value:.4f}")
+    return 0
+
+
+def cmd_codesearch(args: argparse.Namespace) -> int:
+    from embedding.codesearch import write_codesearch
+
+    counts = write_codesearch(Path(args.out), source=args.source)
+    print(json.dumps(counts))
+    return 0
