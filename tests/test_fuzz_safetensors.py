@@ -26,7 +26,9 @@ _DIR = Path(tempfile.mkdtemp(prefix="fuzz-safetensors-"))
 _TORCH_DTYPES = ["BOOL", "U8", "I8", "I16", "F16", "BF16", "I32", "F32", "I64", "F64"]
 
 dims = st.lists(st.integers(min_value=0, max_value=6), min_size=0, max_size=3)
-dtype = st.one_of(st.sampled_from(_TORCH_DTYPES), st.sampled_from(sorted(DTYPE_BYTES)), st.text(max_size=5))
+dtype = st.one_of(
+    st.sampled_from(_TORCH_DTYPES), st.sampled_from(sorted(DTYPE_BYTES)), st.text(max_size=5)
+)
 
 
 @st.composite
@@ -57,19 +59,28 @@ def plausible_file(draw) -> bytes:
 raw_file = st.one_of(
     plausible_file(),
     st.binary(max_size=64),
-    st.builds(lambda n, body: struct.pack("<Q", n) + body, st.integers(0, 2**64 - 1), st.binary(max_size=64)),
+    st.builds(
+        lambda n, body: struct.pack("<Q", n) + body,
+        st.integers(0, 2**64 - 1),
+        st.binary(max_size=64),
+    ),
     st.builds(
         lambda value: (lambda b: struct.pack("<Q", len(b)) + b)(json.dumps(value).encode()),
         st.recursive(
             st.none() | st.booleans() | st.integers() | st.text(max_size=4),
-            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+            ),
             max_leaves=8,
         ),
     ),
 )
 
 
-@settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(
+    max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck), database=None
+)
 @given(raw_file)
 def test_reader_accepts_only_what_safetensors_loads(blob: bytes) -> None:
     path = _DIR / "fuzz.safetensors"

@@ -17,11 +17,23 @@ BAD_FINETUNE = [
     ("two sources", {**OK, "pairs": [{"anchor": "a", "positive": "b"}]}, "exactly one"),
     ("extra field", {**OK, "learning_rate": 0.1}, "learning_rate: Extra inputs are not permitted"),
     ("empty triplets", {"model": "minilm", "triplets": []}, "triplets is empty"),
-    ("missing negative", {"model": "minilm", "triplets": [{"anchor": "a", "positive": "b"}]}, "negative: Field required"),
+    (
+        "missing negative",
+        {"model": "minilm", "triplets": [{"anchor": "a", "positive": "b"}]},
+        "negative: Field required",
+    ),
     ("empty anchor", {"model": "minilm", "triplets": [{**T, "anchor": "  "}]}, "anchor is empty"),
-    ("non-string text", {"model": "minilm", "triplets": [{**T, "positive": 7}]}, "positive: Input should be a valid string"),
+    (
+        "non-string text",
+        {"model": "minilm", "triplets": [{**T, "positive": 7}]},
+        "positive: Input should be a valid string",
+    ),
     ("triplet as list", {"model": "minilm", "triplets": [["a", "b", "c"]]}, "triplets.0"),
-    ("text past cap", {"model": "minilm", "triplets": [{**T, "anchor": "x" * 100_001}]}, "more than the cap"),
+    (
+        "text past cap",
+        {"model": "minilm", "triplets": [{**T, "anchor": "x" * 100_001}]},
+        "more than the cap",
+    ),
     ("epochs zero", {**OK, "epochs": 0}, "epochs: Input should be greater than or equal to 1"),
     ("epochs negative", {**OK, "epochs": -3}, "epochs"),
     ("epochs as string", {**OK, "epochs": "3"}, "epochs: Input should be a valid integer"),
@@ -29,16 +41,26 @@ BAD_FINETUNE = [
     ("lr negative", {**OK, "lr": -1e-4}, "lr: Input should be greater than 0"),
     ("lr NaN", {**OK, "lr": float("nan")}, "lr"),
     ("lr infinite", {**OK, "lr": float("inf")}, "lr"),
-    ("batch size zero", {**OK, "batch_size": 0}, "batch_size: Input should be greater than or equal to 1"),
+    (
+        "batch size zero",
+        {**OK, "batch_size": 0},
+        "batch_size: Input should be greater than or equal to 1",
+    ),
     ("unknown loss", {**OK, "loss": "contrastive"}, "loss: Input should be 'triplet' or 'mnrl'"),
-    ("pairs with triplet loss", {"model": "minilm", "pairs": [{"anchor": "a", "positive": "b"}]}, "needs triplets"),
+    (
+        "pairs with triplet loss",
+        {"model": "minilm", "pairs": [{"anchor": "a", "positive": "b"}]},
+        "needs triplets",
+    ),
     ("empty model", {**OK, "model": ""}, "model"),
     ("margin NaN", {**OK, "margin": float("nan")}, "margin"),
     ("idempotency key empty", {**OK, "idempotency_key": ""}, "idempotency_key"),
 ]
 
 
-@pytest.mark.parametrize(("kind", "payload", "message"), BAD_FINETUNE, ids=[b[0] for b in BAD_FINETUNE])
+@pytest.mark.parametrize(
+    ("kind", "payload", "message"), BAD_FINETUNE, ids=[b[0] for b in BAD_FINETUNE]
+)
 def test_bad_finetune_payloads_are_named(kind, payload, message):
     with pytest.raises(PayloadError) as info:
         parse(FinetuneRequest, payload)
