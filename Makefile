@@ -27,9 +27,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-## make run: the main job on the embedded default model.
+## make run: the main job, the validation suite (a Celery chord) on the embedded default model.
 run: install
-	$(VENV)/bin/embedctl demo
+	$(VENV)/bin/embedctl validate
 
 ## make test: set up, make sure PostgreSQL and Redis are up, run the whole suite.
 test: install-dev services chromium

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import subprocess
 import sys
 import time
@@ -119,21 +120,29 @@ def test_flower_lists_our_task_and_requires_auth(system):
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_http(base + "/healthcheck", flower)
-        task_id = plain_celery(system["broker"]).send_task(
-            "embedding.embed", kwargs={"texts": ["flower sees me"], "model": "minilm"}, queue="gpu"
-        )
-        task_id.get(timeout=120)
         token = base64.b64encode(b"ops:s3cret").decode()
-        deadline = time.monotonic() + 30
-        tasks = {}
-        while time.monotonic() < deadline:
-            request = urllib.request.Request(
-                base + "/api/tasks", headers={"Authorization": f"Basic {token}"}
+        client = plain_celery(system["broker"])
+        deadline = time.monotonic() + 60
+        tasks: dict = {}
+        seen = False
+        while not seen and time.monotonic() < deadline:
+            # Flower subscribes to events a moment after it answers HTTP: a task it missed
+            # is not its fault, so send another until one is seen.
+            task_id = client.send_task(
+                "embedding.embed",
+                kwargs={"texts": ["flower sees me"], "model": "minilm"},
+                queue="gpu",
             )
-            tasks = json.loads(urllib.request.urlopen(request, timeout=5).read())
-            if task_id.id in tasks and tasks[task_id.id].get("state") == "SUCCESS":
-                break
-            time.sleep(0.5)
+            task_id.get(timeout=120)
+            for _ in range(10):
+                request = urllib.request.Request(
+                    base + "/api/tasks", headers={"Authorization": f"Basic {token}"}
+                )
+                tasks = json.loads(urllib.request.urlopen(request, timeout=5).read())
+                if tasks.get(task_id.id, {}).get("state") == "SUCCESS":
+                    seen = True
+                    break
+                time.sleep(0.5)
         assert tasks[task_id.id]["name"] == "embedding.embed"
         assert tasks[task_id.id]["state"] == "SUCCESS"
         with pytest.raises(urllib.error.HTTPError) as info:
@@ -199,3 +208,148 @@ def test_worker_refuses_a_pickle_message(system):
     text = log.read_text()
     assert "ContentDisallowed" in text or "Refusing to deserialize" in text, text[-2000:]
     assert "Task embedding.load_model[pickle-probe] succeeded" not in text
+
+
+PLAIN_CLIENT = r"""
+import json, sys
+from celery import Celery
+broker = sys.argv[1]
+app = Celery(broker=broker, backend=broker)
+app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
+reply = app.send_task(
+    "embedding.finetune_request",
+    kwargs={
+        "model": "minilm",
+        "triplets": [
+            {"anchor": "def process_data", "positive": "def handle_data", "negative": "SELECT FROM table"},
+            {"anchor": "async fn fetch", "positive": "async fn load", "negative": "const config"},
+            {"anchor": "class Worker", "positive": "class Handler", "negative": "def helper"},
+        ],
+        "epochs": 3,
+        "loss": "triplet",
+        "lr": 0.0001,
+        "batch_size": 2,
+        "margin": 1.0,
+        "idempotency_key": sys.argv[2],
+    },
+    queue="cpu",
+).get(timeout=60)
+ours = sorted(m for m in sys.modules if m.split(".")[0] in ("embedding", "workers", "db"))
+print(json.dumps({"reply": reply, "our_modules": ours}))
+"""
+
+
+def _progress_listener(broker: str, seen: list) -> None:
+    """Collect every Celery event from the broker, as Flower does (runs in a daemon thread)."""
+    from celery import Celery
+
+    app = Celery(broker=broker)
+    with app.connection_for_read() as conn:
+        app.events.Receiver(conn, handlers={"*": seen.append}).capture(
+            limit=None, timeout=None, wakeup=True
+        )
+
+
+def test_finetune_end_to_end_from_a_service_that_only_has_celery(system):
+    import threading
+
+    from db import repo
+    from db.session import session_scope
+
+    events: list = []
+    threading.Thread(
+        target=_progress_listener, args=(system["broker"], events), daemon=True
+    ).start()
+    time.sleep(1.0)
+    out = subprocess.run(
+        [sys.executable, "-c", PLAIN_CLIENT, system["broker"], "svc-e2e-1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin"},
+        cwd="/",
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    answer = json.loads(out.stdout)
+    assert answer["our_modules"] == []  # the client never imported our package
+    job_id = answer["reply"]["job_id"]
+    assert answer["reply"]["status"] == "queued"
+
+    deadline = time.monotonic() + 180
+    status = None
+    while time.monotonic() < deadline:
+        with session_scope(system["db_url"]) as session:
+            job = repo.get_job(session, job_id)
+            status = job.status
+            epochs = [(e.epoch, e.train_loss) for e in job.epochs]
+            version = job.model_version
+            version_path = version.path if version else None
+        if status in ("succeeded", "failed"):
+            break
+        time.sleep(0.5)
+    assert status == "succeeded", (status, job.error)
+    assert [e for e, _ in epochs] == [1, 2, 3]
+    assert all(math.isfinite(loss) for _, loss in epochs) and epochs[0][1] > epochs[-1][1]
+    assert version_path and (version_path.endswith("model"))
+    from embedding.encoder import Encoder
+
+    vec = Encoder.load(version_path, device="cpu").encode(["def f(): pass"])
+    assert vec.shape == (1, 384)
+    time.sleep(1.0)
+    progress = [e for e in events if e.get("type") == "task-progress" and e.get("job_id") == job_id]
+    assert [e["epoch"] for e in progress] == [1, 2, 3], events
+    assert all("loss" in e for e in progress)
+
+    # The same idempotency key gives the same job, and does not run it again.
+    again = subprocess.run(
+        [sys.executable, "-c", PLAIN_CLIENT, system["broker"], "svc-e2e-1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin"},
+        cwd="/",
+    )
+    assert json.loads(again.stdout)["reply"]["job_id"] == job_id
+
+
+@pytest.mark.embedding_validation
+def test_validate_against_the_real_worker_exits_zero_with_junit(system, tmp_path):
+    junit = tmp_path / "out.xml"
+    env = {k: v for k, v in system["env"].items()}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "validate",
+            "--junit",
+            str(junit),
+            "--json",
+            str(tmp_path / "out.json"),
+            "--timeout",
+            "300",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "VERDICT: PASSED" in out.stdout
+    import xml.etree.ElementTree as ET
+
+    suite = ET.parse(junit).getroot()
+    assert (
+        suite.get("failures") == "0"
+        and suite.get("errors") == "0"
+        and int(suite.get("tests")) >= 20
+    )
+    summary = json.loads((tmp_path / "out.json").read_text())
+    assert {c["name"] for c in summary["checks"]} == {
+        "model_loading",
+        "inference_quality",
+        "convergence",
+        "benchmark",
+    }
+    assert summary["trigger"] in ("cli", "ci")
