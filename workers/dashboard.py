@@ -146,7 +146,12 @@ def write_report(out: Path, jobs: int = 10) -> Path:
         "<!doctype html><html><head><meta charset='utf-8'><title>Embedding report</title>"
         "<style>body{font-family:sans-serif;margin:2em}img{max-width:100%;border:1px solid #ddd}"
         "td,th{padding:2px 8px;text-align:left}.ok{color:green}.bad{color:red}</style></head><body>"
-        "<h1>Embedding infrastructure report</h1>" + "".join(sections) + "</body></html>",
+        "<h1>Embedding infrastructure report</h1>"
+        + "".join(sections)
+        # Marks how many images really loaded (read by the headless-browser test and by people).
+        + "<script>window.addEventListener('load',()=>{document.body.dataset.imagesLoaded="
+        "[...document.images].filter(i=>i.complete&&i.naturalWidth>0).length;});</script>"
+        + "</body></html>",
         encoding="utf-8",
     )
     return index

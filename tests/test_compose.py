@@ -1,0 +1,182 @@
+"""docker-compose.yml, checked by parsing (no Docker engine here) and by running every
+command in it the way the compose services would."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import (
+    ROOT,
+    celery_worker,
+    free_port,
+    postgres_database,
+    redis_url,
+    service_env,
+    stop_process,
+)
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def _command(service: str) -> list[str]:
+    cmd = SERVICES[service]["command"]
+    return cmd if isinstance(cmd, list) else shlex.split(cmd)
+
+
+def test_the_services_are_all_there():
+    assert set(SERVICES) == {"redis", "postgres", "migrate", "worker-gpu", "worker-cpu", "flower"}
+
+
+def test_redis_keeps_jobs_across_restarts():
+    cmd = _command("redis")
+    assert cmd[cmd.index("--appendonly") + 1] == "yes"
+    assert cmd[cmd.index("--maxmemory-policy") + 1] == "noeviction"
+    assert "--requirepass" in cmd
+
+
+def test_gpu_worker_reserves_a_gpu_and_runs_one_task_at_a_time():
+    service = SERVICES["worker-gpu"]
+    devices = service["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    cmd = _command("worker-gpu")
+    assert cmd[cmd.index("--queues") + 1] == "gpu" and cmd[cmd.index("--concurrency") + 1] == "1"
+    for name in ("worker-gpu", "worker-cpu"):
+        assert SERVICES[name]["healthcheck"]["test"][1:] == ["embedctl", "worker-health"]
+
+
+def test_flower_requires_auth_and_is_not_published_beyond_loopback():
+    flower = SERVICES["flower"]
+    assert "FLOWER_BASIC_AUTH" in flower["environment"]
+    assert "?" in flower["environment"]["FLOWER_BASIC_AUTH"]  # compose refuses to start without it
+    for port in flower["ports"]:
+        assert str(port).startswith("127.0.0.1:"), port
+    assert "--persistent" in _command("flower")
+
+
+def test_secrets_come_from_the_environment():
+    text = (ROOT / "docker-compose.yml").read_text()
+    for secret in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "FLOWER_BASIC_AUTH"):
+        assert f"${{{secret}:?" in text
+    assert "migrate" in SERVICES and SERVICES["migrate"]["restart"] == "no"
+
+
+# ------------------------------------------------------------------ the commands, run
+@pytest.mark.integration
+@pytest.mark.slow
+def test_every_compose_command_runs(tmp_path):
+    """Run each service's command as compose would, against local servers."""
+    seen: set[str] = set()
+
+    # redis: the exact command line, on a spare port.
+    port = free_port()
+    redis_cmd = [
+        c.replace("${REDIS_PASSWORD:?set REDIS_PASSWORD}", "pw") for c in _command("redis")
+    ]
+    redis = subprocess.Popen(
+        [*redis_cmd, "--port", str(port), "--dir", str(tmp_path), "--daemonize", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        for _ in range(50):
+            ping = subprocess.run(
+                ["redis-cli", "-p", str(port), "-a", "pw", "ping"], capture_output=True, text=True
+            )
+            if "PONG" in ping.stdout:
+                break
+            time.sleep(0.1)
+        assert "PONG" in ping.stdout
+        seen.add("redis")
+    finally:
+        stop_process(redis)
+
+    with postgres_database("emb_compose") as db_url:
+        # postgres's healthcheck command.
+        assert subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"]).returncode == 0
+        seen.add("postgres")
+        broker = redis_url(13)
+        env = service_env(db_url, broker, tmp_path)
+        # migrate
+        out = subprocess.run(
+            [sys.executable, "-m", "workers.cli", *_command("migrate")[1:]],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0 and "revision" in out.stdout, out.stderr
+        seen.add("migrate")
+        # the workers, then their healthcheck from the same host
+        for service in ("worker-cpu", "worker-gpu"):
+            args = _command(service)[1:]
+            assert args[0] == "worker"
+            queues = args[args.index("--queues") + 1]
+            with celery_worker(
+                env, tmp_path / f"{service}.log", queues=queues, name=f"{service}@%h"
+            ):
+                health = subprocess.run(
+                    [sys.executable, "-m", "workers.cli", "worker-health"],
+                    env=env,
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert health.returncode == 0, health.stderr
+            seen.add(service)
+        # flower: the exact arguments, with its auth variable set
+        args = _command("flower")[1:]
+        args[args.index("--port") + 1] = str(free_port())
+        args[args.index("--db") + 1] = str(tmp_path / "flower.db")
+        flower_port = args[args.index("--port") + 1]
+        flower = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", *args],
+            env={**env, "FLOWER_BASIC_AUTH": "a:b"},
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            code = None
+            for _ in range(100):
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{flower_port}/api/workers", timeout=2)
+                    code = 200
+                except urllib.error.HTTPError as exc:
+                    code = exc.code
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            assert code == 401  # up, and refusing a request without auth
+            seen.add("flower")
+        finally:
+            stop_process(flower)
+        refused = subprocess.run(
+            [sys.executable, "-m", "workers.cli", *_command("flower")[1:]],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode != 0 and "FLOWER_BASIC_AUTH" in refused.stderr
+    assert seen == set(SERVICES)
+
+
+def test_dockerfile_installs_what_compose_runs():
+    text = (ROOT / "Dockerfile").read_text()
+    assert "torch==2.13.0" in text and "pip install" in text
+    assert Path(ROOT / "alembic.ini").is_file()
