@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +94,8 @@ def run_finetune_job(
         model = job.model
     try:
         request = FinetuneRequest.model_validate({**params, "model": model})
-        result = _train(job_id, request, progress)
+        with lease_kept(job_id):
+            result = _train(job_id, request, progress)
     except JobCancelled:
         with session_scope() as session:
             repo.finish_job(session, job_id, "cancelled", error="cancelled by request")
@@ -101,6 +104,34 @@ def run_finetune_job(
         fail_job(job_id, f"{type(exc).__name__}: {exc}")
         raise
     return result
+
+
+@contextmanager
+def lease_kept(job_id: str) -> Iterator[None]:
+    """Refresh the job's lease from a background thread for as long as this worker runs it.
+
+    A thread, not the training loop, so that loading the model, evaluating and exporting
+    (minutes on a large model) never let the lease lapse while the worker is alive. A dead
+    worker stops heartbeating and its job can be taken over after ``job_lease_s``.
+    """
+    stop = threading.Event()
+    interval = max(0.2, get_settings().job_lease_s / 4)
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                with session_scope() as session:
+                    repo.heartbeat(session, job_id)
+            except Exception as exc:  # a database blip: try again next beat
+                log.warning("heartbeat for job %s failed: %s", job_id, type(exc).__name__)
+
+    thread = threading.Thread(target=beat, name=f"lease-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, Any]:
@@ -123,7 +154,6 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
             return False
         last_check[0] = now
         with session_scope() as session:
-            repo.heartbeat(session, job_id)  # keep the lease while training
             return repo.is_cancel_requested(session, job_id)
 
     def on_epoch_end(stats: Any) -> None:
