@@ -69,6 +69,19 @@ def test_embed_task_matches_the_local_encoder(system):
     local = Encoder.load("minilm", device="cpu").encode(texts)
     assert reply["model"] == "minilm" and reply["dim"] == 384
     np.testing.assert_allclose(np.asarray(reply["vectors"], dtype=np.float32), local, atol=1e-5)
+    packed = (
+        plain_celery(system["broker"])
+        .send_task(
+            "embedding.embed",
+            kwargs={"texts": texts, "model": "minilm", "encoding": "base64"},
+            queue="gpu",
+        )
+        .get(timeout=120)
+    )
+    matrix = np.frombuffer(base64.b64decode(packed["vectors_b64"]), dtype="<f4").reshape(
+        packed["rows"], packed["dim"]
+    )
+    np.testing.assert_allclose(matrix, local, atol=1e-5)
 
 
 def test_load_model_task_returns_the_load_report(system):

@@ -43,7 +43,7 @@ def load_model(**payload: Any) -> dict[str, Any]:
 
 @app.task(name="embedding.embed")
 def embed(**payload: Any) -> dict[str, Any]:
-    """Embed texts; returns float vectors as JSON lists, rows in input order."""
+    """Embed texts, rows in input order: JSON lists, or a base64 float32 matrix on request."""
     request = parse(EmbedRequest, payload)
     name = jobs.checked_model_name(request.model or get_settings().default_model)
     encoder = model_cache().get(name)
@@ -53,7 +53,15 @@ def embed(**payload: Any) -> dict[str, Any]:
         truncate_dim=request.truncate_dim,
         normalize=request.normalize,
     )
-    return {"model": name, "dim": int(vectors.shape[1]), "vectors": vectors.tolist()}
+    reply = {"model": name, "dim": int(vectors.shape[1]), "rows": int(vectors.shape[0])}
+    if request.encoding == "base64":
+        import base64
+
+        import numpy as np
+
+        raw = np.ascontiguousarray(vectors, dtype="<f4").tobytes()
+        return {**reply, "encoding": "base64", "vectors_b64": base64.b64encode(raw).decode("ascii")}
+    return {**reply, "encoding": "json", "vectors": vectors.tolist()}
 
 
 @app.task(name="embedding.benchmark")
