@@ -58,7 +58,14 @@ def _row(row: Any, names: tuple[str, ...]) -> Any:
 
 
 def submit_request(request: FinetuneRequest) -> str:
-    """Record a validated request in the outbox, then try to send it."""
+    """Record a validated request in the outbox, then try to send it.
+
+    An unknown model or a model path outside the allowed roots is refused here, before
+    anything is recorded.
+    """
+    from workers.jobs import checked_model_name
+
+    checked_model_name(request.model)
     params = request.model_dump(exclude={"model", "idempotency_key"}, exclude_none=True)
     with session_scope() as session:
         job = repo.create_job(

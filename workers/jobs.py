@@ -189,7 +189,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
         **({"margin": request.margin} if request.margin is not None else {}),
     )
     result = training.finetune(
-        request.model,
+        checked_model_name(request.model),
         examples,
         config,
         out_dir=out / "model",

@@ -117,13 +117,14 @@ def finetune_request(**payload: Any) -> dict[str, Any]:
     :class:`workers.schemas.FinetuneRequest`. Returns ``{"job_id": ..., "status": ...}``;
     a payload that does not validate returns ``{"error": ...}`` and records nothing.
     """
-    try:
-        request = parse(FinetuneRequest, payload)
-    except PayloadError as exc:
-        return {"job_id": None, "status": "rejected", "error": str(exc)}
+    from embedding.hub import PathNotAllowed
+    from embedding.specs import UnknownModel
     from workers.client import submit_request
 
-    job_id = submit_request(request)
+    try:
+        job_id = submit_request(parse(FinetuneRequest, payload))
+    except (PayloadError, UnknownModel, PathNotAllowed) as exc:
+        return {"job_id": None, "status": "rejected", "error": f"{type(exc).__name__}: {exc}"}
     return {"job_id": job_id, "status": "queued"}
 
 
