@@ -210,7 +210,8 @@ def _job_model(kind: str, tmp: Path, roots: Path) -> tuple[str, dict]:
             name = next(k for k in header if k != "__metadata__")
             other = next(k for k in header if k not in ("__metadata__", name))
             if kind == "header-past-end":
-                return json.dumps(header).encode(), 50_000_000  # under the cap, past the file
+                blob = json.dumps(header).encode()
+                return blob, len(blob) + len(data) + 1000  # under the cap, past the end of the file
             if kind == "header-not-json":
                 return b"{" + b"x" * 20, 21
             if kind == "offsets-out-of-range":
