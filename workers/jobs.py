@@ -52,6 +52,33 @@ def checked_model_name(name: str) -> str:
     return name
 
 
+def with_db_retry(action: Callable[[], Any], what: str, deadline_s: float = 180.0) -> Any:
+    """Run a database write, retrying with exponential backoff while the database is away.
+
+    A fine-tune epoch is minutes of work: a database restart must delay its record, not
+    lose it. Only connection-level errors are retried; a bad value fails at once.
+    """
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    delay, waited = 0.5, 0.0
+    while True:
+        try:
+            return action()
+        except (OperationalError, DBAPIError) as exc:
+            transient = isinstance(exc, OperationalError) or exc.connection_invalidated
+            if not transient or waited >= deadline_s:
+                raise
+            log.warning(
+                "%s: database unavailable (%s); retrying in %.1f s",
+                what,
+                type(exc.orig).__name__,
+                delay,
+            )
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 10.0)
+
+
 def job_dir(job_id: str) -> Path:
     return Path(get_settings().artifacts_dir) / "jobs" / str(job_id)
 
@@ -153,23 +180,30 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
         if now - last_check[0] < 1.0:  # one cheap query a second at most
             return False
         last_check[0] = now
-        with session_scope() as session:
-            return repo.is_cancel_requested(session, job_id)
+        try:
+            with session_scope() as session:
+                return repo.is_cancel_requested(session, job_id)
+        except Exception:  # the database is away: keep training, ask again later
+            return False
 
     def on_epoch_end(stats: Any) -> None:
         if not math.isfinite(stats.loss):
             raise ValueError(f"epoch {stats.epoch}: loss is {stats.loss}")
-        with session_scope() as session:
-            repo.record_epoch(
-                session,
-                job_id,
-                epoch=stats.epoch,
-                train_loss=stats.loss,
-                lr=stats.lr,
-                duration_s=stats.duration_s,
-                samples_per_s=stats.samples_per_s,
-                eval=stats.eval or None,
-            )
+
+        def write() -> None:
+            with session_scope() as session:
+                repo.record_epoch(
+                    session,
+                    job_id,
+                    epoch=stats.epoch,
+                    train_loss=stats.loss,
+                    lr=stats.lr,
+                    duration_s=stats.duration_s,
+                    samples_per_s=stats.samples_per_s,
+                    eval=stats.eval or None,
+                )
+
+        with_db_retry(write, f"job {job_id} epoch {stats.epoch}")
         if progress:
             progress(
                 {
@@ -202,17 +236,21 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
         raise JobCancelled(job_id)
     model_path = Path(result.output_dir)
     digest = weights_sha256(model_path)
-    with session_scope() as session:
-        version = repo.register_model_version(
-            session,
-            name=f"{request.model}-ft",
-            base_model=request.model,
-            path=str(model_path),
-            weights_sha256=digest,
-            metrics={"eval_before": result.eval_before, "eval_after": result.eval_after},
-        )
-        repo.finish_job(session, job_id, "succeeded", model_version_id=version.id)
-        version_number = version.version
+
+    def register() -> int:
+        with session_scope() as session:
+            version = repo.register_model_version(
+                session,
+                name=f"{request.model}-ft",
+                base_model=request.model,
+                path=str(model_path),
+                weights_sha256=digest,
+                metrics={"eval_before": result.eval_before, "eval_after": result.eval_after},
+            )
+            repo.finish_job(session, job_id, "succeeded", model_version_id=version.id)
+            return version.version
+
+    version_number = with_db_retry(register, f"job {job_id} model version")
     return {
         "job_id": str(job_id),
         "status": "succeeded",
