@@ -168,3 +168,38 @@ def test_report_page_renders_in_headless_chromium(embedded):
         timeout=120,
     )
     assert 'data-images-loaded="3"' in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+def test_a_check_task_that_dies_ends_the_run_as_error(tmp_path):
+    """Not a failed criterion: the task itself raises. The chord's errback records the run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDDING_")}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "validate",
+            "--models",
+            "no-such-model",
+            "--check",
+            "model_loading",
+            "--check",
+            "inference_quality",
+            "--json",
+            "out.json",
+            "--timeout",
+            "120",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 1
+    import json
+
+    summary = json.loads((tmp_path / "out.json").read_text())
+    assert summary["status"] == "error", summary
+    assert "no-such-model" in (summary["verdict"] or "")

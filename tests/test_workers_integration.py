@@ -366,3 +366,91 @@ def test_validate_against_the_real_worker_exits_zero_with_junit(system, tmp_path
         "benchmark",
     }
     assert summary["trigger"] in ("cli", "ci")
+
+
+def _client_cli(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_a_job_submitted_while_the_broker_is_down_starts_once_it_is_back(system, tmp_path):
+    from tests.support import free_port
+
+    data = tmp_path / "triplets.jsonl"
+    data.write_text(
+        "\n".join(
+            json.dumps({"anchor": f"def a{i}", "positive": f"def b{i}", "negative": "SELECT 1"})
+            for i in range(4)
+        )
+        + "\n"
+    )
+    down = {**system["env"], "EMBEDDING_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    down["EMBEDDING_RESULT_BACKEND"] = down["EMBEDDING_BROKER_URL"]
+    out = _client_cli(
+        down, "jobs", "submit", "--model", "minilm", "--data", str(data), "--epochs", "1"
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    job_id = out.stdout.strip().splitlines()[-1]
+    shown = json.loads(_client_cli(system["env"], "jobs", "show", job_id).stdout)
+    assert shown["status"] == "queued" and shown["sent_at"] is None  # recorded, still in the outbox
+    relay = _client_cli(system["env"], "jobs", "relay")
+    assert relay.returncode == 0 and "sent 1 job" in relay.stdout
+    watch = _client_cli(system["env"], "jobs", "watch", job_id, "--timeout", "120", timeout=180)
+    assert watch.returncode == 0, watch.stdout + watch.stderr[-2000:]
+    assert f"job {job_id}: succeeded" in watch.stdout
+    assert "epoch" in watch.stderr  # the progress bar
+
+
+def test_cancel_stops_a_running_job_at_a_batch_boundary(system, tmp_path):
+    data = tmp_path / "many.jsonl"
+    data.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "anchor": f"def process_{i}(x): return x",
+                    "positive": f"def handle_{i}(y): return y",
+                    "negative": f"SELECT c{i} FROM t",
+                }
+            )
+            for i in range(40)
+        )
+        + "\n"
+    )
+    out = _client_cli(
+        system["env"],
+        "jobs",
+        "submit",
+        "--model",
+        "minilm",
+        "--data",
+        str(data),
+        "--epochs",
+        "200",
+        "--batch-size",
+        "4",
+    )
+    job_id = out.stdout.strip().splitlines()[-1]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        shown = json.loads(_client_cli(system["env"], "jobs", "show", job_id).stdout)
+        if shown["status"] == "running" and shown["epochs"]:
+            break
+        time.sleep(0.5)
+    cancel = _client_cli(system["env"], "jobs", "cancel", job_id)
+    assert cancel.returncode == 0, cancel.stderr
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        shown = json.loads(_client_cli(system["env"], "jobs", "show", job_id).stdout)
+        if shown["status"] != "running":
+            break
+        time.sleep(0.5)
+    assert shown["status"] == "cancelled", shown
+    assert 1 <= len(shown["epochs"]) < 200
+    listed = _client_cli(system["env"], "jobs", "list", "--status", "cancelled")
+    assert job_id in listed.stdout

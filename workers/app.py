@@ -153,6 +153,13 @@ def embedded_worker(celery: Celery | None = None, queues: tuple[str, ...] = (GPU
     finally:
         worker.stop(in_sighandler=False)
         thread.join(timeout=10)
+        # A worker marks its process as "inside a task" (joins would block); this process
+        # goes on as a client, so undo that, and the tracing shortcuts the worker installed.
+        from celery._state import _set_task_join_will_block
+        from celery.app.trace import reset_worker_optimizations
+
+        _set_task_join_will_block(False)
+        reset_worker_optimizations(celery)
 
 
 def _fresh_connections_in_child(**_: Any) -> None:
