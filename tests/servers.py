@@ -85,3 +85,72 @@ class PostgresCluster:
         deadline = time.monotonic() + timeout
         while self.is_up() and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+class RedisServer:
+    """Its own ``redis-server`` with AOF (appendfsync always) on a spare port; restartable."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="emb-redis-"))
+        self.port = free_port()
+        self.log = self.root / "redis.log"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.root),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--maxmemory-policy",
+                "noeviction",
+                "--logfile",
+                str(self.log),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while not self.ping():
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"redis-server did not start: {self.log.read_text()[-2000:] if self.log.exists() else ''}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """A clean SHUTDOWN: the AOF is complete on disk."""
+        if self.proc is not None and self.proc.poll() is None:
+            subprocess.run(
+                ["redis-cli", "-p", str(self.port), "shutdown"], capture_output=True, timeout=10
+            )
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def ping(self) -> bool:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True
+        )
+        return "PONG" in out.stdout
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"

@@ -79,3 +79,104 @@ def test_postgres_outage_during_a_fine_tune(tmp_path):
     assert status == "succeeded", (status, error, log[-3000:])
     assert recorded == [1, 2, 3, 4, 5, 6]
     assert "database unavailable" in log, "the outage should have been met and waited out"
+
+
+def test_redis_restart_with_jobs_queued_and_one_running(tmp_path):
+    """Its own Redis with AOF: restarted while one job runs and two wait; one more is submitted
+    while it is down. Nothing is lost: all four finish, the running one with every epoch once."""
+    import json
+    import subprocess
+    import sys
+
+    from db import migrate, repo
+    from db.session import session_scope
+    from tests.servers import RedisServer
+    from tests.support import ROOT, free_port, postgres_database
+
+    def job_ids_status(url: str, ids: list[str]) -> dict[str, tuple[str, list[int]]]:
+        with session_scope(url) as session:
+            return {
+                i: (
+                    repo.get_job(session, i).status,
+                    [e.epoch for e in repo.get_job(session, i).epochs],
+                )
+                for i in ids
+            }
+
+    with RedisServer() as redis, postgres_database("emb_redis") as url:
+        migrate.upgrade(url)
+        env = service_env(url, redis.url(), tmp_path)
+        data = tmp_path / "t.jsonl"
+        data.write_text(
+            "\n".join(
+                json.dumps(
+                    {
+                        "anchor": f"def p{i}(x): return x",
+                        "positive": f"def h{i}(y): return y",
+                        "negative": f"SELECT c{i} FROM t",
+                    }
+                )
+                for i in range(24)
+            )
+            + "\n"
+        )
+
+        def submit(environment: dict, epochs: int) -> str:
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "workers.cli",
+                    "jobs",
+                    "submit",
+                    "--model",
+                    "minilm",
+                    "--data",
+                    str(data),
+                    "--epochs",
+                    str(epochs),
+                    "--batch-size",
+                    "4",
+                ],
+                env=environment,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert out.returncode == 0, out.stderr[-2000:]
+            return out.stdout.strip().splitlines()[-1]
+
+        with celery_worker(env, tmp_path / "worker.log"):
+            running = submit(env, 5)
+            queued = [submit(env, 1), submit(env, 1)]
+            deadline = time.monotonic() + 120
+            while not job_ids_status(url, [running])[running][1] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            redis.stop()
+            down_env = {**env, "EMBEDDING_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+            down_env["EMBEDDING_RESULT_BACKEND"] = down_env["EMBEDDING_BROKER_URL"]
+            while_down = submit(down_env, 1)  # the broker is unreachable: it waits in the outbox
+            time.sleep(2)
+            redis.start()
+            relay = subprocess.run(
+                [sys.executable, "-m", "workers.cli", "jobs", "relay"],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert "sent 1 job" in relay.stdout, relay.stdout + relay.stderr
+            everything = [running, *queued, while_down]
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                states = job_ids_status(url, everything)
+                if all(s in ("succeeded", "failed") for s, _ in states.values()):
+                    break
+                time.sleep(0.5)
+        log = (tmp_path / "worker.log").read_text()
+    assert {i: s for i, (s, _) in states.items()} == {i: "succeeded" for i in everything}, log[
+        -3000:
+    ]
+    assert states[running][1] == [1, 2, 3, 4, 5]

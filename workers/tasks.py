@@ -92,9 +92,13 @@ def finetune(self: Task, job_id: str) -> dict[str, Any]:
     """Run (or resume) the fine-tune job ``job_id``: claim, train, record, register."""
 
     def progress(meta: dict[str, Any]) -> None:
-        if self.request.id:  # also called eagerly in tests, without a task id
+        if not self.request.id:  # also called eagerly in tests, without a task id
+            return
+        try:  # best effort: the epochs are in the database; a broker blip must not fail the job
             self.update_state(state="PROGRESS", meta=meta)
             self.send_event("task-progress", **meta)
+        except Exception as exc:
+            log.warning("progress for job %s not reported: %s", job_id, type(exc).__name__)
 
     try:
         return jobs.run_finetune_job(
