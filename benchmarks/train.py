@@ -10,6 +10,13 @@ forward over all 15 texts under bf16 autocast, backward, clip, fused AdamW. Each
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this folder is sys.path[0], and its queue.py would shadow the stdlib's
+# queue (torch imports it): put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import os
 import statistics

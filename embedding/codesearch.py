@@ -68,8 +68,9 @@ def build_pairs(
 ) -> tuple[list[Example], list[Example], dict[str, list[str]]]:
     """Walk ``root``'s modules in sorted order; a module goes to eval by a hash of its name.
 
-    Functions copied verbatim between modules (the stdlib has a few) are dropped from eval,
-    so no eval document is one the model trained on.
+    Repeated queries and documents are dropped (see :func:`_unique`), and so are eval
+    functions copied verbatim from a training module (the stdlib has a few): no eval
+    document is one the model trained on.
     """
     train: list[Example] = []
     evaluation: list[Example] = []
@@ -92,9 +93,28 @@ def build_pairs(
         side = "eval" if bucket < eval_share else "train"
         modules[side].append(rel)
         (evaluation if side == "eval" else train).extend(pairs)
+    train = _unique(train)
     seen = {code for _, code in train}
-    evaluation = [pair for pair in evaluation if pair[1] not in seen]
+    evaluation = [pair for pair in _unique(evaluation) if pair[1] not in seen]
     return train, evaluation, modules
+
+
+def _unique(pairs: list[Example]) -> list[Example]:
+    """First pair of each query and of each document.
+
+    A query repeated with other code ("Emit a record." has 11 handlers in the stdlib) is
+    a contradictory label for in-batch negatives and an unanswerable eval query.
+    """
+    queries: set[str] = set()
+    documents: set[str] = set()
+    kept = []
+    for query, code in pairs:
+        if query in queries or code in documents:
+            continue
+        queries.add(query)
+        documents.add(code)
+        kept.append((query, code))
+    return kept
 
 
 def write_codesearch(out: Path, source: str = "stdlib", eval_share: float = 0.1) -> dict[str, int]:

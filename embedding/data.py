@@ -62,7 +62,12 @@ def check_row(row: object, label: str) -> Example:
 def row_from_json(obj: object, where: str) -> Example:
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    fields = {_ALIASES.get(k, k): v for k, v in obj.items()}
+    fields: dict[str, object] = {}
+    for key, value in obj.items():
+        name = _ALIASES.get(key, key)
+        if name in fields:
+            raise DataError(f"{where}: {key!r} and another field both give the {name}")
+        fields[name] = value
     unknown = set(fields) - {"anchor", "positive", "negative"}
     if unknown:
         raise DataError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -77,16 +82,29 @@ def load_examples(path: str | Path) -> list[Example]:
     """Triplets or pairs from a JSONL file, validated; errors name the line."""
     path = Path(path)
     rows: list[Example] = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
             try:
                 obj = json.loads(line)
             except ValueError as exc:
                 raise DataError(f"{where}: not JSON ({exc.args[0]})") from None
-            rows.append(check_row(row_from_json(obj, where), where))
+            row = check_row(row_from_json(obj, where), where)
+            if rows and len(row) != len(rows[0]):
+                one, many = {2: ("a pair", "pairs"), 3: ("a triplet", "triplets")}, len(rows[0])
+                raise DataError(
+                    f"{where}: {one[len(row)][0]}, but earlier lines are "
+                    f"{one[many][1]}: mixes pairs and triplets"
+                )
+            rows.append(row)
     if not rows:
         raise DataError(f"{path}: no rows")
     return validate_examples(rows, where=f"{path} row")

@@ -1,4 +1,12 @@
-"""Evaluation: triplet accuracy, and retrieval MRR@10 / recall@1 for (query, document) pairs."""
+"""Evaluation: triplet accuracy, and retrieval MRR@10 / recall@1 for (query, document) pairs.
+
+Ties count against the model (a strict ``>`` for triplets, a pessimistic rank for
+retrieval): a collapsed model that maps every text to the same vector scores 0 accuracy and
+the worst rank, never a perfect score.
+
+Works with anything that has ``encode(texts) -> unit vectors`` (an :class:`Encoder`, a
+combined encoder, or a stub in tests).
+"""
 
 from __future__ import annotations
 
@@ -9,24 +17,39 @@ import numpy as np
 
 
 def triplet_accuracy(encoder: Any, triplets: Sequence[Sequence[str]]) -> float:
-    """Share of triplets where cos(anchor, positive) > cos(anchor, negative)."""
-    anchors, positives, negatives = (encoder.encode([t[i] for t in triplets]) for i in range(3))
+    """Share of triplets where cos(anchor, positive) > cos(anchor, negative), strictly."""
+    if not triplets:
+        raise ValueError("triplet accuracy of no triplets is undefined")
+    anchors, positives, negatives = (
+        np.asarray(encoder.encode([t[i] for t in triplets]), dtype=np.float64) for i in range(3)
+    )
     pos = (anchors * positives).sum(axis=1)
     neg = (anchors * negatives).sum(axis=1)
     return float((pos > neg).mean())
 
 
+def retrieval_ranks(encoder: Any, pairs: Sequence[Sequence[str]]) -> np.ndarray:
+    """Each query's rank (1 = best) of its gold document among all distinct documents.
+
+    Pessimistic on ties: a document scoring exactly as high as the gold one ranks above it.
+    """
+    if not pairs:
+        raise ValueError("retrieval metrics of no pairs are undefined")
+    documents = list(dict.fromkeys(p[1] for p in pairs))
+    index = {doc: i for i, doc in enumerate(documents)}
+    gold = np.array([index[p[1]] for p in pairs])
+    queries = np.asarray(encoder.encode([p[0] for p in pairs]), dtype=np.float64)
+    docs = np.asarray(encoder.encode(documents), dtype=np.float64)
+    scores = queries @ docs.T
+    gold_scores = scores[np.arange(len(pairs)), gold]
+    return (scores >= gold_scores[:, None]).sum(axis=1)  # the gold document counts itself
+
+
 def retrieval_metrics(
     encoder: Any, pairs: Sequence[Sequence[str]], k: int = 10
 ) -> dict[str, float]:
-    """Each query's gold document ranked among all distinct documents: MRR@k and recall@1."""
-    documents = list(dict.fromkeys(p[1] for p in pairs))
-    gold = np.array([documents.index(p[1]) for p in pairs])
-    queries = encoder.encode([p[0] for p in pairs])
-    docs = encoder.encode(documents)
-    scores = queries @ docs.T
-    gold_scores = scores[np.arange(len(pairs)), gold]
-    ranks = (scores > gold_scores[:, None]).sum(axis=1) + 1  # 1 = best
+    """MRR@k (reciprocal rank, 0 past rank k) and recall@1 over (query, document) pairs."""
+    ranks = retrieval_ranks(encoder, pairs)
     reciprocal = np.where(ranks <= k, 1.0 / ranks, 0.0)
     return {f"mrr@{k}": float(reciprocal.mean()), "recall@1": float((ranks == 1).mean())}
 

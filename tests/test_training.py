@@ -181,3 +181,35 @@ def test_train_step_timing_is_real():
     figures = time_train_step("minilm", repeats=3)
     assert figures["grad_norm"] > 0 and figures["forward_backward_ms"] > 0
     assert figures["batch"] == 5
+
+
+def test_resume_with_other_settings_or_data_is_refused(tmp_path):
+    """A checkpoint directory belongs to one run: resuming it with other data would mix two."""
+    from embedding.training import CheckpointMismatch
+
+    ckpt = tmp_path / "ckpt"
+    finetune("minilm", TRIPLETS, _fp32(epochs=2), checkpoint_dir=ckpt, stop_after_epoch=1)
+    faster = TrainConfig(loss="triplet", lr=1e-3, batch_size=3, precision="fp32", margin=1.0)
+    with pytest.raises(CheckpointMismatch, match=r"config\.lr"):
+        finetune("minilm", TRIPLETS, faster, checkpoint_dir=ckpt, resume=True)
+    with pytest.raises(CheckpointMismatch, match="data_sha256"):
+        finetune("minilm", TRIPLETS[:-1], _fp32(epochs=2), checkpoint_dir=ckpt, resume=True)
+
+
+def test_a_fresh_run_clears_old_checkpoints(tmp_path):
+    """Without resume, stale epochs of an earlier run must not be picked up later."""
+    ckpt = tmp_path / "ckpt"
+    finetune("minilm", TRIPLETS, _fp32(epochs=2), checkpoint_dir=ckpt)
+    assert sorted(p.name for p in ckpt.glob("epoch-*")) == ["epoch-0001", "epoch-0002"]
+    finetune("minilm", TRIPLETS, _fp32(epochs=1), checkpoint_dir=ckpt)
+    assert sorted(p.name for p in ckpt.glob("epoch-*")) == ["epoch-0001"]
+
+
+def test_epoch_batches_never_leave_a_lone_row():
+    from embedding.training import epoch_batches
+
+    batches = epoch_batches(7, 3, seed=0, epoch=1)
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    assert [len(b) for b in batches] == [3, 4], "a batch of one has no in-batch negatives"
+    assert epoch_batches(7, 3, seed=0, epoch=1) == batches
+    assert epoch_batches(7, 3, seed=0, epoch=2) != batches
