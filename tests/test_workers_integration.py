@@ -142,8 +142,9 @@ def test_flower_lists_our_task_and_requires_auth(system):
         tasks: dict = {}
         seen = False
         while not seen and time.monotonic() < deadline:
-            # Flower subscribes to events a moment after it answers HTTP: a task it missed
-            # is not its fault, so send another until one is seen.
+            # Flower subscribes to events a moment after it answers HTTP: a task whose first
+            # events it missed (it saw only task-succeeded: no name) is not its fault, so
+            # send another until Flower has seen one task's whole life.
             task_id = client.send_task(
                 "embedding.embed",
                 kwargs={"texts": ["flower sees me"], "model": "minilm"},
@@ -155,7 +156,8 @@ def test_flower_lists_our_task_and_requires_auth(system):
                     base + "/api/tasks", headers={"Authorization": f"Basic {token}"}
                 )
                 tasks = json.loads(urllib.request.urlopen(request, timeout=5).read())
-                if tasks.get(task_id.id, {}).get("state") == "SUCCESS":
+                entry = tasks.get(task_id.id, {})
+                if entry.get("state") == "SUCCESS" and entry.get("name") is not None:
                     seen = True
                     break
                 time.sleep(0.5)
