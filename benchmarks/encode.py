@@ -12,6 +12,13 @@ measured in the same run.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this folder is sys.path[0], and its queue.py would shadow the stdlib's
+# queue (torch imports it): put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import os
 import statistics

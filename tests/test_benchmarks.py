@@ -1,0 +1,62 @@
+"""The benchmark scripts run end to end, as a user would start them, on small sizes.
+
+Speed is not asserted here (that is what the scripts print for a person to read and record in
+benchmarks/RESULTS.md); these tests make sure each script still starts from its own folder,
+runs ours and the peer, and prints its ratios, so a figure in RESULTS.md can be reproduced.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str, *args: str, timeout: float = 600) -> str:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("PYTHONPATH", None)  # as a user runs it: `python benchmarks/NAME.py`
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def ratios(text: str) -> list[float]:
+    """The measured ratios printed (``ratio ...: 1.23x``), not the floors beside them."""
+    return [float(x) for x in re.findall(r"ratio[^:\n]*:? (\d+\.\d+)x", text)]
+
+
+@pytest.mark.slow
+def test_encode_benchmark_prints_ratios_and_precision():
+    out = run_script("encode.py", "--n", "24", "--rounds", "1", "--latency-repeats", "3")
+    assert "ratio ours/ST fp32 default" in out and "ratio ours/ST same bf16" in out, out
+    assert len(ratios(out)) >= 3 and all(r > 0 for r in ratios(out)), out
+    cosines = [float(x) for x in re.findall(r"\s(0\.\d{6}|1\.000000)\s*$", out, re.M)]
+    assert cosines and min(cosines) >= 0.9999, out  # the default precision's bar
+
+
+@pytest.mark.slow
+def test_train_benchmark_prints_the_step_ratio():
+    out = run_script("train.py", "--repeats", "3")
+    assert "ratio ours/ST full step" in out, out
+    assert len(ratios(out)) == 1 and ratios(out)[0] > 0, out
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_queue_benchmark_runs_against_a_real_worker():
+    out = run_script("queue.py", "--repeats", "3", "--batch", "16", "--rounds", "1")
+    assert "overhead p50" in out and "encoding=base64" in out and "encoding=json" in out, out
+    assert len(ratios(out)) == 2, out
