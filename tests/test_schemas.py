@@ -47,3 +47,18 @@ def test_bad_embed_payloads(payload, message):
 def test_benchmark_needs_ten_iterations():
     with pytest.raises(PayloadError, match="iterations"):
         parse(BenchmarkRequest, {"model": "minilm", "iterations": 5})
+
+
+def test_json_vectors_round_to_nine_decimals_and_keep_order():
+    import numpy as np
+
+    from workers.tasks import json_vectors
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((7, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = json_vectors(vectors)
+    assert len(rows) == 7 and all(len(r) == 384 for r in rows)
+    back = np.asarray(rows)
+    assert np.abs(back - vectors).max() <= 5e-10 + 1e-15
+    assert all(len(repr(x).split(".")[-1]) <= 9 for x in rows[0]), "short reprs are the point"

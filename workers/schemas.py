@@ -114,8 +114,9 @@ class EmbedRequest(_Strict):
     task: str | None = None
     truncate_dim: int | None = Field(default=None, ge=1)
     normalize: bool = True
-    # "json": vectors as lists of floats. "base64": one little-endian float32 matrix, base64
-    # encoded (rows x dim), ~4x smaller and far faster to move for big batches.
+    # "json": vectors as lists of floats (9 decimals, see tasks.json_vectors). "base64": one
+    # little-endian float32 matrix, base64 encoded (rows x dim), bit-exact, ~2x smaller and
+    # faster to move for big batches.
     encoding: Literal["json", "base64"] = "json"
 
     @field_validator("texts")

@@ -61,7 +61,21 @@ def embed(**payload: Any) -> dict[str, Any]:
 
         raw = np.ascontiguousarray(vectors, dtype="<f4").tobytes()
         return {**reply, "encoding": "base64", "vectors_b64": base64.b64encode(raw).decode("ascii")}
-    return {**reply, "encoding": "json", "vectors": vectors.tolist()}
+    return {**reply, "encoding": "json", "vectors": json_vectors(vectors)}
+
+
+def json_vectors(vectors: Any) -> list[list[float]]:
+    """Rows as lists of floats rounded to 9 decimals.
+
+    A float32 widened to float64 prints 17 digits, and printing them is most of the cost of a
+    JSON reply (512 x 384 vectors: 0.19 s to dump, 4.3 MB). Nine decimals are 3x faster to
+    dump and 40 % smaller, and the rounding (at most 5e-10) is far below the model's own
+    noise (bf16 inference differs from fp32 by ~1e-3 per component). ``encoding="base64"``
+    is the bit-exact float32 alternative.
+    """
+    import numpy as np
+
+    return np.round(np.asarray(vectors, dtype=np.float64), 9).tolist()
 
 
 @app.task(name="embedding.benchmark")
