@@ -9,6 +9,9 @@ A checkpoint is a folder ``epoch-0003/`` with:
   uninterrupted run would have;
 * ``trainer.json``: epoch, scheduler state, and every finished epoch's figures.
 
+Beside the epoch folders, ``run.json`` says which run they belong to (the trainer's
+fingerprint of model, settings and data, and the eval before training).
+
 Each folder is written under a temporary name and renamed into place; ``LATEST`` is
 replaced the same way. A crash mid-write leaves the previous checkpoint intact.
 """
@@ -26,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 LATEST = "LATEST"
+RUN_FILE = "run.json"
 KEEP = 2
 
 
@@ -113,6 +117,30 @@ def load_checkpoint(
     trainer = json.loads((path / "trainer.json").read_text())
     scheduler.load_state_dict(trainer["scheduler"])
     return trainer
+
+
+def read_run(directory: Path) -> dict[str, Any] | None:
+    """``run.json`` of a checkpoint directory, or None when there is none."""
+    path = directory / RUN_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_run(directory: Path, run: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_atomic(directory / RUN_FILE, json.dumps(run, indent=2))
+
+
+def clear_checkpoints(directory: Path) -> None:
+    """Remove every epoch (finished or half-written), ``LATEST`` and ``run.json``.
+
+    A fresh run starts clean: old epochs would otherwise outrank and prune the new ones.
+    """
+    if not directory.is_dir():
+        return
+    for path in [*directory.glob("epoch-*"), *directory.glob(".epoch-*")]:
+        shutil.rmtree(path, ignore_errors=True)
+    for name in (LATEST, RUN_FILE):
+        (directory / name).unlink(missing_ok=True)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -24,9 +24,7 @@ import copy
 import hashlib
 import json
 import math
-import os
 import random
-import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -38,10 +36,13 @@ import numpy as np
 import torch
 
 from embedding.checkpoints import (
+    clear_checkpoints,
     export_sentence_transformers,
     latest_checkpoint,
     load_checkpoint,
+    read_run,
     save_checkpoint,
+    write_run,
 )
 from embedding.data import SEED_TRIPLETS, DataError, Example, validate_examples
 from embedding.encoder import Encoder
@@ -53,8 +54,6 @@ from embedding.losses import (
     triplet_loss,
 )
 from embedding.specs import ModelSpec
-
-RUN_FILE = "run.json"  # in the checkpoint directory: the run's fingerprint and eval before
 
 
 class TrainingDiverged(RuntimeError):
@@ -279,20 +278,8 @@ def _fingerprint(model_name: str, config: TrainConfig, rows: Sequence[Example]) 
     return {"model": model_name, "config": asdict(config), "rows": len(rows), "data_sha256": data}
 
 
-def _read_run(checkpoint_dir: Path) -> dict[str, Any] | None:
-    path = checkpoint_dir / RUN_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _write_run(checkpoint_dir: Path, run: dict[str, Any]) -> None:
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    tmp = checkpoint_dir / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(run, indent=2))
-    os.replace(tmp, checkpoint_dir / RUN_FILE)
-
-
 def _check_same_run(checkpoint_dir: Path, fingerprint: dict[str, Any]) -> None:
-    saved = (_read_run(checkpoint_dir) or {}).get("fingerprint")
+    saved = (read_run(checkpoint_dir) or {}).get("fingerprint")
     if saved is None:  # checkpoints written before fingerprints existed
         return
     differ = [k for k in ("model", "rows", "data_sha256") if saved.get(k) != fingerprint[k]]
@@ -306,16 +293,6 @@ def _check_same_run(checkpoint_dir: Path, fingerprint: dict[str, Any]) -> None:
             f"{checkpoint_dir} holds checkpoints of another run (differs in {', '.join(differ)}); "
             "resume with the same model, data and settings, or start fresh without resume"
         )
-
-
-def _clear_checkpoints(checkpoint_dir: Path) -> None:
-    """A fresh run starts clean: old epochs would otherwise outrank and prune the new ones."""
-    if not checkpoint_dir.is_dir():
-        return
-    for path in [*checkpoint_dir.glob("epoch-*"), *checkpoint_dir.glob(".epoch-*")]:
-        shutil.rmtree(path, ignore_errors=True)
-    for name in ("LATEST", RUN_FILE):
-        (checkpoint_dir / name).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- the loop
@@ -353,7 +330,7 @@ def finetune(
     if found is not None:
         _check_same_run(checkpoint_dir, fingerprint)  # type: ignore[arg-type]
     elif checkpoint_dir is not None:
-        _clear_checkpoints(checkpoint_dir)
+        clear_checkpoints(checkpoint_dir)
 
     # 2. Our own copy of the model; LoRA for large specs; optimizer and schedule.
     _seed_everything(config.seed)
@@ -374,7 +351,7 @@ def finetune(
     if found is not None:
         trainer = load_checkpoint(found, encoder.model, optimizer, scheduler)
         history, start_epoch = trainer["history"], trainer["epoch"] + 1
-        run = _read_run(checkpoint_dir) or {}  # type: ignore[arg-type]
+        run = read_run(checkpoint_dir) or {}  # type: ignore[arg-type]
         eval_before = run.get("eval_before") or trainer.get("eval_before", {})
         for done in history:
             if on_epoch_end:
@@ -383,7 +360,7 @@ def finetune(
         encoder.model.eval()
         eval_before = evaluate(encoder, eval_rows)
         if checkpoint_dir is not None:
-            _write_run(checkpoint_dir, {"fingerprint": fingerprint, "eval_before": eval_before})
+            write_run(checkpoint_dir, {"fingerprint": fingerprint, "eval_before": eval_before})
 
     # 4. The epochs.
     stopped = False
