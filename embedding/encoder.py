@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from embedding.adapters import adapter_for_task, attach_task_adapters, find_task_adapters
 from embedding.hub import ResolvedModel, resolve
 from embedding.specs import ModelSpec, get_spec
 from embedding.weights import LoadReport, inventory
@@ -117,6 +118,7 @@ class Encoder:
         self.load_report = load_report
         self._head, self._tail = _special_token_frame(tokenizer)
         self.dim = spec.dim or int(model.config.hidden_size)
+        self.adapters: tuple[str, ...] = tuple(load_report.adapters)  # see embedding/adapters.py
         self._twin: Any = None
         self._twin_versions: tuple = ()
 
@@ -127,8 +129,13 @@ class Encoder:
         name_or_spec: str | Path | ModelSpec,
         device: str = "auto",
         precision: str | None = None,
+        task_adapters: bool = True,
     ) -> Encoder:
-        """Resolve, validate every safetensors header, then load config, tokenizer and weights."""
+        """Resolve, validate every safetensors header, then load config, tokenizer and weights.
+
+        A spec with per-task adapters gets all of them attached (``task_adapters=False``
+        loads the bare base, which is what fine-tuning trains new adapters on).
+        """
         import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -140,6 +147,12 @@ class Encoder:
         started = time.perf_counter()
         resolved: ResolvedModel = resolve(spec)
         inv = inventory(resolved.folder)  # refuses pickles, corrupt headers, missing shards
+        adapters = find_task_adapters(resolved.folder) if spec.task_adapters else {}
+        if spec.task_adapters and not adapters:
+            raise ValueError(
+                f"model {spec.name!r} declares per-task adapters, but {resolved.folder} has "
+                "none: without them it is not the published model"
+            )
         if spec.shards is not None and spec.revision_verified and len(inv.shards) != spec.shards:
             raise ValueError(
                 f"model {spec.name!r}: expected {spec.shards} shards, found {len(inv.shards)}"
@@ -164,6 +177,8 @@ class Encoder:
             trust_remote_code=spec.trust_remote_code,
             dtype=torch.float32,
         )
+        if adapters and task_adapters:
+            model = attach_task_adapters(model, adapters)
         model.to(device).eval()
         report = LoadReport(
             model=spec.name,
@@ -179,6 +194,7 @@ class Encoder:
             device=device,
             precision=precision,
             tried=resolved.tried,
+            adapters=sorted(adapters) if task_adapters else [],
         )
         return cls(spec, model, tokenizer, device, precision, report)
 
@@ -346,6 +362,8 @@ class Encoder:
             empty = np.zeros((0, out_dim), dtype=np.float32)
             return (empty, []) if return_report else empty
         sequences, report = self.prepare(items, task=task, prompt=prompt)
+        if self.adapters:
+            self._use_adapter(adapter_for_task(self.spec, self.adapters, task))
         out = np.empty((len(items), out_dim), dtype=np.float32)
         with torch.inference_mode():
             for batch in length_batches([len(s) for s in sequences], batch_size, token_budget):
@@ -359,6 +377,12 @@ class Encoder:
                     progress.update(len(batch))
         result = out[0:1] if single else out
         return (result, report) if return_report else result
+
+    def _use_adapter(self, name: str) -> None:
+        """Make ``name`` the active task adapter of the model and of its low-precision twin."""
+        for model in (self.model, self._twin):
+            if model is not None and model.active_adapter != name:
+                model.set_adapter(name, inference_mode=True)  # frozen: never made trainable
 
     def _check_truncate_dim(self, truncate_dim: int | None) -> None:
         if truncate_dim is None:

@@ -18,6 +18,8 @@ from embedding.specs import ModelSpec
 from embedding.weights import PICKLE_SUFFIXES, UnsafeWeightsFormat
 
 # Only what an encoder needs: configs, tokenizer, safetensors (never .bin / .pt pickles).
+# The hub matches with fnmatch, where "*" also crosses "/": "*.json" and "*.safetensors" bring
+# the per-task adapter folders too (jina v3: retrieval_query/adapter_model.safetensors, ...).
 HUB_ALLOW_PATTERNS = [
     "*.json",
     "*.safetensors",
@@ -25,8 +27,6 @@ HUB_ALLOW_PATTERNS = [
     "*.model",
     "tokenizer*",
     "1_Pooling/*",
-    "adapters/*/*.json",
-    "adapters/*/*.safetensors",
 ]
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json", "spiece.model")
 

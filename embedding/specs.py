@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from embedding.adapters import has_task_adapters
+
 Pooling = Literal["mean", "cls", "last_token"]
 Precision = Literal["fp32", "bf16", "fp16"]
 SourceKind = Literal["bundled", "local", "hub", "combined"]
@@ -44,7 +46,7 @@ class ModelSpec:
     shards: int | None = None  # expected safetensors shard count (a fact, checked when loaded)
     prompts: dict[str, str] = field(default_factory=dict)  # task -> text prefix
     default_task: str | None = None
-    task_adapters: bool = False  # per-task LoRA adapters (jina v3) selected by task
+    task_adapters: bool = False  # per-task LoRA adapters (jina v3) selected by task: adapters.py
     matryoshka_dims: tuple[int, ...] = ()
     default_precision: Precision = "fp32"
     bf16_allowed: bool = True
@@ -208,6 +210,7 @@ def spec_from_folder(folder: Path, name: str | None = None) -> ModelSpec:
         max_tokens=max_tokens,
         prompts=dict(st.get("prompts") or {}),
         default_task=st.get("default_task"),
+        task_adapters=has_task_adapters(folder),
         normalize=bool(st.get("normalize", True)),
         default_precision=extra.get("default_precision", "fp32"),
         notes=str(extra.get("notes", "read from folder")),

@@ -156,8 +156,11 @@ def load_for_training(
     are neither used nor changed.
     """
     if isinstance(model, Encoder):
-        return Encoder.load(model.spec, device=model.device, precision=precision)
-    return Encoder.load(model, device="auto", precision=precision)
+        model, device = model.spec, model.device
+    else:
+        device = "auto"
+    # Per-task adapters stay out: LoRA fine-tuning trains its own adapter on the bare base.
+    return Encoder.load(model, device=device, precision=precision, task_adapters=False)
 
 
 def _apply_lora(encoder: Encoder, rank: int) -> None:

@@ -118,6 +118,7 @@ class LoadReport:
     device: str = "cpu"
     precision: str = "fp32"
     tried: list[str] = field(default_factory=list)
+    adapters: list[str] = field(default_factory=list)  # per-task LoRA adapters loaded
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -135,3 +135,24 @@ def write_st_pooling(folder: Path, pooling: str, dim: int, prompts: dict | None 
     (folder / "config_sentence_transformers.json").write_text(
         json.dumps({"prompts": prompts or {}, "default_prompt_name": None})
     )
+
+
+def add_task_adapters(folder: Path, tasks: list[str], seed: int = 1) -> None:
+    """Random (non-zero) peft LoRA adapters, one subfolder per task, as jina-v3-hf ships them."""
+    import shutil
+    import tempfile
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    folder = Path(folder)
+    for i, task in enumerate(tasks):
+        torch.manual_seed(seed + i)
+        base = AutoModel.from_pretrained(folder, use_safetensors=True)
+        config = LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            get_peft_model(base, config).save_pretrained(tmp, safe_serialization=True)
+            shutil.copytree(tmp, folder / task.replace(".", "_").replace("-", "_"))

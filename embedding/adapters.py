@@ -1,0 +1,90 @@
+"""Per-task LoRA adapters (jina-embeddings-v3): found beside the weights, chosen per call.
+
+jina-embeddings-v3-hf ships its five task adapters as peft folders next to the base weights
+(``retrieval_query/``, ``retrieval_passage/``, ``separation/``, ``classification/``,
+``text_matching/``; each an ``adapter_config.json`` and an ``adapter_model.safetensors``).
+The published model *is* base + the task's adapter: a task prompt on the bare base gives
+other vectors. So a model whose spec declares task adapters loads all of them once, and each
+``encode`` call switches to the adapter of its task (a pointer change, no weight copy).
+
+Adapters get the same safety as base weights: safetensors only, headers validated first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from embedding.weights import PICKLE_SUFFIXES, CorruptWeights, UnsafeWeightsFormat, read_header
+
+if TYPE_CHECKING:  # specs reads folders with has_task_adapters: no import cycle at run time
+    from embedding.specs import ModelSpec
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def adapter_name(task: str) -> str:
+    """The folder (and peft adapter) name of a task: ``retrieval.query`` -> ``retrieval_query``."""
+    return task.replace(".", "_").replace("-", "_")
+
+
+def has_task_adapters(folder: Path) -> bool:
+    """Cheap check (no validation): does any subfolder hold a peft adapter config?"""
+    return folder.is_dir() and any(
+        (sub / ADAPTER_CONFIG).is_file() for sub in folder.iterdir() if sub.is_dir()
+    )
+
+
+def find_task_adapters(folder: str | Path) -> dict[str, Path]:
+    """Adapter name -> folder for every adapter subfolder, each header validated.
+
+    An adapter whose weights are a pickle (``adapter_model.bin``) is refused like any other
+    pickle; one without weights is a corrupt download.
+    """
+    folder = Path(folder)
+    found: dict[str, Path] = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if not (sub / ADAPTER_CONFIG).is_file():
+            continue
+        weights = sub / ADAPTER_WEIGHTS
+        if not weights.is_file():
+            pickles = sorted(p.name for p in sub.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+            if pickles:
+                raise UnsafeWeightsFormat(
+                    f"{sub}: adapter weights are pickle-based ({', '.join(pickles)}); refused"
+                )
+            raise CorruptWeights(f"{sub}: adapter has no {ADAPTER_WEIGHTS}")
+        read_header(weights)
+        found[sub.name] = sub
+    return found
+
+
+def attach_task_adapters(model: Any, adapters: dict[str, Path]) -> Any:
+    """Wrap ``model`` in a peft model holding every adapter, frozen, for inference."""
+    from peft import PeftModel
+
+    names = sorted(adapters)
+    wrapped = PeftModel.from_pretrained(
+        model, str(adapters[names[0]]), adapter_name=names[0], is_trainable=False
+    )
+    for name in names[1:]:
+        wrapped.load_adapter(str(adapters[name]), adapter_name=name, is_trainable=False)
+    return wrapped.eval()
+
+
+def adapter_for_task(spec: ModelSpec, adapters: Sequence[str], task: str | None) -> str:
+    """The adapter a call with ``task`` must run on; a clear error when there is none."""
+    task = task or spec.default_task
+    if task is None:
+        raise ValueError(
+            f"model {spec.name!r} has per-task adapters: name a task, one of "
+            f"{sorted(adapters)} (dots and dashes as in the spec's tasks also work)"
+        )
+    name = adapter_name(task)
+    if name not in adapters:
+        raise ValueError(
+            f"model {spec.name!r} has no adapter for task {task!r}; adapters: {sorted(adapters)}"
+        )
+    return name
