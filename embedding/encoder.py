@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ import numpy as np
 
 from embedding.adapters import adapter_for_task, attach_task_adapters, find_task_adapters
 from embedding.hub import ResolvedModel, resolve
-from embedding.specs import ModelSpec, get_spec
+from embedding.specs import ModelSpec, get_spec, read_sentence_transformers_files
 from embedding.weights import LoadReport, inventory
 
 if TYPE_CHECKING:
@@ -146,6 +146,7 @@ class Encoder:
             raise ValueError(f"{spec.name!r} is combined: use load_encoder() for it")
         started = time.perf_counter()
         resolved: ResolvedModel = resolve(spec)
+        spec = with_folder_prompts(spec, resolved.folder)
         inv = inventory(resolved.folder)  # refuses pickles, corrupt headers, missing shards
         adapters = find_task_adapters(resolved.folder) if spec.task_adapters else {}
         if spec.task_adapters and not adapters:
@@ -414,6 +415,19 @@ class CombinedEncoder:
         norms = np.linalg.norm(joined, axis=1, keepdims=True)
         joined = joined / np.maximum(norms, 1e-12)
         return (joined, reports) if return_report else joined
+
+
+def with_folder_prompts(spec: ModelSpec, folder: Path) -> ModelSpec:
+    """The spec, with prompts from the folder's sentence-transformers config filling its gaps.
+
+    A hub model's own ``config_sentence_transformers.json`` (Qodo's query instruction, say)
+    is the publisher's word on its prompts; the spec's prompts, when it names them, win.
+    """
+    found = read_sentence_transformers_files(Path(folder)).get("prompts") or {}
+    missing = {task: text for task, text in found.items() if task not in spec.prompts}
+    if not missing:
+        return spec
+    return replace(spec, prompts={**spec.prompts, **missing})
 
 
 def load_encoder(

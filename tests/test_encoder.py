@@ -204,3 +204,21 @@ def test_inference_twin_follows_weight_updates():
     after = encoder.encode(["def f(): return 1"])
     assert similarity(before[0], after[0]) < 0.999
     assert all(p.dtype == torch.float32 for p in encoder.model.parameters())
+
+
+def test_prompts_from_the_folder_fill_the_gaps_of_a_spec(tiny_jina_dir, tmp_path):
+    """A hub model's own sentence-transformers prompts are used when the spec names none."""
+    import shutil
+
+    folder = tmp_path / "jina"
+    shutil.copytree(tiny_jina_dir, folder)
+    write_st_pooling(folder, "mean", 64, prompts={"query": "query: ", "retrieval.query": "q: "})
+    bare = specs.replace(spec_from_folder(folder), prompts={"retrieval.query": "Find: "})
+    encoder = Encoder.load(bare, device="cpu", precision="fp32")
+    assert encoder.spec.prompts == {"retrieval.query": "Find: ", "query": "query: "}
+    np.testing.assert_allclose(
+        encoder.encode(["x"], task="query"), encoder.encode(["query: x"]), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        encoder.encode(["x"], task="retrieval.query"), encoder.encode(["Find: x"]), atol=1e-6
+    )
