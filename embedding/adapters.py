@@ -79,8 +79,7 @@ def adapter_for_task(spec: ModelSpec, adapters: Sequence[str], task: str | None)
     task = task or spec.default_task
     if task is None:
         raise ValueError(
-            f"model {spec.name!r} has per-task adapters: name a task, one of "
-            f"{sorted(adapters)} (dots and dashes as in the spec's tasks also work)"
+            f"model {spec.name!r} has per-task adapters: name a task, one of {sorted(adapters)}"
         )
     name = adapter_name(task)
     if name not in adapters:
