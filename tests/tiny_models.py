@@ -146,6 +146,8 @@ def add_task_adapters(folder: Path, tasks: list[str], seed: int = 1) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel
 
+    from embedding.adapters import adapter_name
+
     folder = Path(folder)
     for i, task in enumerate(tasks):
         torch.manual_seed(seed + i)
@@ -155,4 +157,4 @@ def add_task_adapters(folder: Path, tasks: list[str], seed: int = 1) -> None:
         )
         with tempfile.TemporaryDirectory() as tmp:
             get_peft_model(base, config).save_pretrained(tmp, safe_serialization=True)
-            shutil.copytree(tmp, folder / task.replace(".", "_").replace("-", "_"))
+            shutil.copytree(tmp, folder / adapter_name(task))
