@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embedding.weights import PICKLE_SUFFIXES, CorruptWeights, UnsafeWeightsFormat, read_header
+from embedding.weights import CorruptWeights, read_header, safetensors_files
 
 if TYPE_CHECKING:  # specs reads folders with has_task_adapters: no import cycle at run time
     from embedding.specs import ModelSpec
@@ -41,7 +41,7 @@ def find_task_adapters(folder: str | Path) -> dict[str, Path]:
     """Adapter name -> folder for every adapter subfolder, each header validated.
 
     An adapter whose weights are a pickle (``adapter_model.bin``) is refused like any other
-    pickle; one without weights is a corrupt download.
+    pickle (:func:`~embedding.weights.safetensors_files`); one without weights is corrupt.
     """
     folder = Path(folder)
     found: dict[str, Path] = {}
@@ -50,11 +50,8 @@ def find_task_adapters(folder: str | Path) -> dict[str, Path]:
             continue
         weights = sub / ADAPTER_WEIGHTS
         if not weights.is_file():
-            pickles = sorted(p.name for p in sub.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-            if pickles:
-                raise UnsafeWeightsFormat(
-                    f"{sub}: adapter weights are pickle-based ({', '.join(pickles)}); refused"
-                )
+            # The base weights' rule decides: pickle-only folders are refused, empty ones corrupt.
+            safetensors_files(sub)
             raise CorruptWeights(f"{sub}: adapter has no {ADAPTER_WEIGHTS}")
         read_header(weights)
         found[sub.name] = sub

@@ -99,10 +99,10 @@ def load_examples(path: str | Path) -> list[Example]:
                 raise DataError(f"{where}: not JSON ({exc.args[0]})") from None
             row = check_row(row_from_json(obj, where), where)
             if rows and len(row) != len(rows[0]):
-                one, many = {2: ("a pair", "pairs"), 3: ("a triplet", "triplets")}, len(rows[0])
+                kind = {2: "pair", 3: "triplet"}
                 raise DataError(
-                    f"{where}: {one[len(row)][0]}, but earlier lines are "
-                    f"{one[many][1]}: mixes pairs and triplets"
+                    f"{where}: a {kind[len(row)]}, but earlier lines are "
+                    f"{kind[len(rows[0])]}s: mixes pairs and triplets"
                 )
             rows.append(row)
     if not rows:
