@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get(
     "EMBEDDING_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_HOST = "127.0.0.1"
+# A second checkout running its tests beside this one points them at its own redis-server.
+REDIS_PORT = int(os.environ.get("EMBEDDING_TEST_REDIS_PORT", "6379"))
 
 
 def free_port() -> int:
