@@ -1,9 +1,13 @@
-"""The layering rule of docs/architecture.md: the core knows nothing of Celery or the database.
+"""The layering rule of docs/architecture.md, and no import cycles anywhere.
 
-`embedding/` imports neither Celery, SQLAlchemy, `db` nor `workers`; `db/` does not import
-Celery or `workers`. Checked two ways: statically over every import statement (lazy imports
-inside functions included), and by importing the core in a fresh interpreter and looking at
-what got loaded.
+`embedding/` imports neither Celery, SQLAlchemy, `db`, `workers` nor `api`; `db/` does not
+import Celery, `workers` or `api`; `workers/` does not import `api`. Checked two ways:
+statically over every import statement (lazy imports inside functions included), and by
+importing the core in a fresh interpreter and looking at what got loaded.
+
+A cycle between two of our modules (even through an import inside a function, or one under
+``TYPE_CHECKING``) means neither can be read, tested or moved without the other, so the
+module graph must be acyclic: :func:`import_graph` walks the imports of every module.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("embedding", "db", "workers", "api")
 FORBIDDEN = {
-    "embedding": {"celery", "kombu", "sqlalchemy", "alembic", "db", "workers"},
-    "db": {"celery", "kombu", "workers"},
+    "embedding": {"celery", "kombu", "sqlalchemy", "alembic", "db", "workers", "api"},
+    "db": {"celery", "kombu", "workers", "api"},
+    "workers": {"api"},
 }
 
 
@@ -56,3 +62,95 @@ def test_importing_the_core_loads_no_celery_or_database():
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
     assert "torch" in loaded, "the probe must really have imported the core"
     assert not loaded & FORBIDDEN["embedding"], sorted(loaded & FORBIDDEN["embedding"])
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Our module -> the modules of ours it imports (at any depth of the file, lazily or not).
+
+    ``from a.b import c`` counts as importing ``a.b``, and ``a.b.c`` too when that is a module;
+    importing ``a.b`` also runs ``a/__init__.py``, but a package's ``__init__`` is only an
+    edge when it is named, so a package may hold modules that import each other's siblings.
+    """
+    modules = {
+        module_name(f): f
+        for package in PACKAGES
+        if (ROOT / package).is_dir()
+        for f in (ROOT / package).rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = name.split(".")
+                    base = base[: len(base) - node.level + (1 if is_package else 0)]
+                    target = ".".join([*base, *([node.module] if node.module else [])])
+                else:
+                    target = node.module or ""
+                found.add(target)
+                found.update(f"{target}.{alias.name}" for alias in node.names)
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected component of more than one module (Tarjan, iteratively)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    cycles.append(sorted(component))
+    return cycles
+
+
+def test_the_cycle_finder_finds_a_cycle_and_nothing_else():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert find_cycles(graph) == [["a", "b", "c"]]
+    assert find_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_among_our_modules():
+    graph = import_graph()
+    assert "workers.tasks" in graph and "embedding.encoder" in graph, "the walk must see our modules"
+    assert not find_cycles(graph)
