@@ -61,7 +61,7 @@ def main() -> None:
     texts = code_corpus(args.n)
     ours = Encoder.load("minilm", device="cpu")  # the project's default precision
     ours32 = Encoder.load("minilm", device="cpu", precision="fp32")
-    st = SentenceTransformer(ours.load_report.path, device="cpu")
+    st = SentenceTransformer(ours.load_reports[0].path, device="cpu")
     sequences, report = ours.prepare(texts)
     tokens = sum(len(s) for s in sequences)
 

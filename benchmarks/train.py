@@ -27,13 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from embedding.data import SEED_TRIPLETS
-from embedding.training import (
-    TIMING_MARGIN,
-    TrainConfig,
-    batch_loss,
-    load_for_training,
-    make_optimizer,
-)
+from embedding.training import TrainConfig, batch_loss, load_for_training, make_optimizer
+from embedding.validation.benchmark import TIMING_MARGIN
 
 
 def main() -> None:
@@ -49,7 +44,7 @@ def main() -> None:
     config = TrainConfig(loss="triplet", lr=1e-5, margin=TIMING_MARGIN)
     our_opt = make_optimizer(ours.model, config)
 
-    st = SentenceTransformer(ours.load_report.path, device="cpu")
+    st = SentenceTransformer(ours.load_reports[0].path, device="cpu")
     st.train()
     st_loss = TripletLoss(
         st, distance_metric=TripletDistanceMetric.COSINE, triplet_margin=TIMING_MARGIN

@@ -8,18 +8,17 @@ other vectors. So a model whose spec declares task adapters loads all of them on
 ``encode`` call switches to the adapter of its task (a pointer change, no weight copy).
 
 Adapters get the same safety as base weights: safetensors only, headers validated first.
+This module is a leaf of the core (it needs only :mod:`embedding.weights`): specs ask it
+whether a folder has adapters, so it takes plain values, never a spec.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from embedding.weights import CorruptWeights, read_header, safetensors_files
-
-if TYPE_CHECKING:  # specs reads folders with has_task_adapters: no import cycle at run time
-    from embedding.specs import ModelSpec
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -71,16 +70,19 @@ def attach_task_adapters(model: Any, adapters: dict[str, Path]) -> Any:
     return wrapped.eval()
 
 
-def adapter_for_task(spec: ModelSpec, adapters: Sequence[str], task: str | None) -> str:
-    """The adapter a call with ``task`` must run on; a clear error when there is none."""
-    task = task or spec.default_task
+def adapter_for_task(model: str, adapters: Sequence[str], task: str | None) -> str:
+    """The adapter a call with ``task`` must run on; a clear error when there is none.
+
+    ``task`` is the call's task, or the model's default task when the call names none;
+    ``model`` only names the model in the error.
+    """
     if task is None:
         raise ValueError(
-            f"model {spec.name!r} has per-task adapters: name a task, one of {sorted(adapters)}"
+            f"model {model!r} has per-task adapters: name a task, one of {sorted(adapters)}"
         )
     name = adapter_name(task)
     if name not in adapters:
         raise ValueError(
-            f"model {spec.name!r} has no adapter for task {task!r}; adapters: {sorted(adapters)}"
+            f"model {model!r} has no adapter for task {task!r}; adapters: {sorted(adapters)}"
         )
     return name

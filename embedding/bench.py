@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import platform
 import resource
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -107,7 +106,3 @@ def benchmark_encoder(
         peak_memory_mb=peak_memory_mb(device),
         host=platform.node(),
     )
-
-
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values))

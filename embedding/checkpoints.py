@@ -1,4 +1,4 @@
-"""Checkpoints and exported models, never pickled and always written atomically.
+"""Training checkpoints, never pickled and always written atomically.
 
 A checkpoint is a folder ``epoch-0003/`` with:
 
@@ -147,68 +147,3 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def export_sentence_transformers(
-    out_dir: Path,
-    model: torch.nn.Module,
-    tokenizer: Any,
-    pooling: str,
-    dim: int,
-    max_tokens: int,
-    prompts: dict[str, str],
-    extra: dict[str, Any],
-) -> Path:
-    """Save a model folder that both ``SentenceTransformer(path)`` and our registry open.
-
-    Written to a temporary sibling and renamed into place, so a reader never sees half a model.
-    """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "1_Pooling").mkdir()
-    (tmp / "1_Pooling" / "config.json").write_text(
-        json.dumps(
-            {
-                "word_embedding_dimension": dim,
-                "pooling_mode_cls_token": pooling == "cls",
-                "pooling_mode_mean_tokens": pooling == "mean",
-                "pooling_mode_max_tokens": False,
-                "pooling_mode_mean_sqrt_len_tokens": False,
-                "pooling_mode_lasttoken": pooling == "last_token",
-            },
-            indent=2,
-        )
-    )
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.models.Pooling",
-        },
-        {
-            "idx": 2,
-            "name": "2",
-            "path": "2_Normalize",
-            "type": "sentence_transformers.models.Normalize",
-        },
-    ]
-    (tmp / "modules.json").write_text(json.dumps(modules, indent=2))
-    (tmp / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": max_tokens, "do_lower_case": False})
-    )
-    (tmp / "config_sentence_transformers.json").write_text(
-        json.dumps(
-            {"prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"},
-            indent=2,
-        )
-    )
-    (tmp / "embedding_spec.json").write_text(json.dumps(extra, indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    return out_dir

@@ -10,8 +10,8 @@ Design choices, each measured (benchmarks/encode.py, benchmarks/RESULTS.md):
 * bf16 autocast where the hardware has it and the spec allows; the encoder's default
   precision is the spec's, which we only set to bf16 after measuring cosine >= 0.9999
   against fp32 on the benchmark corpus.
-* Pooling works on the attention mask, so last-token pooling is right for left *and*
-  right padding.
+* Pooling (:mod:`embedding.pooling`) works on the attention mask, so last-token pooling is
+  right for left *and* right padding.
 
 Empty strings are encoded as the model's special tokens alone (for BERT-like models
 ``[CLS] [SEP]``, for Qwen2 its end-of-text token): every empty input maps to the same
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,9 @@ import numpy as np
 
 from embedding.adapters import adapter_for_task, attach_task_adapters, find_task_adapters
 from embedding.hub import ResolvedModel, resolve
-from embedding.specs import ModelSpec, get_spec, read_sentence_transformers_files
+from embedding.pooling import pool
+from embedding.specs import ModelSpec, get_spec
+from embedding.st_layout import read_sentence_transformers_files
 from embedding.weights import LoadReport, inventory
 
 if TYPE_CHECKING:
@@ -54,9 +56,6 @@ class Truncation:
     tokens_used: int
     truncated: bool
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def pick_device(preference: str = "auto") -> str:
     """``auto`` means CUDA when present, else CPU. CUDA is only queried here, lazily."""
@@ -77,28 +76,13 @@ def bf16_supported(device: str) -> bool:
     )
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
-    """Pool token states ``[B, T, H]`` to ``[B, H]`` using the attention mask ``[B, T]``."""
-    import torch
-
-    if mode == "mean":
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-    if mode == "cls":
-        return hidden[:, 0]
-    if mode == "last_token":
-        # Index of the last attended position per row; correct for left and right padding.
-        positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-        last = (positions * mask.long()).argmax(dim=1)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    raise ValueError(f"unknown pooling {mode!r}")
-
-
 class Encoder:
     """One loaded transformer with its tokenizer, pooling and precision.
 
     Build it with :meth:`Encoder.load`. The model is usable for inference (:meth:`encode`)
     and, through :meth:`tokenize` + :meth:`embed`, for training with gradients.
+    ``load_reports`` holds its one :class:`LoadReport`, a list as on :class:`CombinedEncoder`,
+    so callers treat every loaded model alike.
     """
 
     def __init__(
@@ -115,7 +99,7 @@ class Encoder:
         self.tokenizer = tokenizer
         self.device = device
         self.precision = precision
-        self.load_report = load_report
+        self.load_reports: list[LoadReport] = [load_report]
         self._head, self._tail = _special_token_frame(tokenizer)
         self.dim = spec.dim or int(model.config.hidden_size)
         self.adapters: tuple[str, ...] = tuple(load_report.adapters)  # see embedding/adapters.py
@@ -364,7 +348,8 @@ class Encoder:
             return (empty, []) if return_report else empty
         sequences, report = self.prepare(items, task=task, prompt=prompt)
         if self.adapters:
-            self._use_adapter(adapter_for_task(self.spec, self.adapters, task))
+            chosen = task or self.spec.default_task
+            self._use_adapter(adapter_for_task(self.spec.name, self.adapters, chosen))
         out = np.empty((len(items), out_dim), dtype=np.float32)
         with torch.inference_mode():
             for batch in length_batches([len(s) for s in sequences], batch_size, token_budget):
@@ -397,13 +382,16 @@ class Encoder:
 
 
 class CombinedEncoder:
-    """Members' unit vectors concatenated and L2-normalized again (equal weight per member)."""
+    """Members' unit vectors concatenated and L2-normalized again (equal weight per member).
+
+    ``load_reports`` holds one :class:`LoadReport` per member, in member order.
+    """
 
     def __init__(self, spec: ModelSpec, members: list[Encoder]):
         self.spec = spec
         self.members = members
         self.dim = sum(m.dim for m in members)
-        self.load_report = [m.load_report for m in members]
+        self.load_reports: list[LoadReport] = [r for m in members for r in m.load_reports]
 
     def encode(self, texts: str | Sequence[str], return_report: bool = False, **kwargs: Any):
         parts, reports = [], []

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedding.specs import ModelSpec
-from embedding.weights import PICKLE_SUFFIXES, UnsafeWeightsFormat
+from embedding.weights import CorruptWeights, UnsafeWeightsFormat, safetensors_files
 
 # Only what an encoder needs: configs, tokenizer, safetensors (never .bin / .pt pickles).
 # The hub matches with fnmatch, where "*" also crosses "/": "*.json" and "*.safetensors" bring
@@ -84,23 +84,20 @@ def _bundled_folder(package: str) -> Path | None:
 def _complete(folder: Path, tried: list[str], label: str) -> bool:
     """True when the folder has a config, a tokenizer and safetensors weights.
 
-    A folder holding only pickle weights raises :class:`UnsafeWeightsFormat` instead of
-    falling through: a refused format is a decision, not a missing file.
+    A folder holding only pickle weights raises :class:`UnsafeWeightsFormat` (the rule of
+    :func:`~embedding.weights.safetensors_files`) instead of falling through to the next
+    source: a refused format is a decision, not a missing file.
     """
     missing = []
     if not (folder / "config.json").is_file():
         missing.append("config.json")
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         missing.append("tokenizer")
-    has_safetensors = any(folder.glob("*.safetensors"))
-    if not has_safetensors:
-        pickles = sorted(p.name for p in folder.glob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
-        if pickles:
-            raise UnsafeWeightsFormat(
-                f"{folder}: only pickle-based weights ({', '.join(pickles)}); they are refused. "
-                "Convert them to safetensors."
-            )
-        missing.append("*.safetensors")
+    if not any(folder.glob("*.safetensors")):
+        try:
+            safetensors_files(folder)  # the pickle refusal, raised
+        except CorruptWeights:  # no weights at all: missing, try the next source
+            missing.append("*.safetensors")
     if missing:
         tried.append(f"{label} {folder}: missing {', '.join(missing)}")
         return False

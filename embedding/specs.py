@@ -11,15 +11,15 @@ Facts that cannot be checked offline (hub revision hashes, shard counts) carry
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from embedding.adapters import has_task_adapters
+from embedding.pooling import POOLING_MODES, PoolingMode
+from embedding.st_layout import read_json, read_sentence_transformers_files
 
-Pooling = Literal["mean", "cls", "last_token"]
 Precision = Literal["fp32", "bf16", "fp16"]
 SourceKind = Literal["bundled", "local", "hub", "combined"]
 
@@ -34,7 +34,7 @@ class UnknownModel(LookupError):
 class ModelSpec:
     name: str
     source: SourceKind
-    pooling: Pooling = "mean"
+    pooling: PoolingMode = "mean"
     dim: int = 0
     max_tokens: int = 512
     architecture: str = ""  # transformers model_type: bert, qwen2, jina_embeddings_v3, ...
@@ -65,7 +65,7 @@ class ModelSpec:
             )
         if self.source == "combined" and not self.members:
             raise ValueError(f"spec {self.name!r}: a combined spec needs members")
-        if self.pooling not in ("mean", "cls", "last_token"):
+        if self.pooling not in POOLING_MODES:
             raise ValueError(f"spec {self.name!r}: unknown pooling {self.pooling!r}")
 
     @property
@@ -191,15 +191,17 @@ def spec_from_folder(folder: Path, name: str | None = None) -> ModelSpec:
     architecture and width from ``config.json``.
     """
     folder = Path(folder).expanduser().resolve()
-    config = _read_json(folder / "config.json") or {}
+    config = read_json(folder / "config.json") or {}
     st = read_sentence_transformers_files(folder)
     architecture = str(config.get("model_type", ""))
-    pooling: Pooling = st.get("pooling") or ("last_token" if architecture == "qwen2" else "mean")
+    pooling: PoolingMode = st.get("pooling") or (
+        "last_token" if architecture == "qwen2" else "mean"
+    )
     dim = int(st.get("dim") or config.get("hidden_size") or 0)
     max_tokens = int(
         st.get("max_tokens") or min(int(config.get("max_position_embeddings", 512)), 8192)
     )
-    extra = _read_json(folder / "embedding_spec.json") or {}
+    extra = read_json(folder / "embedding_spec.json") or {}
     return ModelSpec(
         name=name or str(extra.get("name") or folder.name),
         source="local",
@@ -215,46 +217,6 @@ def spec_from_folder(folder: Path, name: str | None = None) -> ModelSpec:
         default_precision=extra.get("default_precision", "fp32"),
         notes=str(extra.get("notes", "read from folder")),
     )
-
-
-def read_sentence_transformers_files(folder: Path) -> dict:
-    """Pooling, width, prompts, token limit and normalization from a sentence-transformers folder.
-
-    Returns an empty dict when the folder has no ``modules.json``.
-    """
-    modules = _read_json(folder / "modules.json")
-    if not isinstance(modules, list):
-        return {}
-    found: dict = {"normalize": False}
-    for module in modules:
-        kind = str(module.get("type", ""))
-        if kind.endswith("Pooling"):
-            pool_cfg = _read_json(folder / module.get("path", "1_Pooling") / "config.json") or {}
-            found["dim"] = pool_cfg.get("word_embedding_dimension")
-            if pool_cfg.get("pooling_mode_cls_token"):
-                found["pooling"] = "cls"
-            elif pool_cfg.get("pooling_mode_lasttoken"):
-                found["pooling"] = "last_token"
-            elif pool_cfg.get("pooling_mode_mean_tokens"):
-                found["pooling"] = "mean"
-        elif kind.endswith("Normalize"):
-            found["normalize"] = True
-    st_cfg = _read_json(folder / "config_sentence_transformers.json") or {}
-    prompts = st_cfg.get("prompts") or {}
-    found["prompts"] = {str(k): str(v) for k, v in prompts.items()}
-    found["default_task"] = st_cfg.get("default_prompt_name")
-    bert_cfg = _read_json(folder / "sentence_bert_config.json") or {}
-    found["max_tokens"] = bert_cfg.get("max_seq_length")
-    return found
-
-
-def _read_json(path: Path) -> dict | list | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
 
 
 __all__ = [

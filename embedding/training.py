@@ -37,14 +37,13 @@ import torch
 
 from embedding.checkpoints import (
     clear_checkpoints,
-    export_sentence_transformers,
     latest_checkpoint,
     load_checkpoint,
     read_run,
     save_checkpoint,
     write_run,
 )
-from embedding.data import SEED_TRIPLETS, DataError, Example, validate_examples
+from embedding.data import DataError, Example, validate_examples
 from embedding.encoder import Encoder
 from embedding.evaluation import evaluate
 from embedding.losses import (
@@ -54,6 +53,7 @@ from embedding.losses import (
     triplet_loss,
 )
 from embedding.specs import ModelSpec
+from embedding.st_layout import export_sentence_transformers
 
 
 class TrainingDiverged(RuntimeError):
@@ -203,7 +203,16 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> Any:
-    """Linear warmup over ``warmup_ratio`` of the steps, then linear decay towards zero."""
+    """Linear warmup over ``warmup_ratio`` of the steps, then linear decay towards zero.
+
+    Not ``transformers.get_linear_schedule_with_warmup``, because it cannot give the same LR
+    per step: it gives warmup step ``s`` the factor ``s / w``, so the first optimizer step
+    runs at LR 0 and the ramp peaks one step later; here it is ``(s + 1) / w``, so the first
+    step already learns (and the peak holds for steps ``w - 1`` and ``w``). No choice of its
+    two arguments reproduces that, and switching would change every run with warmup (the
+    default) and the LRs recorded per epoch. Without warmup the two are identical
+    (tests/test_training.py checks both).
+    """
     warmup = max(1, int(total_steps * warmup_ratio)) if warmup_ratio > 0 else 0
 
     def factor(step: int) -> float:
@@ -477,92 +486,8 @@ def _export(encoder: Encoder, out_dir: Path, merged_lora: bool) -> Path:
     )
 
 
-# ------------------------------------------------------------- seed checks
-@dataclass
-class ConvergenceRun:
-    epoch_losses: list[float]
-    seconds: float  # the training loop (the seed's "training time")
-    total_seconds: float  # including loading the model and the first eval
-    settings: dict[str, Any]
-
-    @property
-    def improvement(self) -> float:
-        first, last = self.epoch_losses[0], self.epoch_losses[-1]
-        return (first - last) / first if first > 0 else 0.0
-
-
-# The seed's convergence check: 5 triplets, 3 epochs, lr 1e-4. Chosen so that it measures
-# learning (figures on minilm, bf16, seeds 0-3):
-# * margin 1.0 (cosine distance). minilm already ranks all five triplets right, so with the
-#   default 0.5 the loss starts at ~0.05-0.09 and is exactly 0 after one or two steps - a
-#   check that cannot tell learning from nothing. At 1.0 the loss starts at ~0.48-0.55 and
-#   stays well above 0.
-# * one batch of all five triplets and no warmup: one optimizer step per epoch, so epoch k's
-#   loss is the loss of the model after k-1 updates on the same data - a clean curve.
-#   With batches of 2 (three steps per epoch) the last epoch's loss is 0.007-0.07 (seed
-#   dependent, one seed reaches 0 with batch 1): the check would measure memorizing.
-#   Measured: [0.53, 0.29, 0.13], 74-76 % improvement, ~0.3 s of training.
-CONVERGENCE_CONFIG: dict[str, Any] = dict(batch_size=5, warmup_ratio=0.0, margin=1.0)
-# Timing uses the same margin so the triplet loss is non-zero and gradients really flow.
-TIMING_MARGIN = 1.0
-
-
-def run_convergence(
-    model: str | ModelSpec | Encoder, epochs: int = 3, lr: float = 1e-4, seed: int = 0
-) -> ConvergenceRun:
-    """The seed guide's check 3 on a fresh copy of ``model``: per-epoch losses and time."""
-    started = time.perf_counter()
-    config = TrainConfig(loss="triplet", epochs=epochs, lr=lr, seed=seed, **CONVERGENCE_CONFIG)
-    result = finetune(model, SEED_TRIPLETS, config)
-    return ConvergenceRun(
-        result.epoch_losses, result.seconds, time.perf_counter() - started, result.settings
-    )
-
-
-def time_train_step(
-    model: str | ModelSpec | Encoder, triplets: Sequence[Example] = SEED_TRIPLETS, repeats: int = 10
-) -> dict[str, Any]:
-    """Median ms of forward+backward of the triplet loss on the batch, and of the optimizer step.
-
-    The whole computation is timed: tokenizing, one forward over all 15 texts, loss, backward
-    through every trainable parameter; clipping and the optimizer step are timed beside it.
-    On a fresh copy of the model (:func:`load_for_training`), in train mode, two warm-up steps.
-    """
-    encoder = load_for_training(model)
-    encoder.model.train()
-    config = TrainConfig(loss="triplet", lr=1e-5, margin=TIMING_MARGIN)
-    optimizer = make_optimizer(encoder.model, config)
-    rows = validate_examples(triplets)
-    forward_backward, optimizer_ms, grad_norm = [], [], 0.0
-    for i in range(repeats + 2):
-        optimizer.zero_grad(set_to_none=True)
-        t0 = time.perf_counter()
-        loss = batch_loss(encoder, rows, config)
-        loss.backward()
-        t1 = time.perf_counter()
-        grad_norm = float(
-            torch.nn.utils.clip_grad_norm_(encoder.model.parameters(), config.max_grad_norm)
-        )
-        optimizer.step()
-        t2 = time.perf_counter()
-        if i >= 2:  # two warm-up steps
-            forward_backward.append((t1 - t0) * 1000)
-            optimizer_ms.append((t2 - t1) * 1000)
-    return {
-        "forward_backward_ms": statistics.median(forward_backward),
-        "optimizer_ms": statistics.median(optimizer_ms),
-        "grad_norm": grad_norm,
-        "batch": len(rows),
-        "precision": encoder.precision,
-        "fused_adamw": bool(optimizer.defaults.get("fused")),
-        "repeats": repeats,
-    }
-
-
 __all__ = [
-    "CONVERGENCE_CONFIG",
     "CheckpointMismatch",
-    "ConvergenceRun",
     "EpochStats",
     "TrainConfig",
     "TrainResult",
@@ -573,6 +498,4 @@ __all__ = [
     "load_for_training",
     "make_optimizer",
     "make_scheduler",
-    "run_convergence",
-    "time_train_step",
 ]

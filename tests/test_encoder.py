@@ -13,7 +13,6 @@ from embedding.encoder import (
     Encoder,
     length_batches,
     load_encoder,
-    pool,
     similarity,
     similarity_matrix,
 )
@@ -96,21 +95,11 @@ def test_unnormalized_output_is_the_mean_pool(minilm_fp32):
     assert abs(np.linalg.norm(raw) - 1) > 1e-3
 
 
-def test_pool_last_token_left_and_right_padding():
-    hidden = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
-    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
-    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
-    assert torch.equal(pool(hidden, right, "last_token"), hidden[[0, 1], [1, 3]])
-    assert torch.equal(pool(hidden, left, "last_token"), hidden[[0, 1], [3, 3]])
-    assert torch.equal(pool(hidden, right, "cls"), hidden[:, 0])
-    assert torch.allclose(pool(hidden, right, "mean")[0], hidden[0, :2].mean(0))
-
-
 @pytest.mark.parametrize("padding_side", ["left", "right"])
 def test_tiny_qwen2_last_token_matches_direct_computation(tmp_path, padding_side):
     folder = build_tiny_qwen2(tmp_path / "q", sharded=True, padding_side=padding_side)
     encoder = Encoder.load(str(folder), device="cpu", precision="fp32")
-    assert encoder.spec.pooling == "last_token" and encoder.load_report.shards > 1
+    assert encoder.spec.pooling == "last_token" and encoder.load_reports[0].shards > 1
     texts = ["def hello_world(): return 42", "class MyClass: pass", "x"]
     got = encoder.encode(texts)
     with torch.no_grad():
@@ -163,6 +152,9 @@ def test_combined_encoder_concatenates_members(tiny_qwen2_dir, tiny_jina_dir):
     try:
         combo = load_encoder("tcombo", device="cpu", precision="fp32")
         assert isinstance(combo, CombinedEncoder) and combo.dim == 128
+        # One interface for loaded models: a report per member, each member a one-element list.
+        assert [len(m.load_reports) for m in combo.members] == [1, 1]
+        assert [r.model for r in combo.load_reports] == ["tq", "tj"]
         texts = ["def a(): pass", "SELECT 1"]
         vectors = combo.encode(texts)
         assert vectors.shape == (2, 128)

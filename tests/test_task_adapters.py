@@ -55,7 +55,7 @@ def test_folder_spec_sees_the_adapters(jina_with_adapters, tiny_jina_dir):
 def test_each_task_runs_on_its_own_adapter(jina_with_adapters):
     spec = specs.replace(spec_from_folder(jina_with_adapters), default_task="text-matching")
     encoder = Encoder.load(spec, device="cpu", precision="fp32")
-    assert encoder.load_report.adapters == ["retrieval_query", "text_matching"]
+    assert encoder.load_reports[0].adapters == ["retrieval_query", "text_matching"]
     query = encoder.encode(TEXTS, task="retrieval.query")
     matching = encoder.encode(TEXTS, task="text-matching")
     np.testing.assert_allclose(
@@ -113,7 +113,7 @@ def test_training_loads_the_bare_base(jina_with_adapters):
 
     spec = specs.replace(spec_from_folder(jina_with_adapters), default_task="text-matching")
     encoder = load_for_training(spec, precision="fp32")
-    assert encoder.adapters == () and encoder.load_report.adapters == []
+    assert encoder.adapters == () and encoder.load_reports[0].adapters == []
     np.testing.assert_allclose(
         encoder.encode(TEXTS), _direct(jina_with_adapters, None, TEXTS), atol=1e-5
     )

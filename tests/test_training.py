@@ -13,13 +13,9 @@ import torch
 from embedding.data import SEED_TRIPLETS, DataError
 from embedding.encoder import Encoder
 from embedding.specs import spec_from_folder
-from embedding.training import (
-    TrainConfig,
-    TrainingDiverged,
-    finetune,
-    run_convergence,
-    time_train_step,
-)
+from embedding.training import TrainConfig, TrainingDiverged, finetune, make_scheduler
+from embedding.validation.benchmark import time_train_step
+from embedding.validation.convergence import run_convergence
 
 TRIPLETS = [
     *SEED_TRIPLETS,
@@ -63,6 +59,35 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     np.testing.assert_allclose(rest.epoch_losses, full.epoch_losses, rtol=0, atol=1e-6)
     for f in (tmp_path / "b").rglob("*"):
         assert f.is_dir() or f.suffix in (".safetensors", ".json") or f.name == "LATEST", f
+
+
+def _lr_per_step(scheduler, optimizer, steps: int) -> list[float]:
+    lrs = []
+    for _ in range(steps):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_warmup_schedule_per_optimizer_step():
+    """Warmup starts at lr/w (never a step at LR 0), peaks, then decays linearly towards 0;
+    without warmup it is exactly transformers' linear schedule (see make_scheduler)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    def optimizer():
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+
+    opt = optimizer()
+    got = _lr_per_step(make_scheduler(opt, total_steps=10, warmup_ratio=0.3), opt, 10)
+    want = [1 / 3, 2 / 3, 1.0, 1.0, 6 / 7, 5 / 7, 4 / 7, 3 / 7, 2 / 7, 1 / 7]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    for total in (1, 3, 7):
+        opt = optimizer()
+        ours = _lr_per_step(make_scheduler(opt, total, warmup_ratio=0.0), opt, total)
+        opt = optimizer()
+        theirs = _lr_per_step(get_linear_schedule_with_warmup(opt, 0, total), opt, total)
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
 
 
 def test_two_runs_with_one_seed_are_identical():

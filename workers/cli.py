@@ -123,13 +123,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     name = args.model or get_settings().default_model
     encoder = _load(name)
-    report = encoder.load_report
-    print(f"model {name}: {report.source} {report.path}")
-    print(
-        f"  loaded in {report.load_time_ms:.0f} ms, {report.size_mb:.1f} MB, "
-        f"{report.tensor_count} tensors, {report.parameter_count:,} parameters, "
-        f"device {report.device}, precision {report.precision}"
-    )
+    for report in encoder.load_reports:
+        print(f"model {report.model}: {report.source} {report.path}")
+        print(
+            f"  loaded in {report.load_time_ms:.0f} ms, {report.size_mb:.1f} MB, "
+            f"{report.tensor_count} tensors, {report.parameter_count:,} parameters, "
+            f"device {report.device}, precision {report.precision}"
+        )
     snippets = [
         "def hello_world(): return 42",
         "async fn fetch_data() {}",

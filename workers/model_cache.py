@@ -26,10 +26,7 @@ class ModelCache:
 
     @staticmethod
     def _size_mb(encoder: Any) -> float:
-        reports = (
-            encoder.load_report if isinstance(encoder.load_report, list) else [encoder.load_report]
-        )
-        return float(sum(r.size_mb for r in reports))
+        return float(sum(r.size_mb for r in encoder.load_reports))
 
     def get(self, name: str, precision: str | None = None) -> Any:
         """The loaded encoder for ``name``; loads it on first use."""

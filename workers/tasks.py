@@ -35,10 +35,7 @@ def load_model(**payload: Any) -> dict[str, Any]:
     """Load (or find in this worker's cache) a model; return its LoadReport."""
     request = parse(LoadModelRequest, payload)
     encoder = model_cache().get(jobs.checked_model_name(request.model))
-    reports = (
-        encoder.load_report if isinstance(encoder.load_report, list) else [encoder.load_report]
-    )
-    return {"model": request.model, "reports": [r.to_dict() for r in reports]}
+    return {"model": request.model, "reports": [r.to_dict() for r in encoder.load_reports]}
 
 
 @app.task(name="embedding.embed")
