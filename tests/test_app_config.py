@@ -40,7 +40,7 @@ def test_finetune_acks_late_with_time_limits_and_routes():
 def test_worker_command_line():
     import argparse
 
-    from workers.cli_worker import worker_argv
+    from workers.cli.worker import worker_argv
 
     args = argparse.Namespace(
         queues="gpu", concurrency=None, pool="prefork", loglevel="INFO", hostname=None

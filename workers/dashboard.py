@@ -1,4 +1,4 @@
-"""``embedctl report --out DIR``: PNG charts and an ``index.html`` that shows them.
+"""The dashboard behind ``embedctl report``: PNG charts and an ``index.html`` that shows them.
 
 Three views of what the database holds: loss curves per fine-tune job, benchmark trends
 per model, and the latest validation run's criteria. Static files only, so the page can be
@@ -7,26 +7,9 @@ archived as a CI artifact and opened anywhere.
 
 from __future__ import annotations
 
-import argparse
 import html
 from pathlib import Path
 from typing import Any
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write PNG charts and an index.html from the database")
-    p.add_argument("--out", required=True)
-    p.add_argument("--jobs", type=int, default=10, help="latest N fine-tune jobs")
-    p.set_defaults(func=cmd_report)
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from workers.cli_validate import _ensure_schema
-
-    _ensure_schema()
-    index = write_report(Path(args.out), jobs=args.jobs)
-    print(index)
-    return 0
 
 
 def _collect(jobs: int) -> dict[str, Any]:
@@ -58,6 +41,7 @@ def _collect(jobs: int) -> dict[str, Any]:
 
 
 def write_report(out: Path, jobs: int = 10) -> Path:
+    """Write the three charts and ``index.html`` into ``out``; return the page's path."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -10,6 +10,26 @@ from pathlib import Path
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a model on triplets or pairs (JSONL), locally")
+    add_finetune_options(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser(
+        "eval", help="evaluate a model on triplets (accuracy) or pairs (MRR@10, recall@1)"
+    )
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.set_defaults(func=cmd_eval)
+
+    data = sub.add_parser("data", help="build training data")
+    dsub = data.add_subparsers(dest="data_command", metavar="KIND", required=True)
+    p = dsub.add_parser("codesearch", help="docstring -> code pairs, split by module")
+    p.add_argument("--source", default="stdlib", help="'stdlib' or a folder of Python files")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_codesearch)
+
+
+def add_finetune_options(p: argparse.ArgumentParser) -> None:
+    """Every ``finetune`` option, in one place, apart from the wiring."""
     p.add_argument("--model", required=True, help="spec name or model folder")
     p.add_argument("--data", required=True, help="JSONL of {anchor, positive[, negative]}")
     p.add_argument(
@@ -31,21 +51,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--json", dest="json_path", default=None, help="write per-epoch figures and eval as JSON"
     )
-    p.set_defaults(func=cmd_finetune)
-
-    p = sub.add_parser(
-        "eval", help="evaluate a model on triplets (accuracy) or pairs (MRR@10, recall@1)"
-    )
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
-    p.set_defaults(func=cmd_eval)
-
-    data = sub.add_parser("data", help="build training data")
-    dsub = data.add_subparsers(dest="data_command", metavar="KIND", required=True)
-    p = dsub.add_parser("codesearch", help="docstring -> code pairs, split by module")
-    p.add_argument("--source", default="stdlib", help="'stdlib' or a folder of Python files")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_codesearch)
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:

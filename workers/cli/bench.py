@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from workers.cli.db import ensure_schema
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,9 +21,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from embedding.config import get_settings
-    from workers.cli_validate import _ensure_schema
 
-    _ensure_schema()
+    ensure_schema()
     if args.action == "history":
         return _history(args.model, args.limit)
     from workers.jobs import run_and_record_benchmark

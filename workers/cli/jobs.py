@@ -1,4 +1,4 @@
-"""``embedctl jobs submit|list|show|watch|cancel|relay`` and ``embedctl bench``.
+"""``embedctl jobs submit|list|show|watch|cancel|relay``.
 
 ``jobs watch`` follows a job through the database (the epochs land there as they finish),
 so it works the same with any broker, or none.
@@ -19,16 +19,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = jsub.add_parser(
         "submit", help="submit a fine-tune job from a JSONL file of triplets or pairs"
     )
-    p.add_argument("--model", required=True)
-    p.add_argument(
-        "--data", required=True, help="JSONL: {anchor, positive, negative} or {anchor, positive}"
-    )
-    p.add_argument("--loss", choices=("triplet", "mnrl"), default="triplet")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=2e-5)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--idempotency-key", default=None)
-    p.add_argument("--watch", action="store_true", help="then follow it with a progress bar")
+    add_submit_options(p)
     p.set_defaults(func=cmd_submit)
 
     p = jsub.add_parser("list", help="recent jobs")
@@ -49,6 +40,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = jsub.add_parser("relay", help="send jobs still in the outbox (broker was down)")
     p.set_defaults(func=cmd_relay)
+
+
+def add_submit_options(p: argparse.ArgumentParser) -> None:
+    """Every ``jobs submit`` option, in one place, apart from the wiring."""
+    p.add_argument("--model", required=True)
+    p.add_argument(
+        "--data", required=True, help="JSONL: {anchor, positive, negative} or {anchor, positive}"
+    )
+    p.add_argument("--loss", choices=("triplet", "mnrl"), default="triplet")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--idempotency-key", default=None)
+    p.add_argument("--watch", action="store_true", help="then follow it with a progress bar")
 
 
 def _read_rows(path: str) -> list[dict]:

@@ -15,6 +15,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from embedding.validation import CHECK_NAMES
+from workers.cli.db import ensure_schema
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +44,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     settings = get_settings()
     models = [m.strip() for m in (args.models or settings.default_model).split(",") if m.strip()]
     trigger = args.trigger or ("ci" if os.environ.get("CI") else "cli")
-    _ensure_schema()
+    ensure_schema()
     started = time.perf_counter()
     with embedded_worker() if is_embedded(settings) else nullcontext():
         run_id, result = start_validation(models, trigger=trigger, checks=args.check)
@@ -77,13 +78,3 @@ def _wait_for_verdict(run_id: str, fetch, seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and fetch(run_id)["status"] == "running":
         time.sleep(0.2)
-
-
-def _ensure_schema() -> None:
-    """The embedded SQLite default is migrated on first use; a server database is not touched."""
-    from embedding.config import get_settings
-
-    if get_settings().database_url.startswith("sqlite"):
-        from db import migrate
-
-        migrate.upgrade(get_settings().database_url)
