@@ -92,10 +92,17 @@ def benchmark(**payload: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------- fine-tune tasks
 class FinetuneTask(Task):
-    """Late ack: a worker killed mid-job leaves the message to be redelivered and resumed."""
+    """Late ack: a worker killed mid-job leaves the message to be redelivered and resumed.
+
+    No retry limit: a delivery held off by a live lease comes back every lease until the
+    job is done or its worker is gone (Celery's default of 3 retries would end a duplicate
+    of any job longer than three leases in ``MaxRetriesExceededError``; ``retry(max_retries=
+    None)`` does not lift it, only this attribute does).
+    """
 
     acks_late = True
     reject_on_worker_lost = True
+    max_retries = None
 
 
 @app.task(
@@ -124,7 +131,7 @@ def finetune(self: Task, job_id: str) -> dict[str, Any]:
     except finetune_job.JobHeldElsewhere as held:
         # A live worker holds the lease (a duplicate delivery, or our own crash a moment
         # ago): come back after the lease, and run it then only if its worker is gone.
-        raise self.retry(countdown=get_settings().job_lease_s, max_retries=None) from held
+        raise self.retry(countdown=get_settings().job_lease_s) from held
     except SoftTimeLimitExceeded:
         finetune_job.fail_job(job_id, "soft time limit exceeded")
         raise
