@@ -31,6 +31,7 @@ def test_finetune_acks_late_with_time_limits_and_routes():
 
     task = tasks.finetune
     assert task.acks_late and task.reject_on_worker_lost
+    assert task.max_retries is None  # a duplicate held off by a live lease waits for the job
     assert task.soft_time_limit < task.time_limit
     assert TASK_ROUTES["embedding.finetune"]["queue"] == "gpu"
     assert TASK_ROUTES["embedding.summarize_validation"]["queue"] == "cpu"

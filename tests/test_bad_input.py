@@ -251,7 +251,7 @@ def _run(case: Case, tmp: Path, roots: Path) -> tuple[str, str | None]:
     """Returns (error text, job status or None when no job was recorded)."""
     from db import repo
     from db.session import session_scope
-    from workers import jobs, tasks
+    from workers import finetune_job, tasks
 
     if case.layer == "payload":
         with pytest.raises(PayloadError) as info:
@@ -286,11 +286,11 @@ def _run(case: Case, tmp: Path, roots: Path) -> tuple[str, str | None]:
         with session_scope() as session:
             repo.request_cancel(session, job_id)
             repo.finish_job(session, job_id, "cancelled", error="cancelled before it started")
-        result = jobs.run_finetune_job(job_id, hostname="test")
+        result = finetune_job.run_finetune_job(job_id, hostname="test")
         assert result["status"] == "cancelled"
     else:
         with pytest.raises(Exception):  # noqa: B017 - the job's record is what we check
-            jobs.run_finetune_job(job_id, hostname="test")
+            finetune_job.run_finetune_job(job_id, hostname="test")
     with session_scope() as session:
         job = repo.get_job(session, job_id)
         status, error = job.status, job.error or ""

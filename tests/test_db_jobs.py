@@ -122,6 +122,20 @@ def test_reclaim_a_running_job_only_when_asked(new_session: Factory) -> None:
         session.commit()
 
 
+def _wait_until_lease_older_than(session: Session, job_id: uuid.UUID, seconds: float) -> None:
+    """Poll the stored heartbeat against the clock the claim compares it with."""
+    from db.models import utcnow
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        beat = repo.get_job(session, job_id).heartbeat_at
+        session.rollback()  # the next read sees the stored row, not this transaction's snapshot
+        if (utcnow() - beat).total_seconds() > seconds:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the lease of job {job_id} stayed younger than {seconds} s")
+
+
 def test_a_live_lease_keeps_the_job_a_stale_one_lets_it_go(new_session: Factory) -> None:
     """A worker that heartbeats keeps its job; after the lease runs out another may resume it."""
     job_id = _job(new_session)
@@ -134,7 +148,7 @@ def test_a_live_lease_keeps_the_job_a_stale_one_lets_it_go(new_session: Factory)
             session, job_id, "host-b", allow_reclaim_running=True, stale_after_s=30
         )
         session.commit()
-        time.sleep(0.3)
+        _wait_until_lease_older_than(session, job_id, 0.2)
         assert repo.claim_job(
             session, job_id, "host-b", allow_reclaim_running=True, stale_after_s=0.2
         )

@@ -8,6 +8,8 @@ importing the core in a fresh interpreter and looking at what got loaded.
 A cycle between two of our modules (even through an import inside a function, or one under
 ``TYPE_CHECKING``) means neither can be read, tested or moved without the other, so the
 module graph must be acyclic: :func:`import_graph` walks the imports of every module.
+Likewise the public client (`workers.client`) sends messages by task name and reaches the
+task definitions through no import, not even a lazy one.
 """
 
 from __future__ import annotations
@@ -154,3 +156,19 @@ def test_no_import_cycles_among_our_modules():
     graph = import_graph()
     assert "workers.tasks" in graph and "embedding.encoder" in graph, "the walk must see our modules"
     assert not find_cycles(graph)
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(graph.get(name, ()))
+    return seen
+
+
+def test_the_client_never_imports_the_tasks():
+    from_client = reachable(import_graph(), "workers.client")
+    assert {"workers.client", "workers.outbox", "workers.validation_run"} <= from_client
+    assert "workers.tasks" not in from_client, "the client sends by task name"

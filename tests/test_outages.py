@@ -62,7 +62,14 @@ def test_postgres_outage_during_a_fine_tune(tmp_path):
             cluster.stop()
             cluster.wait_down()
             down_since = time.monotonic()
-            time.sleep(10)
+            log_path = tmp_path / "worker.log"
+            # Down for at least 10 s, and until the worker has met the outage on an epoch write.
+            deadline = down_since + 180
+            while time.monotonic() < deadline and not (
+                time.monotonic() - down_since >= 10
+                and "database unavailable" in log_path.read_text(errors="replace")
+            ):
+                time.sleep(0.2)
             cluster.start()
             outage = time.monotonic() - down_since
             deadline = time.monotonic() + 180
@@ -157,7 +164,14 @@ def test_redis_restart_with_jobs_queued_and_one_running(tmp_path):
             down_env = {**env, "EMBEDDING_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
             down_env["EMBEDDING_RESULT_BACKEND"] = down_env["EMBEDDING_BROKER_URL"]
             while_down = submit(down_env, 1)  # the broker is unreachable: it waits in the outbox
-            time.sleep(2)
+            # Restart only once the worker has lost its broker connection.
+            log_path = tmp_path / "worker.log"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and "Connection to broker lost" not in (
+                log_path.read_text(errors="replace")
+            ):
+                time.sleep(0.2)
+            assert "Connection to broker lost" in log_path.read_text(errors="replace")
             redis.start()
             relay = subprocess.run(
                 [sys.executable, "-m", "workers.cli", "jobs", "relay"],

@@ -4,7 +4,8 @@
   reject_on_worker_lost), waits out the dead worker's lease, resumes from the checkpoint
   and finishes; every epoch recorded exactly once; the final model loads.
 * A job that kills its worker every time is failed after ``job_max_attempts`` claims.
-* A message delivered twice (two workers) runs once: the database claim decides.
+* A message delivered twice (two workers) runs once: the database claim decides, and the
+  duplicate's own result says it found the job done.
 """
 
 from __future__ import annotations
@@ -71,12 +72,14 @@ def _submit(stack, epochs: int, key: str | None = None) -> str:
     return job_id
 
 
-def _send(stack, job_id: str) -> None:
+def _send(stack, job_id: str):
+    """Send one ``embedding.finetune`` message; returns its AsyncResult (a new task id)."""
     from celery import Celery
 
-    client = Celery(broker=stack["env"]["EMBEDDING_BROKER_URL"])
-    client.conf.update(task_serializer="json", accept_content=["json"])
-    client.send_task("embedding.finetune", args=[job_id], queue="gpu")
+    broker = stack["env"]["EMBEDDING_BROKER_URL"]
+    client = Celery(broker=broker, backend=stack["env"]["EMBEDDING_RESULT_BACKEND"])
+    client.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
+    return client.send_task("embedding.finetune", args=[job_id], queue="gpu")
 
 
 def _job(stack, job_id: str) -> dict:
@@ -90,6 +93,7 @@ def _job(stack, job_id: str) -> dict:
             "attempts": job.attempts,
             "error": job.error,
             "epochs": [e.epoch for e in job.epochs],
+            "heartbeat_at": job.heartbeat_at,
             "path": job.model_version.path if job.model_version else None,
         }
 
@@ -131,10 +135,11 @@ def test_a_job_that_kills_its_worker_every_time_is_failed(stack):
     with celery_worker(stack["env"], stack["artifacts"] / "killer.log") as worker:
         job_id = _submit(stack, epochs=50)
         for attempt in (1, 2, 3):
-            _wait(
+            claimed = _wait(
                 stack, job_id, lambda j, a=attempt: j["status"] == "running" and j["attempts"] == a
             )
-            time.sleep(0.5)
+            # Kill it while it runs the job: once its lease thread has beaten after the claim.
+            _wait(stack, job_id, lambda j, c=claimed: j["heartbeat_at"] > c["heartbeat_at"])
             for pid in _pool_children(worker):
                 os.kill(pid, signal.SIGKILL)
         job = _wait(stack, job_id, lambda j: j["status"] == "failed", timeout=120)
@@ -150,10 +155,13 @@ def test_a_message_delivered_twice_runs_once(stack):
     ):
         job_id = _submit(stack, epochs=3)
         _wait(stack, job_id, lambda j: j["status"] == "running")
-        _send(stack, job_id)  # the duplicate, e.g. after a visibility timeout
-        job = _wait(stack, job_id, lambda j: j["status"] in ("succeeded", "failed"))
-        time.sleep(3)  # let the duplicate come back after the lease and see the job done
+        duplicate = _send(stack, job_id)  # the duplicate, e.g. after a visibility timeout
+        _wait(stack, job_id, lambda j: j["status"] in ("succeeded", "failed"))
+        # The duplicate finds the lease live, retries after it, and then finds the job done;
+        # its final result says so. Only then is the job's record final.
+        handled = duplicate.get(timeout=120)
         job = _job(stack, job_id)
+    assert handled == {"job_id": job_id, "status": "succeeded", "duplicate": True}
     assert job["status"] == "succeeded"
     assert job["attempts"] == 1, "the second delivery must not run the job again"
     assert job["epochs"] == [1, 2, 3]

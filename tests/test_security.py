@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from embedding.config import redact_url
+from tests.servers import RedisServer
 from tests.support import (
     ROOT,
     celery_worker,
-    free_port,
     postgres_database,
     service_env,
-    stop_process,
 )
 
 SECRET = "s3cr3t-Redis-pw-9f2c"
@@ -33,30 +30,9 @@ def test_redact_url_hides_passwords():
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_password_in_the_broker_url_never_reaches_the_log(tmp_path):
-    port = free_port()
-    redis = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--requirepass",
-            SECRET,
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        time.sleep(0.5)
-        broker = f"redis://:{SECRET}@127.0.0.1:{port}/0"
+    with RedisServer(password=SECRET) as redis:  # returns once it answers an authenticated PING
+        broker = redis.url()
+        assert SECRET in broker
         with postgres_database("emb_sec") as db_url:
             from db import migrate
 
@@ -76,11 +52,9 @@ def test_a_password_in_the_broker_url_never_reaches_the_log(tmp_path):
                 assert reply["dim"] == 384
             text = log.read_text()
             assert (
-                "ready." in text and f"127.0.0.1:{port}" in text
+                "ready." in text and f"127.0.0.1:{redis.port}" in text
             )  # the log does talk about the broker
             assert SECRET not in text
-    finally:
-        stop_process(redis)
 
 
 UNSAFE = re.compile(

@@ -268,6 +268,22 @@ def _progress_listener(broker: str, seen: list) -> None:
         )
 
 
+def _wait_until_listening(broker: str, events: list, timeout: float = 30) -> None:
+    """Send probe events until the listener has received one: from then on it misses none."""
+    from celery import Celery
+
+    app = Celery(broker=broker)
+    deadline = time.monotonic() + timeout
+    with app.connection_for_write() as conn:
+        dispatcher = app.events.Dispatcher(conn)
+        while time.monotonic() < deadline:
+            dispatcher.send("test-probe")
+            time.sleep(0.1)
+            if any(e.get("type") == "test-probe" for e in events):
+                return
+    raise AssertionError(f"the event listener received nothing in {timeout} s")
+
+
 def test_finetune_end_to_end_from_a_service_that_only_has_celery(system):
     import threading
 
@@ -278,7 +294,7 @@ def test_finetune_end_to_end_from_a_service_that_only_has_celery(system):
     threading.Thread(
         target=_progress_listener, args=(system["broker"], events), daemon=True
     ).start()
-    time.sleep(1.0)
+    _wait_until_listening(system["broker"], events)
     out = subprocess.run(
         [sys.executable, "-c", PLAIN_CLIENT, system["broker"], "svc-e2e-1"],
         capture_output=True,
@@ -313,10 +329,15 @@ def test_finetune_end_to_end_from_a_service_that_only_has_celery(system):
 
     vec = Encoder.load(version_path, device="cpu").encode(["def f(): pass"])
     assert vec.shape == (1, 384)
-    time.sleep(1.0)
-    progress = [e for e in events if e.get("type") == "task-progress" and e.get("job_id") == job_id]
-    assert [e["epoch"] for e in progress] == [1, 2, 3], events
-    assert all("loss" in e for e in progress)
+
+    def progress() -> list:
+        return [e for e in events if e.get("type") == "task-progress" and e.get("job_id") == job_id]
+
+    deadline = time.monotonic() + 30  # events travel apart from the database rows
+    while len(progress()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [e["epoch"] for e in progress()] == [1, 2, 3], events
+    assert all("loss" in e for e in progress())
 
     # The same idempotency key gives the same job, and does not run it again.
     again = subprocess.run(

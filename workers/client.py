@@ -1,10 +1,8 @@
-"""What other services call: submit fine-tune jobs, follow them, cancel them, validate.
+"""The public Python client: what other services call to fine-tune, follow, cancel, validate.
 
-Submission is an outbox: the job row is committed first (``sent_at`` empty), then the
-Celery message is sent and the row marked sent. If the broker is down the job stays in
-the outbox and :func:`relay_unsent` (run by ``embedctl jobs relay`` or the beat task
-``embedding.relay_outbox``) sends it once the broker is back. Nothing is lost between
-"recorded" and "queued", and the same idempotency key always gives the same job.
+Submitting goes through the outbox (:mod:`workers.outbox`): the job is recorded first, then
+sent. Validation records a run (:mod:`workers.validation_run`) and sends its chord. Every
+message is sent by task name, so a client never imports the task definitions.
 """
 
 from __future__ import annotations
@@ -14,6 +12,8 @@ from typing import Any
 
 from db import repo
 from db.session import session_scope
+from workers import validation_run
+from workers.outbox import submit_request
 from workers.schemas import FinetuneRequest, parse
 
 log = logging.getLogger(__name__)
@@ -55,49 +55,6 @@ def _row(row: Any, names: tuple[str, ...]) -> Any:
     if isinstance(row, list | tuple) and len(row) == len(names):
         return dict(zip(names, row, strict=True))
     return row  # the schema names what is wrong with it
-
-
-def submit_request(request: FinetuneRequest) -> str:
-    """Record a validated request in the outbox, then try to send it.
-
-    An unknown model or a model path outside the allowed roots is refused here, before
-    anything is recorded.
-    """
-    from workers.jobs import checked_model_name
-
-    checked_model_name(request.model)
-    params = request.model_dump(exclude={"model", "idempotency_key"}, exclude_none=True)
-    with session_scope() as session:
-        job = repo.create_job(
-            session, request.model, params, idempotency_key=request.idempotency_key
-        )
-        job_id, already_sent = str(job.id), job.sent_at is not None
-    if not already_sent:
-        _send(job_id)
-    return job_id
-
-
-def _send(job_id: str) -> bool:
-    """Send one job's message; on a broker error leave it in the outbox for the relay."""
-    from workers.app import app
-
-    try:
-        app.send_task("embedding.finetune", args=[job_id], task_id=job_id, queue="gpu")
-    except Exception as exc:
-        log.warning(
-            "job %s stays in the outbox: broker unavailable (%s)", job_id, type(exc).__name__
-        )
-        return False
-    with session_scope() as session:
-        repo.mark_sent(session, job_id)
-    return True
-
-
-def relay_unsent(older_than_s: float = 0.0) -> int:
-    """Send every job still in the outbox; returns how many were sent."""
-    with session_scope() as session:
-        pending = [str(job.id) for job in repo.unsent_jobs(session, older_than_s=older_than_s)]
-    return sum(_send(job_id) for job_id in pending)
 
 
 def job_status(job_id: str) -> dict[str, Any]:
@@ -165,14 +122,6 @@ def cancel_job(job_id: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ validation
-def default_check_models(models: list[str]) -> dict[str, str]:
-    """Which model each check runs on: the combined profile for quality when both real
-    models are asked for (the seed checks 2560-d vectors), else the first model."""
-    first = models[0]
-    quality = "combined" if {"qodo", "jina_v3"} <= set(models) else first
-    return {"inference_quality": quality, "convergence": first, "benchmark": first}
-
-
 def start_validation(
     models: list[str], trigger: str = "api", checks: list[str] | None = None
 ) -> tuple[str, Any]:
@@ -181,61 +130,34 @@ def start_validation(
     ``chord([check_model_loading, check_inference_quality, check_convergence, run_benchmark],
     summarize_validation)``: each check writes its row and returns its result instead of
     raising, so the callback always runs; the errback ends the run as ``error`` if a check
-    task itself dies.
+    task itself dies. The signatures are built by task name (the same names and arguments
+    the tasks are registered with), so the client does not import the tasks.
     """
     from celery import chord
 
     from embedding.validation import CHECK_NAMES
-    from workers import tasks
+    from workers.app import app
 
     wanted = list(checks or CHECK_NAMES)
     unknown = set(wanted) - set(CHECK_NAMES)
     if unknown:
         raise ValueError(f"unknown check(s) {sorted(unknown)}; checks: {', '.join(CHECK_NAMES)}")
-    with session_scope() as session:
-        run = repo.create_validation_run(session, trigger=trigger, models=models)
-        run_id = str(run.id)
-    per_check = default_check_models(models)
+    run_id = validation_run.create_run(models, trigger=trigger)
+    per_check = validation_run.default_check_models(models)
+
+    def check(task: str, model_args: Any) -> Any:
+        return app.signature(task, args=(run_id, model_args), immutable=True)
+
     signatures = {
-        "model_loading": tasks.check_model_loading.si(run_id, models),
-        "inference_quality": tasks.check_inference_quality.si(
-            run_id, per_check["inference_quality"]
+        "model_loading": check("embedding.check_model_loading", models),
+        "inference_quality": check(
+            "embedding.check_inference_quality", per_check["inference_quality"]
         ),
-        "convergence": tasks.check_convergence.si(run_id, per_check["convergence"]),
-        "benchmark": tasks.run_benchmark.si(run_id, per_check["benchmark"]),
+        "convergence": check("embedding.check_convergence", per_check["convergence"]),
+        "benchmark": check("embedding.run_benchmark", per_check["benchmark"]),
     }
-    body = tasks.summarize_validation.s(run_id).on_error(tasks.validation_failed.s(run_id=run_id))
+    body = app.signature("embedding.summarize_validation", args=(run_id,)).on_error(
+        app.signature("embedding.validation_failed", kwargs={"run_id": run_id})
+    )
     result = chord([signatures[name] for name in wanted])(body)
     return run_id, result
-
-
-def validation_run(run_id: str) -> dict[str, Any]:
-    """A run with its checks, in the shape the report renders."""
-    with session_scope() as session:
-        run = repo.get_validation_run(session, run_id)
-        if run is None:
-            raise LookupError(f"no validation run {run_id}")
-        checks = []
-        for check in sorted(run.checks, key=lambda c: c.created_at):
-            figures = dict(check.figures or {})
-            reason = figures.pop("reason", None)
-            checks.append(
-                {
-                    "name": check.name,
-                    "status": check.status,
-                    "figures": figures,
-                    "criteria": check.criteria or [],
-                    "duration_s": check.duration_s,
-                    "reason": reason,
-                }
-            )
-        return {
-            "run_id": str(run.id),
-            "status": run.status,
-            "verdict": run.verdict,
-            "trigger": run.trigger,
-            "models": run.models,
-            "started_at": run.started_at.isoformat() if run.started_at else None,
-            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-            "checks": checks,
-        }

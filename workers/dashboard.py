@@ -15,7 +15,8 @@ from typing import Any
 def _collect(jobs: int) -> dict[str, Any]:
     from db import repo
     from db.session import session_scope
-    from workers.client import job_to_dict, validation_run
+    from workers.client import job_to_dict
+    from workers.validation_run import read_run
 
     with session_scope() as session:
         job_rows = [job_to_dict(j) for j in repo.list_jobs(session, limit=jobs)]
@@ -36,7 +37,7 @@ def _collect(jobs: int) -> dict[str, Any]:
     return {
         "jobs": [j for j in job_rows if j["epochs"]],
         "bench": bench,
-        "validation": validation_run(latest_id) if latest_id else None,
+        "validation": read_run(latest_id) if latest_id else None,
     }
 
 

@@ -1,8 +1,8 @@
 """The Celery tasks: parse the JSON payload, call the core, write through ``db/``.
 
-Each task is thin on purpose; the logic lives in ``embedding/`` (ML) and ``db/repo.py``
-(persistence), and the fine-tune job's life cycle in ``workers/jobs.py``, so all of it is
-testable without a broker.
+Each task is thin on purpose; the logic lives in ``embedding/`` (ML), ``db/repo.py``
+(persistence) and the life-cycle modules beside this one — ``finetune_job``, ``outbox``,
+``validation_run``, ``benchmark_record`` — so all of it is testable without a broker.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from embedding.config import get_settings
-from workers import jobs
+from workers import finetune_job, validation_run
 from workers.app import app
+from workers.benchmark_record import record_benchmark_from_check, run_and_record_benchmark
 from workers.model_cache import model_cache
+from workers.model_names import checked_model_name
+from workers.outbox import relay_unsent, submit_request
 from workers.schemas import (
     BenchmarkRequest,
     EmbedRequest,
@@ -34,7 +37,7 @@ log = logging.getLogger(__name__)
 def load_model(**payload: Any) -> dict[str, Any]:
     """Load (or find in this worker's cache) a model; return its LoadReport."""
     request = parse(LoadModelRequest, payload)
-    encoder = model_cache().get(jobs.checked_model_name(request.model))
+    encoder = model_cache().get(checked_model_name(request.model))
     return {"model": request.model, "reports": [r.to_dict() for r in encoder.load_reports]}
 
 
@@ -42,7 +45,7 @@ def load_model(**payload: Any) -> dict[str, Any]:
 def embed(**payload: Any) -> dict[str, Any]:
     """Embed texts, rows in input order: JSON lists, or a base64 float32 matrix on request."""
     request = parse(EmbedRequest, payload)
-    name = jobs.checked_model_name(request.model or get_settings().default_model)
+    name = checked_model_name(request.model or get_settings().default_model)
     encoder = model_cache().get(name)
     vectors = encoder.encode(
         request.texts,
@@ -79,17 +82,24 @@ def json_vectors(vectors: Any) -> list[list[float]]:
 def benchmark(**payload: Any) -> dict[str, Any]:
     """Benchmark a model and record a ``benchmark_results`` row."""
     request = parse(BenchmarkRequest, payload)
-    return jobs.run_and_record_benchmark(
-        jobs.checked_model_name(request.model), request.iterations, request.batch_size
+    return run_and_record_benchmark(
+        checked_model_name(request.model), request.iterations, request.batch_size
     )
 
 
 # ---------------------------------------------------------- fine-tune tasks
 class FinetuneTask(Task):
-    """Late ack: a worker killed mid-job leaves the message to be redelivered and resumed."""
+    """Late ack: a worker killed mid-job leaves the message to be redelivered and resumed.
+
+    No retry limit: a delivery held off by a live lease comes back every lease until the
+    job is done or its worker is gone (Celery's default of 3 retries would end a duplicate
+    of any job longer than three leases in ``MaxRetriesExceededError``; ``retry(max_retries=
+    None)`` does not lift it, only this attribute does).
+    """
 
     acks_late = True
     reject_on_worker_lost = True
+    max_retries = None
 
 
 @app.task(
@@ -112,15 +122,15 @@ def finetune(self: Task, job_id: str) -> dict[str, Any]:
             log.warning("progress for job %s not reported: %s", job_id, type(exc).__name__)
 
     try:
-        return jobs.run_finetune_job(
+        return finetune_job.run_finetune_job(
             job_id, hostname=self.request.hostname or "local", progress=progress
         )
-    except jobs.JobHeldElsewhere as held:
+    except finetune_job.JobHeldElsewhere as held:
         # A live worker holds the lease (a duplicate delivery, or our own crash a moment
         # ago): come back after the lease, and run it then only if its worker is gone.
-        raise self.retry(countdown=get_settings().job_lease_s, max_retries=None) from held
+        raise self.retry(countdown=get_settings().job_lease_s) from held
     except SoftTimeLimitExceeded:
-        jobs.fail_job(job_id, "soft time limit exceeded")
+        finetune_job.fail_job(job_id, "soft time limit exceeded")
         raise
 
 
@@ -134,7 +144,6 @@ def finetune_request(**payload: Any) -> dict[str, Any]:
     """
     from embedding.hub import PathNotAllowed
     from embedding.specs import UnknownModel
-    from workers.client import submit_request
 
     try:
         job_id = submit_request(parse(FinetuneRequest, payload))
@@ -146,8 +155,6 @@ def finetune_request(**payload: Any) -> dict[str, Any]:
 @app.task(name="embedding.relay_outbox")
 def relay_outbox() -> int:
     """Send every job still unsent (the outbox); returns how many were sent."""
-    from workers.client import relay_unsent
-
     return relay_unsent()
 
 
@@ -156,36 +163,38 @@ def relay_outbox() -> int:
 def check_model_loading(run_id: str, models: list[str]) -> dict[str, Any]:
     from embedding.validation import check_model_loading as check
 
-    return jobs.record_check(run_id, check([jobs.checked_model_name(m) for m in models]))
+    return validation_run.record_check(run_id, check([checked_model_name(m) for m in models]))
 
 
 @app.task(name="embedding.check_inference_quality")
 def check_inference_quality(run_id: str, model: str) -> dict[str, Any]:
     from embedding.validation import check_inference_quality as check
 
-    return jobs.record_check(run_id, check(jobs.checked_model_name(model), load=model_cache().get))
+    return validation_run.record_check(
+        run_id, check(checked_model_name(model), load=model_cache().get)
+    )
 
 
 @app.task(name="embedding.check_convergence")
 def check_convergence(run_id: str, model: str) -> dict[str, Any]:
     from embedding.validation import check_convergence as check
 
-    return jobs.record_check(run_id, check(jobs.checked_model_name(model)))
+    return validation_run.record_check(run_id, check(checked_model_name(model)))
 
 
 @app.task(name="embedding.run_benchmark")
 def run_benchmark(run_id: str, model: str) -> dict[str, Any]:
     from embedding.validation import check_benchmark as check
 
-    result = check(jobs.checked_model_name(model), load=model_cache().get)
-    jobs.record_benchmark_from_check(result)
-    return jobs.record_check(run_id, result)
+    result = check(checked_model_name(model), load=model_cache().get)
+    record_benchmark_from_check(result)
+    return validation_run.record_check(run_id, result)
 
 
 @app.task(name="embedding.summarize_validation")
 def summarize_validation(results: list[dict[str, Any]], run_id: str) -> dict[str, Any]:
     """The chord callback: every check has reported; set the run's verdict."""
-    return jobs.summarize_run(run_id, results)
+    return validation_run.summarize_run(run_id, results)
 
 
 @app.task(name="embedding.validation_failed")
@@ -193,4 +202,4 @@ def validation_failed(
     request: Any = None, exc: Any = None, traceback: Any = None, run_id: str = ""
 ) -> None:
     """The chord's errback: a check task died (not a failed criterion); end the run as error."""
-    jobs.error_run(run_id, f"a check task died: {exc!r}")
+    validation_run.error_run(run_id, f"a check task died: {exc!r}")

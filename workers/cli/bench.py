@@ -25,7 +25,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     ensure_schema()
     if args.action == "history":
         return _history(args.model, args.limit)
-    from workers.jobs import run_and_record_benchmark
+    from workers.benchmark_record import run_and_record_benchmark
 
     model = args.model or get_settings().default_model
     figures = run_and_record_benchmark(model, args.iterations, args.batch_size)

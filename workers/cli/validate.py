@@ -38,8 +38,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from embedding.config import get_settings
     from workers.app import embedded_worker, is_embedded
-    from workers.client import start_validation, validation_run
+    from workers.client import start_validation
     from workers.report import render_junit, render_report
+    from workers.validation_run import error_run, read_run
 
     settings = get_settings()
     models = [m.strip() for m in (args.models or settings.default_model).split(",") if m.strip()]
@@ -55,11 +56,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             result.get(timeout=args.timeout, propagate=False, disable_sync_subtasks=False)
         except Exception as exc:  # the deadline: a hung run is ended, never left running
-            from workers.jobs import error_run
-
             error_run(run_id, f"deadline of {args.timeout:g} s passed ({type(exc).__name__})")
-        _wait_for_verdict(run_id, validation_run)
-    summary = validation_run(run_id)
+        _wait_for_verdict(run_id, read_run)
+    summary = read_run(run_id)
     summary["wall_time_s"] = time.perf_counter() - started
     print(render_report(summary))
     if args.json_path:

@@ -1,9 +1,11 @@
-"""The life cycle of the work the tasks do, without Celery: testable with no broker.
+"""The life cycle of a fine-tune job, without Celery: testable with no broker.
 
-A fine-tune job: claim it atomically in the database, train (resuming from the job's last
-checkpoint if one exists), upsert each epoch's row as it finishes, save the model,
-register a model version, and mark the job succeeded — or failed with its reason. A
-validation run: each check writes its row; the summary sets the verdict.
+Claim the job atomically in the database (a live lease elsewhere means another worker has
+it), keep the lease fresh from a thread, train (resuming from the job's last checkpoint if
+one exists), upsert each epoch's row as it finishes, save the model, register a model
+version and mark the job succeeded — or failed with its reason, or cancelled at a batch
+boundary. Every write that must survive a database restart goes through
+:func:`workers.db_retry.with_db_retry`.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from db import repo
 from db.session import session_scope
 from embedding.config import get_settings
 from embedding.hub import ensure_under_roots
-from embedding.specs import get_spec
-from embedding.validation import CheckResult
+from workers.db_retry import with_db_retry
+from workers.model_names import checked_model_name
 
 log = logging.getLogger(__name__)
 
@@ -38,52 +40,12 @@ class JobHeldElsewhere(Exception):
     """Another live worker holds the job's lease; this delivery should come back later."""
 
 
-def checked_model_name(name: str) -> str:
-    """A model named in a task payload: a registered spec, or a folder under the allowed roots."""
-    from embedding.specs import _registry
-
-    if name in _registry:
-        return name
-    if "/" in name or name.startswith("."):
-        candidate = Path(name)
-        if candidate.exists() or name.startswith((".", "/", "~")):
-            return str(ensure_under_roots(candidate, get_settings().model_roots))
-    get_spec(name)  # raises UnknownModel with a clear message
-    return name
-
-
-def with_db_retry(action: Callable[[], Any], what: str, deadline_s: float = 180.0) -> Any:
-    """Run a database write, retrying with exponential backoff while the database is away.
-
-    A fine-tune epoch is minutes of work: a database restart must delay its record, not
-    lose it. Only connection-level errors are retried; a bad value fails at once.
-    """
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    delay, waited = 0.5, 0.0
-    while True:
-        try:
-            return action()
-        except (OperationalError, DBAPIError) as exc:
-            transient = isinstance(exc, OperationalError) or exc.connection_invalidated
-            if not transient or waited >= deadline_s:
-                raise
-            log.warning(
-                "%s: database unavailable (%s); retrying in %.1f s",
-                what,
-                type(exc.orig).__name__,
-                delay,
-            )
-            time.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 10.0)
-
-
 def job_dir(job_id: str) -> Path:
+    """Where a job keeps its checkpoints and final model: the same folder on every delivery,
+    so a redelivered job resumes from what the last worker wrote."""
     return Path(get_settings().artifacts_dir) / "jobs" / str(job_id)
 
 
-# ------------------------------------------------------------------ fine-tune
 def run_finetune_job(
     job_id: str,
     hostname: str,
@@ -268,6 +230,7 @@ def _stale(job: Any) -> bool:
 
 
 def fail_job(job_id: str, reason: str) -> None:
+    """Mark the job failed with ``reason`` (cut to fit the column)."""
     with session_scope() as session:
         repo.finish_job(session, job_id, "failed", error=reason[:4000])
 
@@ -280,92 +243,3 @@ def weights_sha256(folder: Path) -> str:
             for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
-
-
-# ------------------------------------------------------------------ benchmark
-def run_and_record_benchmark(model: str, iterations: int, batch_size: int) -> dict[str, Any]:
-    from embedding.bench import benchmark_encoder
-    from workers.model_cache import model_cache
-
-    figures = benchmark_encoder(
-        model_cache().get(model), iterations=iterations, batch_size=batch_size
-    )
-    record_benchmark(figures.to_dict())
-    return figures.to_dict()
-
-
-def record_benchmark(figures: dict[str, Any]) -> None:
-    from embedding import __version__
-
-    lat = figures["latency"]
-    with session_scope() as session:
-        repo.add_benchmark_result(
-            session,
-            model=figures["model"],
-            device=figures["device"],
-            precision=figures["precision"],
-            batch_size=figures["batch_size"],
-            latency_p50_ms=lat["p50_ms"],
-            latency_p95_ms=lat["p95_ms"],
-            latency_p99_ms=lat["p99_ms"],
-            latency_mean_ms=lat["mean_ms"],
-            latency_min_ms=lat["min_ms"],
-            latency_max_ms=lat["max_ms"],
-            throughput_per_s=figures["throughput_per_s"],
-            grad_step_ms=figures.get("grad_step_ms"),
-            optimizer_step_ms=figures.get("optimizer_step_ms"),
-            peak_memory_mb=figures["peak_memory_mb"],
-            package_version=__version__,
-            host=figures["host"],
-        )
-
-
-def record_benchmark_from_check(result: CheckResult) -> None:
-    """The benchmark check's figures also go to ``benchmark_results`` (the trend)."""
-    if result.status in ("error", "unavailable") or "latency" not in result.figures:
-        return
-    figures = dict(result.figures)
-    gradient = figures.get("gradient") or {}
-    figures["grad_step_ms"] = gradient.get("forward_backward_ms")
-    figures["optimizer_step_ms"] = gradient.get("optimizer_ms")
-    record_benchmark(figures)
-
-
-# ----------------------------------------------------------------- validation
-def record_check(run_id: str, result: CheckResult) -> dict[str, Any]:
-    data = result.to_dict()
-    with session_scope() as session:
-        repo.record_validation_check(
-            session,
-            run_id,
-            name=result.name,
-            status=result.status,
-            figures={**data["figures"], "reason": result.reason},
-            criteria=data["criteria"],
-            duration_s=result.duration_s,
-        )
-    return data
-
-
-def summarize_run(run_id: str, results: list[dict[str, Any]]) -> dict[str, Any]:
-    checks = [CheckResult.from_dict(r) for r in results]
-    failed = [c.name for c in checks if c.status != "passed"]
-    status = (
-        "passed"
-        if not failed
-        else ("error" if any(c.status == "error" for c in checks) else "failed")
-    )
-    verdict = (
-        f"all {len(checks)} checks passed"
-        if not failed
-        else f"{len(failed)} of {len(checks)} checks did not pass: "
-        + ", ".join(f"{c.name} ({c.status})" for c in checks if c.status != "passed")
-    )
-    with session_scope() as session:
-        repo.finish_validation_run(session, run_id, status, verdict)
-    return {"run_id": str(run_id), "status": status, "verdict": verdict, "checks": results}
-
-
-def error_run(run_id: str, reason: str) -> None:
-    with session_scope() as session:
-        repo.finish_validation_run(session, run_id, "error", f"error: {reason}", error=reason)
