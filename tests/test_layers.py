@@ -154,7 +154,9 @@ def test_the_cycle_finder_finds_a_cycle_and_nothing_else():
 
 def test_no_import_cycles_among_our_modules():
     graph = import_graph()
-    assert "workers.tasks" in graph and "embedding.encoder" in graph, "the walk must see our modules"
+    assert "workers.tasks" in graph and "embedding.encoder" in graph, (
+        "the walk must see our modules"
+    )
     assert not find_cycles(graph)
 
 
