@@ -215,6 +215,7 @@ _COMMAND_MODULES = (
     "workers.cli_bench",
     "workers.cli_validate",
     "workers.dashboard",
+    "workers.cli_serve",
 )
 
 
