@@ -8,7 +8,7 @@ validate`` does: the same routes and the same tasks, with no services.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -20,6 +20,8 @@ from api.metrics import Metrics, MetricsMiddleware
 from api.routes import batches, embeddings, files, fine_tuning, health, models, page, validations
 from api.schemas import ErrorResponse
 from embedding.config import get_settings
+
+EMBEDDED_POLL_S = 0.01
 
 # Statuses any route may answer with, all in the OpenAI error shape (published, so the
 # schema a client is generated from, and the property tests, know about them).
@@ -46,7 +48,18 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         from db import migrate
 
         migrate.upgrade(settings.database_url)
-    with embedded_worker() if is_embedded(settings) else nullcontext():
+    if not is_embedded(settings):
+        yield
+        return
+    from workers.app import app as celery
+
+    # The memory broker is polled, once a second by default: a second of latency on every
+    # embeddings call. Served over HTTP, the embedded worker polls every 10 ms instead.
+    celery.conf.broker_transport_options = {
+        **celery.conf.broker_transport_options,
+        "polling_interval": EMBEDDED_POLL_S,
+    }
+    with embedded_worker(celery):
         yield
 
 

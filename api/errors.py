@@ -68,11 +68,23 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "body", "query", "path", "header"}
+
+
+def _is_field(part: object) -> bool:
+    """A field name in an error location, not an index or a union member's type tag."""
+    return isinstance(part, str) and part not in _TYPE_TAGS and not any(c in part for c in "[-'")
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error_response(
+            APIError(400, "The request body is not valid JSON.", code="invalid_json")
+        )
     first = errors[0] if errors else {}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    loc = [str(p) for p in first.get("loc", ()) if _is_field(p)]
     problems = "; ".join(
         f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg', 'invalid')}"
         for e in errors[:10]

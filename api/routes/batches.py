@@ -73,17 +73,19 @@ def _plan(path: str) -> tuple[list[list[int]], dict[str, str], int]:
     cap = get_settings().batch_chunk_texts
     chunks: list[list[int]] = []
     models: dict[str, str] = {}
+    resolved: dict[str, model_ids.Resolved] = {}
     start, texts, count = 0, 0, 0
     for line, request in files_store.batch_requests(Path(path)):
         body = request["body"]
-        name = body["model"]
-        if name not in models:
-            try:
-                models[name] = model_ids.resolve(name).load
-            except APIError as exc:
-                raise APIError(
-                    exc.status, f"line {line}: {exc.message}", param="input_file_id", code=exc.code
-                ) from None
+        try:
+            model = resolved.get(body["model"]) or model_ids.resolve(body["model"])
+            model_ids.check_dimensions(model, body.get("dimensions"))
+        except APIError as exc:
+            raise APIError(
+                exc.status, f"line {line}: {exc.message}", param="input_file_id", code=exc.code
+            ) from None
+        resolved[model.name] = model
+        models[model.name] = model.load
         n = 1 if isinstance(body["input"], str) else len(body["input"])
         if texts and texts + n > cap:
             chunks.append([start, count])
