@@ -18,8 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
-    "embedding": {"celery", "kombu", "sqlalchemy", "alembic", "db", "workers"},
-    "db": {"celery", "kombu", "workers"},
+    "embedding": {"celery", "kombu", "sqlalchemy", "alembic", "db", "workers", "api", "fastapi"},
+    "db": {"celery", "kombu", "workers", "api", "fastapi"},
 }
 
 
