@@ -1,4 +1,4 @@
-# CPU/GPU image for the workers, migrate and flower services of docker-compose.yml.
+# CPU/GPU image for the workers, migrate, flower and api services of docker-compose.yml.
 # For a CUDA host, install a CUDA torch build instead of the CPU wheel (one line below).
 FROM python:3.11-slim
 WORKDIR /app
@@ -7,6 +7,7 @@ COPY pyproject.toml README.md ./
 COPY embedding embedding
 COPY db db
 COPY workers workers
+COPY api api
 COPY migrations migrations
 COPY alembic.ini ./
 RUN pip install --no-cache-dir .

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -267,3 +268,110 @@ class ValidationCheck(Base):
     created_at: Mapped[datetime] = _created_at()
 
     run: Mapped[ValidationRun] = relationship(back_populates="checks")
+
+
+# ------------------------------------------------------------------ the HTTP API's records
+FILE_PURPOSES = ("fine-tune", "batch", "batch_output")
+BATCH_STATUSES = (
+    "validating",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "failed",
+    "expired",
+    "cancelling",
+    "cancelled",
+)
+BATCH_FINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
+
+
+class StoredFile(Base):
+    """An uploaded (or batch-written) JSONL file; the bytes live under the artifacts dir."""
+
+    __tablename__ = "files"
+    __table_args__ = (
+        CheckConstraint(_in("purpose", FILE_PURPOSES), name="purpose"),
+        CheckConstraint("bytes >= 0", name="bytes_non_negative"),
+        Index("ix_files_created_at", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    filename: Mapped[str] = mapped_column(String(500))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created_at()
+
+
+class FinetuneJobRequest(Base):
+    """What an API client asked for beyond the job's payload: suffix, file ids, and the
+    request's digest, so a reused ``Idempotency-Key`` with a different body is a 409."""
+
+    __tablename__ = "finetune_job_requests"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("finetune_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    suffix: Mapped[str | None] = mapped_column(String(64))
+    training_file: Mapped[str] = mapped_column(String(64))
+    validation_file: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _created_at()
+
+
+class Batch(Base):
+    """An embeddings batch: its input file, its chunks (line ranges, one Celery task each)
+    and the counts the chunks add up as they finish."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        CheckConstraint(_in("status", BATCH_STATUSES), name="status"),
+        Index("ix_batches_created_at", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    input_file_id: Mapped[str] = mapped_column(String(64))
+    endpoint: Mapped[str] = mapped_column(String(100))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    # [[first_line, end_line), ...] in input order; one task per range.
+    chunks: Mapped[list[list[int]]] = mapped_column(JSONType, default=list)
+    # Model names as the requests give them -> what the worker loads (spec or folder).
+    models: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    output_file_id: Mapped[str | None] = mapped_column(String(64))
+    error_file_id: Mapped[str | None] = mapped_column(String(64))
+    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
+    created_at: Mapped[datetime] = _created_at()
+    in_progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finalizing_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancelling_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    done_chunks: Mapped[list[BatchChunk]] = relationship(
+        order_by="BatchChunk.chunk", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class BatchChunk(Base):
+    """One finished chunk of a batch; (batch_id, chunk) is unique so a redelivered task
+    counts once."""
+
+    __tablename__ = "batch_chunks"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "chunk"),
+        CheckConstraint("completed >= 0 AND failed >= 0", name="counts_non_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    chunk: Mapped[int] = mapped_column(Integer)
+    completed: Mapped[int] = mapped_column(Integer)
+    failed: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _created_at()

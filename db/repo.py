@@ -31,16 +31,22 @@ from sqlalchemy.orm import Session, selectinload
 
 from db import values as v
 from db.models import (
+    BATCH_STATUSES,
     CHECK_STATUSES,
+    FILE_PURPOSES,
     JOB_FINAL_STATUSES,
     JOB_STATUSES,
     RUN_FINAL_STATUSES,
     RUN_STATUSES,
     RUN_TRIGGERS,
+    Batch,
+    BatchChunk,
     BenchmarkResult,
     EpochMetric,
     FinetuneJob,
+    FinetuneJobRequest,
     ModelVersion,
+    StoredFile,
     UTCDateTime,
     ValidationCheck,
     ValidationRun,
@@ -52,22 +58,40 @@ __all__ = [
     "InvalidValue",
     "NotFound",
     "add_benchmark_result",
+    "add_file",
     "benchmark_history",
     "claim_job",
+    "count_jobs_by_status",
+    "create_batch",
     "create_job",
     "create_validation_run",
+    "delete_file",
+    "delete_model_version",
     "finish_job",
     "finish_validation_run",
+    "get_batch",
+    "get_file",
     "get_job",
+    "get_job_request",
+    "get_model_version",
     "get_validation_run",
     "is_cancel_requested",
+    "job_request_by_key",
     "latest_validation_run",
+    "list_batches",
+    "list_files",
     "list_jobs",
+    "list_jobs_page",
+    "list_model_versions",
+    "list_validation_runs",
     "mark_sent",
+    "record_batch_chunk",
     "record_epoch",
+    "record_job_request",
     "record_validation_check",
     "register_model_version",
     "request_cancel",
+    "set_batch_status",
     "unsent_jobs",
 ]
 
@@ -564,3 +588,249 @@ def latest_validation_run(session: Session) -> ValidationRun | None:
         .execution_options(populate_existing=True)
     )
     return session.scalars(query).first()
+
+
+# ------------------------------------------------------------------ the HTTP API's records
+def add_file(
+    session: Session, file_id: str, purpose: str, filename: str, size: int, rows: int, path: str
+) -> StoredFile:
+    """Record a stored file (its bytes are already on disk at ``path``)."""
+    row = StoredFile(
+        id=v.text(file_id, "file id", max_len=64),
+        purpose=v.choice(purpose, FILE_PURPOSES, "file purpose"),
+        filename=v.text(filename, "filename", max_len=500),
+        bytes=v.integer(size, "bytes", minimum=0),
+        rows=v.integer(rows, "rows", minimum=0),
+        path=v.text(path, "path"),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_file(session: Session, file_id: str) -> StoredFile | None:
+    return session.get(StoredFile, file_id)
+
+
+def list_files(
+    session: Session, purpose: str | None = None, after: str | None = None, limit: int = 100
+) -> list[StoredFile]:
+    """Newest first; ``after`` a file id: the files older than it (cursor paging)."""
+    return _page(session, StoredFile, after, limit, purpose=purpose)
+
+
+def delete_file(session: Session, file_id: str) -> bool:
+    row = session.get(StoredFile, file_id)
+    if row is None:
+        return False
+    session.delete(row)
+    session.flush()
+    return True
+
+
+def _page(session: Session, entity: type[Any], after: Any, limit: int, **equal: Any) -> list[Any]:
+    """Rows newest first by (created_at, id); ``after`` an id: only rows after it in that order.
+
+    Keyset paging: a page never repeats or skips a row when rows are added meanwhile.
+    """
+    limit = v.integer(limit, "limit", minimum=1)
+    query = select(entity)
+    for column, value in equal.items():
+        if value is not None:
+            query = query.where(getattr(entity, column) == value)
+    if after is not None:
+        cursor = session.get(entity, after)
+        if cursor is None:
+            raise NotFound(f"no {entity.__tablename__} row {after}")
+        query = query.where(
+            (entity.created_at < cursor.created_at)
+            | ((entity.created_at == cursor.created_at) & (entity.id < cursor.id))
+        )
+    query = query.order_by(entity.created_at.desc(), entity.id.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def list_jobs_page(session: Session, after: Id | None = None, limit: int = 20) -> list[FinetuneJob]:
+    """Jobs newest first, with their epochs; ``after`` a job id (cursor paging)."""
+    cursor = None if after is None else v.as_uuid(after, "after")
+    jobs = _page(session, FinetuneJob, cursor, limit)
+    if jobs:  # load the epochs of the page in one query
+        session.scalars(
+            select(FinetuneJob)
+            .where(FinetuneJob.id.in_([j.id for j in jobs]))
+            .options(selectinload(FinetuneJob.epochs))
+        ).all()
+    return jobs
+
+
+def count_jobs_by_status(session: Session) -> dict[str, int]:
+    """Every job status with its count (zero included), for the metrics page."""
+    counts = dict.fromkeys(JOB_STATUSES, 0)
+    query = select(FinetuneJob.status, func.count()).group_by(FinetuneJob.status)
+    counts.update({status: n for status, n in session.execute(query)})
+    return counts
+
+
+def record_job_request(
+    session: Session,
+    job_id: Id,
+    request_sha256: str,
+    training_file: str,
+    validation_file: str | None = None,
+    suffix: str | None = None,
+    idempotency_key: str | None = None,
+) -> FinetuneJobRequest:
+    """Attach an API request to its job; the first one recorded for a job (or key) stays."""
+    jid = v.as_uuid(job_id, "job_id")
+    row = {
+        "request_sha256": v.text(request_sha256, "request_sha256", max_len=64),
+        "training_file": v.text(training_file, "training_file", max_len=64),
+        "validation_file": v.optional_text(validation_file, "validation_file", max_len=64),
+        "suffix": v.optional_text(suffix, "suffix", max_len=64),
+        "idempotency_key": v.optional_text(idempotency_key, "idempotency_key", max_len=200),
+    }
+    _require(session, FinetuneJob, jid, "fine-tune job")
+    stmt = _insert(session, FinetuneJobRequest).values(job_id=jid, created_at=utcnow(), **row)
+    session.execute(stmt.on_conflict_do_nothing())
+    query = select(FinetuneJobRequest).where(FinetuneJobRequest.job_id == jid)
+    return session.scalars(query.execution_options(populate_existing=True)).one()
+
+
+def get_job_request(session: Session, job_id: Id) -> FinetuneJobRequest | None:
+    return session.get(FinetuneJobRequest, v.as_uuid(job_id, "job_id"))
+
+
+def job_request_by_key(session: Session, idempotency_key: str) -> FinetuneJobRequest | None:
+    query = select(FinetuneJobRequest).where(FinetuneJobRequest.idempotency_key == idempotency_key)
+    return session.scalars(query).one_or_none()
+
+
+def list_model_versions(session: Session, limit: int = 500) -> list[ModelVersion]:
+    query = select(ModelVersion).order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())
+    return list(session.scalars(query.limit(v.integer(limit, "limit", minimum=1))))
+
+
+def get_model_version(session: Session, version_id: int) -> ModelVersion | None:
+    return session.get(ModelVersion, v.integer(version_id, "model_version_id"))
+
+
+def delete_model_version(session: Session, version_id: int) -> bool:
+    """Forget a registered version (its job keeps its history, with no version)."""
+    row = session.get(ModelVersion, v.integer(version_id, "model_version_id"))
+    if row is None:
+        return False
+    session.delete(row)
+    session.flush()
+    return True
+
+
+def create_batch(
+    session: Session,
+    batch_id: str,
+    input_file_id: str,
+    endpoint: str,
+    completion_window: str,
+    chunks: Sequence[Sequence[int]],
+    models: dict[str, str],
+    total: int,
+    expires_at: Any,
+    metadata: dict[str, Any] | None = None,
+) -> Batch:
+    """Record a validated batch, ``in_progress`` (its chunk tasks are sent right after)."""
+    row = Batch(
+        id=v.text(batch_id, "batch id", max_len=64),
+        input_file_id=v.text(input_file_id, "input_file_id", max_len=64),
+        endpoint=v.text(endpoint, "endpoint", max_len=100),
+        completion_window=v.text(completion_window, "completion_window", max_len=16),
+        status="in_progress",
+        chunks=[[v.integer(a, "chunk start"), v.integer(b, "chunk end")] for a, b in chunks],
+        models=v.json_object(models, "models", strict=True),
+        total=v.integer(total, "total", minimum=0),
+        metadata_=None if metadata is None else v.json_object(metadata, "metadata", strict=True),
+        in_progress_at=utcnow(),
+        expires_at=expires_at,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_batch(session: Session, batch_id: str) -> Batch | None:
+    """The batch with its finished chunks, read fresh."""
+    query = (
+        select(Batch)
+        .where(Batch.id == batch_id)
+        .options(selectinload(Batch.done_chunks))
+        .execution_options(populate_existing=True)
+    )
+    return session.scalars(query).one_or_none()
+
+
+def list_batches(session: Session, after: str | None = None, limit: int = 20) -> list[Batch]:
+    batches = _page(session, Batch, after, limit)
+    for batch in batches:
+        session.refresh(batch, ["done_chunks"])
+    return batches
+
+
+_BATCH_STAMPS = {
+    "in_progress": "in_progress_at",
+    "finalizing": "finalizing_at",
+    "completed": "completed_at",
+    "failed": "failed_at",
+    "cancelling": "cancelling_at",
+    "cancelled": "cancelled_at",
+}
+
+
+def set_batch_status(
+    session: Session, batch_id: str, status: str, from_statuses: Sequence[str], **fields: Any
+) -> bool:
+    """Move a batch to ``status`` only from one of ``from_statuses`` (compare-and-set), stamping
+    its time; True if this call moved it. ``fields``: output/error file ids, errors."""
+    status = v.choice(status, BATCH_STATUSES, "batch status")
+    allowed = {"output_file_id", "error_file_id", "errors"}
+    if set(fields) - allowed:
+        raise InvalidValue(f"unknown batch fields {sorted(set(fields) - allowed)}")
+    values: dict[str, Any] = {"status": status, **fields}
+    if status in _BATCH_STAMPS:
+        values[_BATCH_STAMPS[status]] = utcnow()
+    stmt = (
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status.in_(list(from_statuses)))
+        .values(**values)
+    )
+    changed = _update(session, stmt) == 1
+    _forget(session, Batch, batch_id)
+    if not changed:
+        _require(session, Batch, batch_id, "batch")
+    return changed
+
+
+def record_batch_chunk(
+    session: Session, batch_id: str, chunk: int, completed: int, failed: int
+) -> int:
+    """Count one finished chunk (a repeat of the same chunk counts once); returns how many
+    of the batch's chunks are done."""
+    row = {
+        "chunk": v.integer(chunk, "chunk", minimum=0),
+        "completed": v.integer(completed, "completed", minimum=0),
+        "failed": v.integer(failed, "failed", minimum=0),
+    }
+    _require(session, Batch, batch_id, "batch")
+    stmt = _insert(session, BatchChunk).values(batch_id=batch_id, created_at=utcnow(), **row)
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["batch_id", "chunk"]))
+    _forget(session, Batch, batch_id, "done_chunks")
+    done = select(func.count()).select_from(BatchChunk).where(BatchChunk.batch_id == batch_id)
+    return int(session.scalar(done) or 0)
+
+
+def list_validation_runs(session: Session, limit: int = 20) -> list[ValidationRun]:
+    """The newest runs first, with their checks."""
+    query = (
+        select(ValidationRun)
+        .options(selectinload(ValidationRun.checks))
+        .order_by(ValidationRun.started_at.desc(), ValidationRun.id)
+        .limit(v.integer(limit, "limit", minimum=1))
+    )
+    return list(session.scalars(query))

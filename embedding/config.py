@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     finetune_soft_time_limit: int = 6 * 3600
     finetune_hard_time_limit: int = 6 * 3600 + 300
 
+    # The HTTP API (api/). Keys: comma-separated bearer tokens; with none, `embedctl serve`
+    # binds to loopback only.
+    api_keys: str = ""
+    # Upload cap for POST /v1/files, and a cap on any other request body.
+    api_max_upload_bytes: int = 100_000_000
+    api_max_body_bytes: int = 64_000_000
+    # How long the API waits for an `embedding.embed` reply before answering 504.
+    api_embed_timeout_s: float = 120.0
+    # A batch runs as Celery tasks of at most this many texts each.
+    batch_chunk_texts: int = 1024
+
 
 @lru_cache
 def get_settings() -> Settings:

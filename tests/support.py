@@ -152,3 +152,39 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def api_server(env: dict[str, str], log_path: Path, ready_timeout: float = 120.0) -> Iterator[str]:
+    """A real ``embedctl serve`` subprocess on a free loopback port; yields its base URL."""
+    import urllib.request
+
+    port = free_port()
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"api exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"api not up in {ready_timeout} s:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        stop_process(proc)
+        log.close()

@@ -34,7 +34,15 @@ def _command(service: str) -> list[str]:
 
 
 def test_the_services_are_all_there():
-    assert set(SERVICES) == {"redis", "postgres", "migrate", "worker-gpu", "worker-cpu", "flower"}
+    assert set(SERVICES) == {
+        "redis",
+        "postgres",
+        "migrate",
+        "worker-gpu",
+        "worker-cpu",
+        "flower",
+        "api",
+    }
 
 
 def test_redis_keeps_jobs_across_restarts():
@@ -65,7 +73,12 @@ def test_flower_requires_auth_and_is_not_published_beyond_loopback():
 
 def test_secrets_come_from_the_environment():
     text = (ROOT / "docker-compose.yml").read_text()
-    for secret in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "FLOWER_BASIC_AUTH"):
+    for secret in (
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "FLOWER_BASIC_AUTH",
+        "EMBEDDING_API_KEYS",
+    ):
         assert f"${{{secret}:?" in text
     assert "migrate" in SERVICES and SERVICES["migrate"]["restart"] == "no"
 
@@ -164,6 +177,8 @@ def test_every_compose_command_runs(tmp_path):
             seen.add("flower")
         finally:
             stop_process(flower)
+        _run_api_service(env, tmp_path)
+        seen.add("api")
         refused = subprocess.run(
             [sys.executable, "-m", "workers.cli", *_command("flower")[1:]],
             env=env,
@@ -174,6 +189,47 @@ def test_every_compose_command_runs(tmp_path):
         )
         assert refused.returncode != 0 and "FLOWER_BASIC_AUTH" in refused.stderr
     assert seen == set(SERVICES)
+
+
+def _run_api_service(env: dict[str, str], tmp_path: Path) -> None:
+    """The api service's exact arguments (port swapped for a free one), with its keys; then
+    its healthcheck's URL; and without keys the same command must refuse to start."""
+    args = _command("api")[1:]
+    port = str(free_port())
+    args[args.index("--port") + 1] = port
+    without_keys = subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert without_keys.returncode != 0 and "EMBEDDING_API_KEYS" in without_keys.stderr
+    api = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", *args],
+        env={**env, "EMBEDDING_API_KEYS": "k1"},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        health = SERVICES["api"]["healthcheck"]["test"]
+        probe = health[health.index("-c") + 1].replace("8000", port)
+        code = 1
+        for _ in range(150):
+            code = subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode
+            if code == 0:
+                break
+            time.sleep(0.2)
+        assert code == 0  # /ready: database and broker reachable
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 401  # up, and refusing a request without a key
+    finally:
+        stop_process(api)
 
 
 def test_dockerfile_installs_what_compose_runs():

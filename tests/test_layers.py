@@ -25,9 +25,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("embedding", "db", "workers", "api")
 FORBIDDEN = {
-    "embedding": {"celery", "kombu", "sqlalchemy", "alembic", "db", "workers", "api"},
-    "db": {"celery", "kombu", "workers", "api"},
-    "workers": {"api"},
+    "embedding": {"celery", "kombu", "sqlalchemy", "alembic", "db", "workers", "api", "fastapi"},
+    "db": {"celery", "kombu", "workers", "api", "fastapi"},
+    "workers": {"api", "fastapi"},
 }
 
 

@@ -40,6 +40,7 @@ TASK_ROUTES = {
     "embedding.summarize_validation": {"queue": CPU_QUEUE},
     "embedding.validation_failed": {"queue": CPU_QUEUE},
     "embedding.relay_outbox": {"queue": CPU_QUEUE},
+    "embedding.batch_chunk": {"queue": GPU_QUEUE},
 }
 
 EMBEDDED_BROKER = "memory://"
@@ -92,7 +93,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    celery = Celery("embedding", include=["workers.tasks"])
+    celery = Celery("embedding", include=["workers.tasks", "workers.batch_tasks"])
     celery.conf.update(celery_config(settings))
     return celery
 

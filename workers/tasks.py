@@ -47,13 +47,19 @@ def embed(**payload: Any) -> dict[str, Any]:
     request = parse(EmbedRequest, payload)
     name = checked_model_name(request.model or get_settings().default_model)
     encoder = model_cache().get(name)
-    vectors = encoder.encode(
+    vectors, report = encoder.encode(
         request.texts,
         task=request.task,
         truncate_dim=request.truncate_dim,
         normalize=request.normalize,
+        return_report=True,
     )
-    reply = {"model": name, "dim": int(vectors.shape[1]), "rows": int(vectors.shape[0])}
+    reply = {
+        "model": name,
+        "dim": int(vectors.shape[1]),
+        "rows": int(vectors.shape[0]),
+        "tokens": tokens_per_row(report),
+    }
     if request.encoding == "base64":
         import base64
 
@@ -62,6 +68,16 @@ def embed(**payload: Any) -> dict[str, Any]:
         raw = np.ascontiguousarray(vectors, dtype="<f4").tobytes()
         return {**reply, "encoding": "base64", "vectors_b64": base64.b64encode(raw).decode("ascii")}
     return {**reply, "encoding": "json", "vectors": json_vectors(vectors)}
+
+
+def tokens_per_row(report: list[Any]) -> list[int]:
+    """Tokens each text ran through the model (after truncation), for usage accounting.
+
+    A combined model's report is one list per member: a text costs the sum over members.
+    """
+    if report and isinstance(report[0], list):
+        return [sum(row) for row in zip(*(tokens_per_row(r) for r in report), strict=True)]
+    return [int(item.tokens_used) for item in report]
 
 
 def json_vectors(vectors: Any) -> list[list[float]]:

@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from workers.cli import bench, db, embed, jobs, models, report, train, validate, worker
+from workers.cli import bench, db, embed, jobs, models, report, serve, train, validate, worker
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -26,7 +26,7 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 # In the order ``embedctl --help`` lists them.
-COMMAND_MODULES = (models, embed, db, train, worker, jobs, bench, validate, report)
+COMMAND_MODULES = (models, embed, db, train, worker, jobs, bench, validate, report, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,147 @@
+"""Uploaded files: checked line by line when they arrive, then kept under the artifacts dir.
+
+A ``fine-tune`` file is JSONL training rows (triplets or pairs, the rows of
+``embedding.data``); a ``batch`` file is JSONL requests to ``/v1/embeddings`` with a
+``custom_id`` each. A file that would fail later fails now, with the line named: the job
+or batch that uses it must not be the first to find out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pydantic import ValidationError
+
+from api.errors import APIError
+from api.schemas import EmbeddingRequest
+from embedding.config import get_settings
+from embedding.data import DataError, check_row, row_from_json
+
+CHUNK = 1 << 20
+
+
+def new_file_id() -> str:
+    return f"file-{uuid.uuid4().hex}"
+
+
+def files_dir() -> Path:
+    folder = Path(get_settings().artifacts_dir).resolve() / "files"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def save_upload(stream: BinaryIO, file_id: str) -> tuple[Path, int]:
+    """Copy the upload to its final place (written to a temporary name, then renamed)."""
+    cap = get_settings().api_max_upload_bytes
+    final = files_dir() / f"{file_id}.jsonl"
+    partial = final.with_suffix(".partial")
+    size = 0
+    try:
+        with partial.open("wb") as out:
+            for block in iter(lambda: stream.read(CHUNK), b""):
+                size += len(block)
+                if size > cap:
+                    raise APIError(
+                        413,
+                        f"File larger than the cap of {cap} bytes.",
+                        param="file",
+                        code="file_too_large",
+                    )
+                out.write(block)
+        os.replace(partial, final)
+    finally:
+        partial.unlink(missing_ok=True)
+    return final, size
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Non-blank lines with their 1-based numbers; a line that is not UTF-8 is an error."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise _bad(number, f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            if line.strip():
+                yield number, line
+
+
+def _bad(line: int, problem: str) -> APIError:
+    return APIError(400, f"line {line}: {problem}", param="file", code="invalid_file")
+
+
+def _json(number: int, line: str) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError as exc:
+        raise _bad(number, f"not JSON ({exc.args[0]})") from None
+
+
+def check_training_file(path: Path) -> int:
+    """Triplets or pairs, never mixed, each text within the character cap; returns the rows."""
+    settings = get_settings()
+    width, rows = None, 0
+    for number, line in _lines(path):
+        try:
+            row = check_row(row_from_json(_json(number, line), "row"), "row")
+        except DataError as exc:
+            raise _bad(number, str(exc).removeprefix("row: ")) from None
+        for text in row:
+            if len(text) > settings.max_chars_per_text:
+                raise _bad(
+                    number,
+                    f"a text has {len(text)} characters, more than the cap of "
+                    f"{settings.max_chars_per_text}",
+                )
+        if width is not None and len(row) != width:
+            raise _bad(number, "mixes pairs and triplets (earlier lines differ)")
+        width = len(row)
+        rows += 1
+        if rows > settings.max_triplets_per_job:
+            raise _bad(number, f"more than the cap of {settings.max_triplets_per_job} rows")
+    if rows == 0:
+        raise APIError(400, "The file has no rows.", param="file", code="invalid_file")
+    return rows
+
+
+def batch_requests(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each request of a batch file, checked: ``custom_id`` (unique), ``method`` POST,
+    ``url`` /v1/embeddings, and a ``body`` that ``POST /v1/embeddings`` would accept."""
+    seen: set[str] = set()
+    for number, line in _lines(path):
+        obj = _json(number, line)
+        if not isinstance(obj, dict):
+            raise _bad(number, f"expected a JSON object, got {type(obj).__name__}")
+        unknown = set(obj) - {"custom_id", "method", "url", "body"}
+        if unknown:
+            raise _bad(number, f"unknown field(s) {sorted(unknown)}")
+        custom_id = obj.get("custom_id")
+        if not isinstance(custom_id, str) or not custom_id or len(custom_id) > 512:
+            raise _bad(number, "custom_id must be a non-empty string (at most 512 characters)")
+        if custom_id in seen:
+            raise _bad(number, f"custom_id {custom_id!r} is used twice")
+        seen.add(custom_id)
+        if obj.get("method") != "POST":
+            raise _bad(number, "method must be 'POST'")
+        if obj.get("url") != "/v1/embeddings":
+            raise _bad(number, "url must be '/v1/embeddings' (the only batch endpoint here)")
+        try:
+            EmbeddingRequest.model_validate(obj.get("body"))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"body.{'.'.join(str(p) for p in e['loc']) or ''}: {e['msg']}" for e in exc.errors()
+            )
+            raise _bad(number, problems) from None
+        yield number, obj
+
+
+def check_batch_file(path: Path) -> int:
+    rows = sum(1 for _ in batch_requests(path))
+    if rows == 0:
+        raise APIError(400, "The file has no requests.", param="file", code="invalid_file")
+    return rows

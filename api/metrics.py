@@ -1,0 +1,116 @@
+"""Prometheus metrics: requests and latency per route, jobs by state, queue depth.
+
+Each app gets its own registry (tests build several apps in one process). Jobs and queue
+depth are read when scraped, with short timeouts, so a scrape never shows stale numbers
+and a slow database cannot hang it for long.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from embedding.config import get_settings
+
+log = logging.getLogger(__name__)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "embedding_api_requests_total",
+            "HTTP requests answered, by method, route template and status code.",
+            ("method", "route", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "embedding_api_request_duration_seconds",
+            "Time to answer a request, by method and route template.",
+            ("method", "route"),
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.registry.register(_StateCollector())
+
+
+class _StateCollector(Collector):
+    """Jobs by state (from the database) and messages waiting per queue (from Redis)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        jobs = GaugeMetricFamily(
+            "embedding_finetune_jobs", "Fine-tune jobs by state.", labels=["state"]
+        )
+        try:
+            from db import repo
+            from db.session import session_scope
+
+            with session_scope() as session:
+                counts = repo.count_jobs_by_status(session)
+            for state, n in counts.items():
+                jobs.add_metric([state], n)
+        except Exception as exc:
+            log.warning("metrics: job counts unavailable (%s)", type(exc).__name__)
+        yield jobs
+        depth = GaugeMetricFamily(
+            "embedding_queue_depth", "Messages waiting in each Celery queue.", labels=["queue"]
+        )
+        for queue, n in _queue_depths().items():
+            depth.add_metric([queue], n)
+        yield depth
+
+
+def _queue_depths() -> dict[str, int]:
+    """Redis list lengths of the gpu and cpu queues; nothing for the embedded memory broker."""
+    url = get_settings().broker_url
+    if not url or not url.startswith(("redis://", "rediss://")):
+        return {}
+    import redis
+
+    from workers.app import CPU_QUEUE, GPU_QUEUE
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        try:
+            return {q: int(client.llen(q)) for q in (GPU_QUEUE, CPU_QUEUE)}
+        finally:
+            client.close()
+    except Exception as exc:
+        log.warning("metrics: queue depth unavailable (%s)", type(exc).__name__)
+        return {}
+
+
+class MetricsMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware, which would buffer bodies): time every request and
+    label it by route template, never by raw path (ids would explode the label set)."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def capture(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method, template, str(status[0])).inc()
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)

@@ -1,0 +1,40 @@
+"""``POST /v1/embeddings``: OpenAI's embeddings call, computed by the workers."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+from fastapi import APIRouter, Depends
+
+from api import embedder, model_ids
+from api.schemas import Embedding, EmbeddingRequest, EmbeddingResponse, Usage
+from api.security import require_api_key
+
+router = APIRouter(dependencies=[Depends(require_api_key)], tags=["embeddings"])
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingResponse)
+def create_embeddings(body: EmbeddingRequest) -> EmbeddingResponse:
+    texts = [body.input] if isinstance(body.input, str) else list(body.input)
+    model = model_ids.resolve(body.model)
+    truncate_dim = model_ids.check_dimensions(model, body.dimensions)
+    reply = embedder.embed(texts, model.load, truncate_dim)
+    matrix = np.frombuffer(base64.b64decode(reply["vectors_b64"]), dtype="<f4").reshape(
+        reply["rows"], reply["dim"]
+    )
+    data = [
+        Embedding(index=i, embedding=_encode(row, body.encoding_format))
+        for i, row in enumerate(matrix)
+    ]
+    tokens = int(sum(reply.get("tokens") or []))
+    return EmbeddingResponse(
+        data=data, model=body.model, usage=Usage(prompt_tokens=tokens, total_tokens=tokens)
+    )
+
+
+def _encode(row: np.ndarray, encoding_format: str) -> list[float] | str:
+    """OpenAI's base64: the row's little-endian float32 bytes, base64 encoded."""
+    if encoding_format == "base64":
+        return base64.b64encode(np.ascontiguousarray(row, dtype="<f4").tobytes()).decode("ascii")
+    return [float(x) for x in row]

@@ -1,0 +1,334 @@
+"""``/v1/fine_tuning/jobs``: OpenAI's fine-tuning API over our fine-tune jobs.
+
+A job is submitted through ``workers.client.submit_request`` (the outbox), with the
+training file's path as its dataset, so it runs exactly as a job from ``embedctl`` or
+``send_task`` does. What the client asked for beyond the job's payload (suffix, file ids,
+the request's digest for ``Idempotency-Key``) is kept in ``finetune_job_requests``.
+Events and checkpoints are read from the job row and its ``epoch_metrics``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query
+
+from api import model_ids
+from api.errors import APIError, not_found
+from api.schemas import (
+    CheckpointList,
+    CheckpointMetrics,
+    EventList,
+    FineTuningJob,
+    FineTuningJobCheckpoint,
+    FineTuningJobEvent,
+    FineTuningJobList,
+    FineTuningJobRequest,
+    Hyperparameters,
+    JobError,
+    JobHyperparameters,
+    unix,
+)
+from api.security import require_api_key
+from db import repo
+from db.session import session_scope
+
+router = APIRouter(dependencies=[Depends(require_api_key)], tags=["fine-tuning"])
+
+DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, DEFAULT_LR = 3, 16, 2e-5
+KEY_PREFIX = "api:"  # API idempotency keys live apart from send_task/CLI keys
+
+
+# ------------------------------------------------------------------ the job object
+def job_object(job: Any, request: Any) -> FineTuningJob:
+    params = job.params or {}
+    lr = float(params.get("lr", DEFAULT_LR))
+    suffix = request.suffix if request else None
+    succeeded = job.status == "succeeded" and job.model_version_id is not None
+    return FineTuningJob(
+        id=str(job.id),
+        created_at=unix(job.created_at) or 0,
+        error=_error(job),
+        fine_tuned_model=model_ids.fine_tuned_id(job.model, suffix, str(job.id))
+        if succeeded
+        else None,
+        finished_at=unix(job.finished_at),
+        hyperparameters=JobHyperparameters(
+            n_epochs=int(params.get("epochs", DEFAULT_EPOCHS)),
+            batch_size=int(params.get("batch_size", DEFAULT_BATCH_SIZE)),
+            learning_rate=lr,
+            learning_rate_multiplier=lr / DEFAULT_LR,
+        ),
+        model=job.model,
+        seed=int(params.get("seed", 0)),
+        status=job.status,
+        training_file=request.training_file if request else None,
+        validation_file=request.validation_file if request else None,
+        loss=str(params.get("loss", "triplet")),
+        suffix=suffix,
+    )
+
+
+def _error(job: Any) -> JobError | None:
+    if job.status != "failed":
+        return None
+    message = job.error or "the job failed"
+    code = "invalid_training_file" if message.startswith("DataError") else "training_failed"
+    return JobError(code=code, message=message)
+
+
+def _load(job_id: str) -> tuple[Any, Any]:
+    try:
+        jid = uuid.UUID(job_id)
+    except ValueError:
+        raise not_found("fine-tuning job", job_id, param="fine_tuning_job_id") from None
+    with session_scope() as session:
+        job = repo.get_job(session, jid)
+        if job is None:
+            raise not_found("fine-tuning job", job_id, param="fine_tuning_job_id")
+        return job, repo.get_job_request(session, jid)
+
+
+# ------------------------------------------------------------------ create
+def _training_path(file_id: str, param: str) -> str:
+    with session_scope() as session:
+        row = repo.get_file(session, file_id)
+    if row is None:
+        raise not_found("file", file_id, param=param)
+    if row.purpose != "fine-tune":
+        raise APIError(
+            400, f"File {file_id!r} has purpose {row.purpose!r}, not 'fine-tune'.", param=param
+        )
+    return row.path
+
+
+def _payload(body: FineTuningJobRequest, dataset: str) -> dict[str, Any]:
+    hp = body.hyperparameters or Hyperparameters()
+    if hp.learning_rate != "auto":
+        lr = hp.learning_rate
+    elif hp.learning_rate_multiplier != "auto":
+        lr = DEFAULT_LR * hp.learning_rate_multiplier
+    else:
+        lr = DEFAULT_LR
+    payload: dict[str, Any] = {
+        "model": body.model,
+        "dataset": dataset,
+        "loss": body.loss,
+        "epochs": DEFAULT_EPOCHS if hp.n_epochs == "auto" else hp.n_epochs,
+        "batch_size": DEFAULT_BATCH_SIZE if hp.batch_size == "auto" else hp.batch_size,
+        "lr": lr,
+    }
+    if body.seed is not None:
+        payload["seed"] = body.seed
+    return payload
+
+
+def _digest(body: FineTuningJobRequest) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _conflict() -> APIError:
+    return APIError(
+        409,
+        "This Idempotency-Key was already used with a different request body.",
+        param="Idempotency-Key",
+        code="idempotency_key_reused",
+    )
+
+
+@router.post("/v1/fine_tuning/jobs", response_model=FineTuningJob)
+def create_job(
+    body: FineTuningJobRequest,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=190)] = None,
+) -> FineTuningJob:
+    from embedding.hub import PathNotAllowed
+    from embedding.specs import UnknownModel
+    from workers.outbox import submit_request
+    from workers.schemas import FinetuneRequest, PayloadError, parse
+
+    digest = _digest(body)
+    key = KEY_PREFIX + idempotency_key if idempotency_key else None
+    if key is not None:
+        with session_scope() as session:
+            earlier = repo.job_request_by_key(session, key)
+        if earlier is not None:
+            if earlier.request_sha256 != digest:
+                raise _conflict()
+            return job_object(*_load(str(earlier.job_id)))
+    if model_ids.resolve(body.model).name.startswith(model_ids.FT_PREFIX):
+        raise APIError(400, "Fine-tuning a fine-tuned model is not supported yet.", param="model")
+    dataset = _training_path(body.training_file, "training_file")
+    if body.validation_file is not None:
+        _training_path(body.validation_file, "validation_file")
+    payload = _payload(body, dataset)
+    if key is not None:
+        payload["idempotency_key"] = key
+    try:
+        job_id = submit_request(parse(FinetuneRequest, payload))
+    except PayloadError as exc:
+        raise APIError(
+            400, str(exc).removeprefix("FinetuneRequest: "), code="invalid_value"
+        ) from None
+    except UnknownModel as exc:
+        raise APIError(404, str(exc), param="model", code="model_not_found") from None
+    except PathNotAllowed as exc:  # the artifacts dir is not under EMBEDDING_MODEL_ROOTS
+        raise APIError(
+            500, f"Server misconfigured: {exc}", code="artifacts_outside_model_roots"
+        ) from None
+    with session_scope() as session:
+        recorded = repo.record_job_request(
+            session,
+            job_id,
+            request_sha256=digest,
+            training_file=body.training_file,
+            validation_file=body.validation_file,
+            suffix=body.suffix,
+            idempotency_key=key,
+        )
+    if recorded.request_sha256 != digest:  # a concurrent request with this key won
+        raise _conflict()
+    return job_object(*_load(job_id))
+
+
+# ------------------------------------------------------------------ read, cancel
+@router.get("/v1/fine_tuning/jobs", response_model=FineTuningJobList)
+def list_jobs(
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> FineTuningJobList:
+    if after is not None:
+        _load(after)  # 404 for an unknown cursor
+    with session_scope() as session:
+        jobs = repo.list_jobs_page(session, after=after, limit=limit + 1)
+        data = [job_object(j, repo.get_job_request(session, j.id)) for j in jobs[:limit]]
+    return FineTuningJobList(data=data, has_more=len(jobs) > limit)
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}", response_model=FineTuningJob)
+def retrieve_job(job_id: str) -> FineTuningJob:
+    return job_object(*_load(job_id))
+
+
+@router.post("/v1/fine_tuning/jobs/{job_id}/cancel", response_model=FineTuningJob)
+def cancel_job(job_id: str) -> FineTuningJob:
+    """A queued job is cancelled at once; a running one stops at its next batch (it reads
+    ``running`` until then); a finished job is returned as it is."""
+    from workers.client import cancel_job as cancel
+
+    job, _ = _load(job_id)
+    if job.status in ("queued", "running"):
+        cancel(str(job.id))
+    return job_object(*_load(job_id))
+
+
+# ------------------------------------------------------------------ events, checkpoints
+def _events(job: Any, request: Any) -> list[FineTuningJobEvent]:
+    """Oldest first: created, started, one per finished epoch, the outcome."""
+    prefix = f"ftevent-{job.id.hex}"
+    total = int((job.params or {}).get("epochs", DEFAULT_EPOCHS))
+    out: list[tuple[Any, str, str, str, dict[str, Any] | None]] = [
+        (job.created_at, "info", "message", "Created fine-tuning job", None)
+    ]
+    if job.started_at is not None:
+        out.append((job.started_at, "info", "message", "Fine-tuning job started", None))
+    for e in sorted(job.epochs, key=lambda e: e.epoch):
+        data = {
+            "step": e.epoch,
+            "epoch": e.epoch,
+            "total_epochs": total,
+            "train_loss": e.train_loss,
+            "lr": e.lr,
+            "duration_s": e.duration_s,
+            "samples_per_s": e.samples_per_s,
+        }
+        message = f"Epoch {e.epoch}/{total}: train loss={e.train_loss:.6f}"
+        out.append((e.created_at, "info", "metrics", message, data))
+    if job.status == "succeeded":
+        ft = job_object(job, request).fine_tuned_model
+        out.append(
+            (
+                job.finished_at,
+                "info",
+                "message",
+                "The job has successfully completed",
+                {"fine_tuned_model": ft},
+            )
+        )
+    elif job.status == "failed":
+        out.append((job.finished_at, "error", "message", f"The job failed: {job.error}", None))
+    elif job.status == "cancelled":
+        out.append((job.finished_at, "info", "message", "The job was cancelled", None))
+    return [
+        FineTuningJobEvent(
+            id=f"{prefix}-{i:05d}",
+            created_at=unix(at) or 0,
+            level=level,
+            message=message,
+            data=data,
+            type=kind,
+        )
+        for i, (at, level, kind, message, data) in enumerate(out)
+    ]
+
+
+def _page(items: list[Any], after: str | None, limit: int) -> tuple[list[Any], bool]:
+    """Newest first, as OpenAI lists events and checkpoints; ``after`` an item id."""
+    newest_first = list(reversed(items))
+    if after is not None:
+        ids = [item.id for item in newest_first]
+        if after not in ids:
+            raise not_found("item", after, param="after")
+        newest_first = newest_first[ids.index(after) + 1 :]
+    return newest_first[:limit], len(newest_first) > limit
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}/events", response_model=EventList)
+def list_events(
+    job_id: str,
+    after: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> EventList:
+    job, request = _load(job_id)
+    data, more = _page(_events(job, request), after, limit)
+    return EventList(data=data, has_more=more)
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints", response_model=CheckpointList)
+def list_checkpoints(
+    job_id: str,
+    after: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+) -> CheckpointList:
+    """One checkpoint per finished epoch, with its metrics. The checkpoint names are
+    informational: only the final ``fine_tuned_model`` can be embedded with."""
+    job, request = _load(job_id)
+    base = model_ids.fine_tuned_id(job.model, request.suffix if request else None, str(job.id))
+    checkpoints = [
+        FineTuningJobCheckpoint(
+            id=f"ftckpt-{job.id.hex}-{e.epoch:05d}",
+            created_at=unix(e.created_at) or 0,
+            fine_tuned_model_checkpoint=f"{base}:ckpt-step-{e.epoch}",
+            fine_tuning_job_id=str(job.id),
+            metrics=CheckpointMetrics(
+                step=e.epoch,
+                train_loss=e.train_loss,
+                lr=e.lr,
+                duration_s=e.duration_s,
+                samples_per_s=e.samples_per_s,
+                eval=e.eval,
+            ),
+            step_number=e.epoch,
+        )
+        for e in sorted(job.epochs, key=lambda e: e.epoch)
+    ]
+    data, more = _page(checkpoints, after, limit)
+    return CheckpointList(
+        data=data,
+        has_more=more,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )

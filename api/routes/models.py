@@ -1,0 +1,93 @@
+"""``/v1/models``: every spec, and every fine-tuned version under its ``ft:`` id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from api import model_ids
+from api.errors import APIError
+from api.schemas import Deleted, Model, ModelList, unix
+from api.security import require_api_key
+from db import repo
+from db.session import session_scope
+from embedding.specs import all_specs
+
+router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
+OWNER = "embedding-infra"
+
+
+def _spec_models() -> list[Model]:
+    return [
+        Model(
+            id=spec.name,
+            created=0,
+            owned_by=OWNER,
+            dimensions=spec.dim or None,
+            matryoshka_dimensions=list(spec.matryoshka_dims),
+        )
+        for spec in all_specs()
+    ]
+
+
+def _fine_tuned_models() -> list[Model]:
+    """One model per succeeded job whose version is still registered."""
+    out = []
+    with session_scope() as session:
+        for job in repo.list_jobs(session, status="succeeded", limit=1000):
+            version = job.model_version
+            if version is None:
+                continue
+            request = repo.get_job_request(session, job.id)
+            out.append(_fine_tuned(job, version, request))
+    return out
+
+
+def _fine_tuned(job: Any, version: Any, request: Any) -> Model:
+    return Model(
+        id=model_ids.fine_tuned_id(job.model, request.suffix if request else None, str(job.id)),
+        created=unix(version.created_at) or 0,
+        owned_by="user",
+        base_model=job.model,
+        fine_tuning_job=str(job.id),
+    )
+
+
+@router.get("/v1/models", response_model=ModelList)
+def list_models() -> ModelList:
+    return ModelList(data=_spec_models() + _fine_tuned_models())
+
+
+@router.get("/v1/models/{model_id:path}", response_model=Model)
+def retrieve_model(model_id: str) -> Model:
+    for model in _spec_models():
+        if model.id == model_id:
+            return model
+    if model_id.startswith(model_ids.FT_PREFIX):
+        model_ids.resolve(model_id)  # 404 unless it is a live fine-tuned model
+        for model in _fine_tuned_models():
+            if model.id == model_id:
+                return model
+    raise APIError(
+        404, f"The model {model_id!r} does not exist.", param="model", code="model_not_found"
+    )
+
+
+@router.delete("/v1/models/{model_id:path}", response_model=Deleted)
+def delete_model(model_id: str) -> Deleted:
+    """Fine-tuned models only: the version is unregistered (its files stay on disk, so a
+    job's history keeps pointing at something real)."""
+    if not model_id.startswith(model_ids.FT_PREFIX):
+        raise APIError(
+            403 if any(m.id == model_id for m in _spec_models()) else 404,
+            f"Only fine-tuned models can be deleted, not {model_id!r}.",
+            param="model",
+            code="model_not_deletable",
+        )
+    model_ids.resolve(model_id)
+    job_id = model_id.rsplit(":", 1)[-1]
+    with session_scope() as session:
+        job = repo.get_job(session, job_id)
+        deleted = job is not None and repo.delete_model_version(session, job.model_version_id)
+    return Deleted(id=model_id, object="model", deleted=bool(deleted))

@@ -1,0 +1,326 @@
+"""Request and response bodies, in OpenAI's shapes (plus the fields we add, documented in
+docs/api.md). Requests refuse unknown fields, like the task payloads do; responses are the
+published schema that tests/test_api_schema.py holds every answer to."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from embedding.config import get_settings
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+# ---------------------------------------------------------------- embeddings
+class EmbeddingRequest(_Request):
+    input: str | list[str] = Field(
+        description="A text or a list of texts (token arrays are not accepted)."
+    )
+    model: str = Field(min_length=1, max_length=500)
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = Field(default=None, max_length=500, description="Accepted, not used.")
+
+    @field_validator("input")
+    @classmethod
+    def _caps(cls, value: str | list[str]) -> str | list[str]:
+        texts = [value] if isinstance(value, str) else value
+        settings = get_settings()
+        if not texts:
+            raise ValueError("input is an empty list")
+        if len(texts) > settings.max_texts_per_request:
+            raise ValueError(
+                f"{len(texts)} inputs, more than the cap of {settings.max_texts_per_request}"
+            )
+        for i, text in enumerate(texts):
+            if len(text) > settings.max_chars_per_text:
+                raise ValueError(
+                    f"input {i} has {len(text)} characters, "
+                    f"more than the cap of {settings.max_chars_per_text}"
+                )
+        return value
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+# ---------------------------------------------------------------- models
+class Model(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    dimensions: int | None = None
+    matryoshka_dimensions: list[int] = []
+    base_model: str | None = None
+    fine_tuning_job: str | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]
+
+
+class Deleted(BaseModel):
+    id: str
+    object: str
+    deleted: bool
+
+
+# ---------------------------------------------------------------- files
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: Literal["processed"] = "processed"
+    status_details: str | None = None
+    rows: int
+
+
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+# ---------------------------------------------------------------- fine-tuning
+class Hyperparameters(_Request):
+    n_epochs: int | Literal["auto"] = "auto"
+    batch_size: int | Literal["auto"] = "auto"
+    learning_rate: float | Literal["auto"] = "auto"
+    learning_rate_multiplier: float | Literal["auto"] = "auto"
+
+
+class FineTuningJobRequest(_Request):
+    model: str = Field(min_length=1, max_length=500)
+    training_file: str = Field(min_length=1, max_length=64)
+    validation_file: str | None = Field(default=None, max_length=64)
+    hyperparameters: Hyperparameters | None = None
+    loss: Literal["triplet", "mnrl"] = "triplet"
+    suffix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class JobHyperparameters(BaseModel):
+    n_epochs: int
+    batch_size: int
+    learning_rate: float
+    learning_rate_multiplier: float
+
+
+class FineTuningJob(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    error: JobError | None = None
+    fine_tuned_model: str | None = None
+    finished_at: int | None = None
+    hyperparameters: JobHyperparameters
+    model: str
+    organization_id: str = "local"
+    result_files: list[str] = []
+    seed: int
+    status: Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+    trained_tokens: int | None = None
+    training_file: str | None = None
+    validation_file: str | None = None
+    estimated_finish: int | None = None
+    integrations: list[Any] | None = None
+    metadata: dict[str, str] | None = None
+    loss: str
+    suffix: str | None = None
+
+
+class FineTuningJobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FineTuningJob]
+    has_more: bool
+
+
+class FineTuningJobEvent(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    data: dict[str, Any] | None = None
+    type: Literal["message", "metrics"]
+
+
+class EventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FineTuningJobEvent]
+    has_more: bool
+
+
+class CheckpointMetrics(BaseModel):
+    step: int
+    train_loss: float
+    lr: float | None = None
+    duration_s: float | None = None
+    samples_per_s: float | None = None
+    eval: dict[str, Any] | None = None
+
+
+class FineTuningJobCheckpoint(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: CheckpointMetrics
+    step_number: int
+
+
+class CheckpointList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FineTuningJobCheckpoint]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+# ---------------------------------------------------------------- validations
+class ValidationRequest(_Request):
+    models: list[str] | None = Field(default=None, min_length=1, max_length=10)
+    checks: list[str] | None = Field(default=None, min_length=1, max_length=10)
+
+
+class Criterion(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    passed: bool
+    threshold: Any = None
+    actual: Any = None
+
+
+class ValidationCheck(BaseModel):
+    name: str
+    status: str
+    figures: dict[str, Any]
+    criteria: list[Criterion]
+    duration_s: float | None = None
+    reason: str | None = None
+
+
+class ValidationRun(BaseModel):
+    id: str
+    object: Literal["validation_run"] = "validation_run"
+    status: Literal["running", "passed", "failed", "error"]
+    verdict: str | None = None
+    trigger: str
+    models: list[str]
+    created_at: int
+    finished_at: int | None = None
+    checks: list[ValidationCheck]
+
+
+# ---------------------------------------------------------------- batches
+class BatchRequest(_Request):
+    input_file_id: str = Field(min_length=1, max_length=64)
+    endpoint: Literal["/v1/embeddings"]
+    completion_window: Literal["24h"]
+    metadata: dict[str, str] | None = None
+
+
+class RequestCounts(BaseModel):
+    total: int
+    completed: int
+    failed: int
+
+
+class BatchErrorData(BaseModel):
+    code: str | None = None
+    message: str | None = None
+    param: str | None = None
+    line: int | None = None
+
+
+class BatchErrors(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[BatchErrorData]
+
+
+class BatchObject(BaseModel):
+    id: str
+    object: Literal["batch"] = "batch"
+    endpoint: str
+    errors: BatchErrors | None = None
+    input_file_id: str
+    completion_window: str
+    status: Literal[
+        "validating",
+        "failed",
+        "in_progress",
+        "finalizing",
+        "completed",
+        "expired",
+        "cancelling",
+        "cancelled",
+    ]
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    created_at: int
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: RequestCounts
+    metadata: dict[str, str] | None = None
+
+
+class BatchList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[BatchObject]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+def unix(value: Any) -> int | None:
+    return None if value is None else int(value.timestamp())
