@@ -49,6 +49,7 @@ COMMANDS = {
     "bench",
     "validate",
     "report",
+    "serve",
 }
 HEAVY = {"torch", "transformers", "celery", "sqlalchemy", "matplotlib"}
 
