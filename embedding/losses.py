@@ -9,12 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# Cosine distance lives in [0, 2]. sentence-transformers' TripletLoss default margin of 5 is
-# meant for Euclidean distance on unnormalized vectors; with cosine distance on unit vectors
-# a margin of 5 can never be met, so the loss never reaches zero and stops meaning "the
-# negative is far enough". 0.5 asks for the negative to be half a unit of cosine distance
-# further than the positive: reachable, but not reached by an untrained model on related code.
-DEFAULT_TRIPLET_MARGIN = 0.5
+from embedding.hyperparameters import MARGIN
+
+DEFAULT_TRIPLET_MARGIN = MARGIN.default  # why 0.5 and not 5: embedding/hyperparameters.py
 DEFAULT_MNRL_SCALE = 20.0
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from embedding import hyperparameters as hp
 from embedding.checkpoints import (
     clear_checkpoints,
     latest_checkpoint,
@@ -48,7 +49,6 @@ from embedding.encoder import Encoder
 from embedding.evaluation import evaluate
 from embedding.losses import (
     DEFAULT_MNRL_SCALE,
-    DEFAULT_TRIPLET_MARGIN,
     multiple_negatives_ranking_loss,
     triplet_loss,
 )
@@ -66,26 +66,29 @@ class CheckpointMismatch(ValueError):
 
 @dataclass
 class TrainConfig:
-    loss: str = "triplet"  # triplet | mnrl
-    epochs: int = 3
-    lr: float = 2e-5
-    batch_size: int = 16
-    margin: float = DEFAULT_TRIPLET_MARGIN  # triplet loss, cosine distance (see losses.py)
+    """How to train. The fields a user sets take their defaults and bounds from
+    :mod:`embedding.hyperparameters`; the rest are the loop's own knobs."""
+
+    loss: str = hp.LOSS.default
+    epochs: int = hp.EPOCHS.default
+    lr: float = hp.LR.default
+    batch_size: int = hp.BATCH_SIZE.default
+    margin: float = hp.MARGIN.default  # triplet loss, cosine distance (see losses.py)
     scale: float = DEFAULT_MNRL_SCALE  # mnrl
     warmup_ratio: float = 0.1  # share of optimizer steps with a linearly rising LR
     grad_accum: int = 1  # micro-batches per optimizer step
     max_grad_norm: float = 1.0
     weight_decay: float = 0.01
-    seed: int = 0
+    seed: int = hp.SEED.default
     precision: str | None = None  # None: the spec's default (bf16 autocast where supported)
     gradient_checkpointing: bool = False
     lora: bool | None = None  # None: the spec decides (large models train adapters only)
     lora_r: int = 8
-    max_tokens: int | None = None  # cap sequence length while training (speed); eval is uncapped
+    max_tokens: int | None = hp.MAX_TOKENS.default
 
     def check(self) -> None:
         """Refuse settings that cannot train, all problems in one message."""
-        problems = []
+        problems = hp.problems(asdict(self))
 
         def positive_int(name: str, value: object) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -96,13 +99,7 @@ class TrainConfig:
             if not (ok and math.isfinite(value) and value > 0):  # type: ignore[arg-type]
                 problems.append(f"{name} must be a finite number > 0, got {value!r}")
 
-        if self.loss not in ("triplet", "mnrl"):
-            problems.append(f"loss must be 'triplet' or 'mnrl', got {self.loss!r}")
-        positive_int("epochs", self.epochs)
-        positive_number("lr", self.lr)
-        positive_int("batch_size", self.batch_size)
         positive_int("grad_accum", self.grad_accum)
-        positive_number("margin", self.margin)
         positive_number("scale", self.scale)
         positive_number("max_grad_norm", self.max_grad_norm)
         positive_int("lora_r", self.lora_r)
@@ -110,12 +107,6 @@ class TrainConfig:
             problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
             problems.append(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.max_tokens is not None and (
-            isinstance(self.max_tokens, bool)
-            or not isinstance(self.max_tokens, int)
-            or self.max_tokens < 4
-        ):
-            problems.append(f"max_tokens must be an integer >= 4 or None, got {self.max_tokens!r}")
         if self.precision not in (None, "fp32", "bf16", "fp16"):
             problems.append(f"precision must be fp32, bf16, fp16 or None, got {self.precision!r}")
         if problems:

@@ -24,22 +24,15 @@ def submit_finetune(
     triplets: list[dict[str, str]] | list[tuple[str, str, str]] | None = None,
     pairs: list[dict[str, str]] | list[tuple[str, str]] | None = None,
     dataset: str | None = None,
-    epochs: int = 3,
-    loss: str = "triplet",
-    lr: float = 2e-5,
-    batch_size: int = 16,
     idempotency_key: str | None = None,
-    **extra: Any,
+    **hyperparameters: Any,
 ) -> str:
-    """Validate, record and enqueue a fine-tune job; returns its id (a UUID string)."""
-    payload: dict[str, Any] = {
-        "model": model,
-        "epochs": epochs,
-        "loss": loss,
-        "lr": lr,
-        "batch_size": batch_size,
-        **extra,
-    }
+    """Validate, record and enqueue a fine-tune job; returns its id (a UUID string).
+
+    ``hyperparameters`` (``epochs=``, ``lr=``, ``loss=``, ``batch_size=``, ``margin=``,
+    ``seed=``): those not given take the defaults of :mod:`embedding.hyperparameters`.
+    """
+    payload: dict[str, Any] = {"model": model, **hyperparameters}
     if triplets is not None:
         payload["triplets"] = [_row(t, ("anchor", "positive", "negative")) for t in triplets]
     if pairs is not None:

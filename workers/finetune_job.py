@@ -176,14 +176,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
                 }
             )
 
-    config = training.TrainConfig(
-        loss=request.loss,
-        epochs=request.epochs,
-        lr=request.lr,
-        batch_size=request.batch_size,
-        seed=request.seed,
-        **({"margin": request.margin} if request.margin is not None else {}),
-    )
+    config = training.TrainConfig(**request.hyperparameters())
     result = training.finetune(
         checked_model_name(request.model),
         examples,

@@ -8,12 +8,13 @@ documented schema for ``send_task("embedding.finetune_request", kwargs=...)``.
 
 from __future__ import annotations
 
-import math
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from embedding import hyperparameters as hp
 from embedding.config import get_settings
+from embedding.hyperparameters import Hyperparameter
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -66,6 +67,19 @@ class Pair(_Strict):
         return _check_text(value, info.field_name)
 
 
+def hyperparameter_field(h: Hyperparameter) -> Any:
+    """A payload field with the default, bounds and help of the shared table; the cap applies
+    (a payload comes from another service), and NaN or infinity is refused as not finite."""
+    return Field(
+        default=h.default,
+        description=h.help,
+        ge=h.ge,
+        gt=h.gt,
+        le=h.cap,
+        **({"allow_inf_nan": False} if h.type is float else {}),
+    )
+
+
 class FinetuneRequest(_Strict):
     """A fine-tune job: a model, training data (inline triplets or pairs, or a dataset path
     under the configured roots), and hyper-parameters."""
@@ -74,20 +88,13 @@ class FinetuneRequest(_Strict):
     triplets: list[Triplet] | None = None
     pairs: list[Pair] | None = None
     dataset: str | None = Field(default=None, max_length=4096)
-    loss: Literal["triplet", "mnrl"] = "triplet"
-    epochs: int = Field(default=3, ge=1, le=1000)
-    lr: float = Field(default=2e-5, gt=0, le=1.0)
-    batch_size: int = Field(default=16, ge=1, le=4096)
-    margin: float | None = Field(default=None, gt=0, le=2.0)
-    seed: int = 0
+    loss: Literal["triplet", "mnrl"] = hyperparameter_field(hp.LOSS)
+    epochs: int = hyperparameter_field(hp.EPOCHS)
+    lr: float = hyperparameter_field(hp.LR)
+    batch_size: int = hyperparameter_field(hp.BATCH_SIZE)
+    margin: float = hyperparameter_field(hp.MARGIN)
+    seed: int = hyperparameter_field(hp.SEED)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
-
-    @field_validator("lr", "margin")
-    @classmethod
-    def _finite(cls, value: float | None, info) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"{info.field_name} must be a finite number")
-        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> FinetuneRequest:
@@ -106,6 +113,14 @@ class FinetuneRequest(_Strict):
         if self.loss == "triplet" and self.pairs is not None:
             raise ValueError("loss 'triplet' needs triplets; pairs train with loss 'mnrl'")
         return self
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The shared hyper-parameters this request sets, as ``TrainConfig`` takes them."""
+        return {
+            name: getattr(self, name)
+            for name in hp.HYPERPARAMETERS
+            if name in type(self).model_fields
+        }
 
 
 class EmbedRequest(_Strict):

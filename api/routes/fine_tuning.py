@@ -35,10 +35,15 @@ from api.schemas import (
 from api.security import require_api_key
 from db import repo
 from db.session import session_scope
+from embedding import hyperparameters as hp
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["fine-tuning"])
 
-DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, DEFAULT_LR = 3, 16, 2e-5
+DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, DEFAULT_LR = (
+    hp.EPOCHS.default,
+    hp.BATCH_SIZE.default,
+    hp.LR.default,
+)
 KEY_PREFIX = "api:"  # API idempotency keys live apart from send_task/CLI keys
 
 

@@ -11,6 +11,11 @@ import json
 import sys
 import time
 
+from workers.cli.hyperparameter_options import add_hyperparameter_options, hyperparameters_from
+
+# The payload's hyper-parameters (FinetuneRequest); tests/test_hyperparameters.py checks it.
+SUBMIT_HYPERPARAMETERS = ("loss", "epochs", "lr", "batch_size", "margin", "seed")
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     jobs = sub.add_parser("jobs", help="fine-tune jobs: submit, list, show, watch, cancel, relay")
@@ -48,10 +53,7 @@ def add_submit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data", required=True, help="JSONL: {anchor, positive, negative} or {anchor, positive}"
     )
-    p.add_argument("--loss", choices=("triplet", "mnrl"), default="triplet")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=2e-5)
-    p.add_argument("--batch-size", type=int, default=16)
+    add_hyperparameter_options(p, SUBMIT_HYPERPARAMETERS)
     p.add_argument("--idempotency-key", default=None)
     p.add_argument("--watch", action="store_true", help="then follow it with a progress bar")
 
@@ -76,11 +78,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     job_id = submit_finetune(
         args.model,
         **{kind: rows},
-        epochs=args.epochs,
-        loss=args.loss,
-        lr=args.lr,
-        batch_size=args.batch_size,
         idempotency_key=args.idempotency_key,
+        **hyperparameters_from(args, SUBMIT_HYPERPARAMETERS),
     )
     print(job_id)
     if args.watch:

@@ -7,6 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+from embedding.hyperparameters import HYPERPARAMETERS
+from workers.cli.hyperparameter_options import add_hyperparameter_options, hyperparameters_from
+
+# A local run may set every shared hyper-parameter.
+FINETUNE_HYPERPARAMETERS = tuple(HYPERPARAMETERS)
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a model on triplets or pairs (JSONL), locally")
@@ -35,15 +41,7 @@ def add_finetune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--eval-data", default=None, help="JSONL for eval before/after (default: --data)"
     )
-    p.add_argument("--loss", choices=("triplet", "mnrl"), default="triplet")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=2e-5)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--margin", type=float, default=None)
-    p.add_argument(
-        "--max-tokens", type=int, default=None, help="cap sequence length while training"
-    )
-    p.add_argument("--seed", type=int, default=0)
+    add_hyperparameter_options(p, FINETUNE_HYPERPARAMETERS)
     p.add_argument("--out", required=True, help="output folder (sentence-transformers layout)")
     p.add_argument(
         "--resume", action="store_true", help="continue from the latest checkpoint in --out"
@@ -61,15 +59,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     rows = load_examples(args.data)  # validated before any model is loaded
     eval_rows = load_examples(args.eval_data) if args.eval_data else None
-    config = TrainConfig(
-        loss=args.loss,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        max_tokens=args.max_tokens,
-        **({"margin": args.margin} if args.margin is not None else {}),
-    )
+    config = TrainConfig(**hyperparameters_from(args, FINETUNE_HYPERPARAMETERS))
     config.check()
     out = Path(args.out)
     bar = tqdm(total=len(rows) * args.epochs, unit="ex", desc="fine-tune", file=sys.stderr)

@@ -1,0 +1,116 @@
+"""One source for fine-tune hyper-parameters: the core, the payload, the CLI and the HTTP API
+all take defaults and bounds from embedding.hyperparameters, and refuse the same values."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import fields
+
+import pytest
+
+from embedding.hyperparameters import HYPERPARAMETERS, problems
+from embedding.training import TrainConfig
+from workers.cli.jobs import SUBMIT_HYPERPARAMETERS, add_submit_options
+from workers.cli.train import FINETUNE_HYPERPARAMETERS, add_finetune_options
+from workers.schemas import FinetuneRequest, PayloadError, parse
+
+OK_ROWS = [{"anchor": "a", "positive": "b", "negative": "c"}]
+
+
+def _parser(add) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    add(parser)
+    return parser
+
+
+def test_train_config_defaults_are_the_table_defaults():
+    config_defaults = {f.name: f.default for f in fields(TrainConfig)}
+    for name, h in HYPERPARAMETERS.items():
+        assert config_defaults[name] == h.default, name
+
+
+def test_payload_fields_take_default_bounds_and_help_from_the_table():
+    payload_fields = FinetuneRequest.model_fields
+    assert set(SUBMIT_HYPERPARAMETERS) == set(payload_fields) & set(HYPERPARAMETERS)
+    for name in SUBMIT_HYPERPARAMETERS:
+        h, info = HYPERPARAMETERS[name], payload_fields[name]
+        assert info.default == h.default, name
+        assert info.description == h.help, name
+        bounds = {type(m).__name__: m for m in info.metadata}
+        if h.ge is not None:
+            assert bounds["Ge"].ge == h.ge, name
+        if h.gt is not None:
+            assert bounds["Gt"].gt == h.gt, name
+        if h.cap is not None:
+            assert bounds["Le"].le == h.cap, name
+
+
+@pytest.mark.parametrize(
+    ("add", "names"),
+    [
+        (add_finetune_options, FINETUNE_HYPERPARAMETERS),
+        (add_submit_options, SUBMIT_HYPERPARAMETERS),
+    ],
+)
+def test_cli_options_are_generated_from_the_table(add, names):
+    parser = _parser(add)
+    actions = {a.dest: a for a in parser._actions}
+    for name in names:
+        h = HYPERPARAMETERS[name]
+        assert actions[name].option_strings == [h.flag]
+        assert actions[name].default == h.default
+        assert h.help in actions[name].help
+    required = ["--model", "m", "--data", "d"]
+    if add is add_finetune_options:
+        required += ["--out", "o"]
+    args = parser.parse_args(required)
+    assert {n: getattr(args, n) for n in names} == {n: HYPERPARAMETERS[n].default for n in names}
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("epochs", 0),
+        ("epochs", 2.5),
+        ("lr", 0.0),
+        ("lr", math.nan),
+        ("lr", math.inf),
+        ("batch_size", -1),
+        ("margin", math.nan),
+        ("loss", "hinge"),
+        ("max_tokens", 2),
+    ],
+)
+def test_core_and_payload_refuse_the_same_values(name, bad):
+    (why,) = problems({name: bad})
+    assert why.startswith(f"{name} must be")
+    with pytest.raises(ValueError, match=f"{name} must be"):
+        TrainConfig(**{name: bad}).check()
+    if name in FinetuneRequest.model_fields:
+        with pytest.raises(PayloadError, match=name):
+            parse(FinetuneRequest, {"model": "minilm", "triplets": OK_ROWS, name: bad})
+
+
+def test_caps_hold_for_submitted_jobs_only():
+    """A job from another service is capped; a local run is trusted past the cap."""
+    over = {"epochs": 1001, "lr": 1.5, "batch_size": 5000, "margin": 2.5}
+    assert problems(over) == []
+    assert len(problems(over, capped=True)) == len(over)
+    TrainConfig(**over).check()
+    for name, value in over.items():
+        with pytest.raises(PayloadError, match=f"{name}: Input should be less than or equal to"):
+            parse(FinetuneRequest, {"model": "minilm", "triplets": OK_ROWS, name: value})
+
+
+def test_nan_learning_rate_is_called_not_finite():
+    with pytest.raises(PayloadError, match="lr: Input should be a finite number"):
+        parse(FinetuneRequest, {"model": "minilm", "triplets": OK_ROWS, "lr": math.nan})
+
+
+def test_the_api_defaults_are_the_table_defaults():
+    from api.routes import fine_tuning
+
+    assert fine_tuning.DEFAULT_EPOCHS == HYPERPARAMETERS["epochs"].default
+    assert fine_tuning.DEFAULT_BATCH_SIZE == HYPERPARAMETERS["batch_size"].default
+    assert fine_tuning.DEFAULT_LR == HYPERPARAMETERS["lr"].default

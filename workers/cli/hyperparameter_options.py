@@ -1,0 +1,29 @@
+"""Fine-tune options generated from the shared table (:mod:`embedding.hyperparameters`).
+
+``embedctl finetune`` and ``embedctl jobs submit`` both take their hyper-parameter options
+from here, so a flag, default or help text can never drift from the payload schema or the
+core's ``TrainConfig``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from typing import Any
+
+from embedding.hyperparameters import HYPERPARAMETERS
+
+
+def add_hyperparameter_options(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    for name in names:
+        h = HYPERPARAMETERS[name]
+        options: dict[str, Any] = {"default": h.default, "help": f"{h.help} (default: {h.default})"}
+        if h.choices:
+            options["choices"] = h.choices
+        else:
+            options["type"] = h.type
+        parser.add_argument(h.flag, dest=h.name, **options)
+
+
+def hyperparameters_from(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names}
