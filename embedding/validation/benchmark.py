@@ -79,14 +79,10 @@ def check_benchmark(
 ) -> CheckResult:
     """Single-embedding latency, batch throughput, and a real gradient step on 5 triplets."""
     from embedding.bench import benchmark_encoder
-    from embedding.encoder import load_encoder
-    from embedding.hub import ModelUnavailable
 
     check = ResultBuilder("benchmark")
-    try:
-        encoder = (load or load_encoder)(model)
-    except ModelUnavailable as exc:
-        check.unavailable.append(str(exc))
+    encoder = check.load(model, load)
+    if encoder is None:
         return check.result()
     figures = benchmark_encoder(encoder, iterations=max(iterations, 10))
     check.figures.update(figures.to_dict())

@@ -73,15 +73,11 @@ def similarity_score(cosine: float) -> float:
 @guarded
 def check_inference_quality(model: str, load: Callable[[str], Any] | None = None) -> CheckResult:
     """Shape, norms, ranges, pairwise scores, related > unrelated, reproducibility, edge cases."""
-    from embedding.encoder import load_encoder
-    from embedding.hub import ModelUnavailable
     from embedding.specs import get_spec
 
     check = ResultBuilder("inference_quality")
-    try:
-        encoder = (load or load_encoder)(model)
-    except ModelUnavailable as exc:
-        check.unavailable.append(str(exc))
+    encoder = check.load(model, load)
+    if encoder is None:
         return check.result()
     spec = get_spec(model) if isinstance(model, str) else encoder.spec
     vectors = encoder.encode(list(SEED_SNIPPETS))

@@ -57,6 +57,18 @@ class ResultBuilder:
         self.unavailable: list[str] = []
         self.started = time.perf_counter()
 
+    def load(self, model: Any, load: Callable[[Any], Any] | None = None) -> Any | None:
+        """The loaded model, or ``None`` after noting why it could not be had (the check then
+        reports ``unavailable``: a missing model is not a failed criterion)."""
+        from embedding.encoder import load_encoder
+        from embedding.hub import ModelUnavailable
+
+        try:
+            return (load or load_encoder)(model)
+        except ModelUnavailable as exc:
+            self.unavailable.append(str(exc))
+            return None
+
     def criterion(self, name: str, threshold: str, actual: Any, passed: bool) -> bool:
         self.criteria.append(Criterion(name, threshold, actual, bool(passed)))
         return bool(passed)
