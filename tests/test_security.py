@@ -66,6 +66,8 @@ def test_no_code_path_loads_pickle_or_remote_code():
     offenders = []
     for folder in ("embedding", "db", "workers", "migrations", "benchmarks"):
         for path in (ROOT / folder).rglob("*.py"):
+            if any(part.startswith(".venv") for part in path.relative_to(ROOT).parts):
+                continue  # a benchmark peer's own virtualenv (benchmarks/.venv-infinity)
             for number, line in enumerate(path.read_text().splitlines(), start=1):
                 if UNSAFE.search(line):
                     offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
