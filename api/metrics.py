@@ -73,12 +73,12 @@ def _queue_depths() -> dict[str, int]:
         return {}
     import redis
 
-    from workers.app import CPU_QUEUE, GPU_QUEUE
+    from workers.app import CPU_QUEUE, EMBED_QUEUE, GPU_QUEUE
 
     try:
         client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         try:
-            return {q: int(client.llen(q)) for q in (GPU_QUEUE, CPU_QUEUE)}
+            return {q: int(client.llen(q)) for q in (GPU_QUEUE, CPU_QUEUE, EMBED_QUEUE)}
         finally:
             client.close()
     except Exception as exc:
