@@ -55,8 +55,10 @@ class _Pending:
 
 
 def estimated_tokens(texts: Sequence[str]) -> int:
-    """A tokenizer-free guess (about 4 characters a token, plus the special tokens)."""
-    return sum(len(t) // 4 + 2 for t in texts)
+    """A tokenizer-free guess (about 4 characters a token, plus the special tokens).
+
+    Not a text (which the encoder refuses, for that request alone): counted as 2."""
+    return sum((len(t) // 4 if isinstance(t, str) else 0) + 2 for t in texts)
 
 
 class EmbedBatcher:

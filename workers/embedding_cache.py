@@ -129,17 +129,22 @@ class EmbeddingCache:
         self.client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
     def get_many(
-        self, setting: Setting, texts: Sequence[str]
+        self, setting: Setting, texts: Sequence[str], count: bool = True
     ) -> list[tuple[np.ndarray, int] | None]:
-        """One round trip: each text's (row, tokens), or None for a miss."""
+        """One round trip: each text's (row, tokens), or None for a miss.
+
+        ``count=False``: a look-up whose misses go on to a worker, which looks again and
+        counts then (the API's fast path counts only its full hits, see :meth:`count`).
+        """
         try:
             values = self.client.mget([setting.key(t) for t in texts])
         except Exception as exc:
             log.warning("embedding cache unavailable (%s): computing", type(exc).__name__)
             return [None] * len(texts)
         found = [unpack(v) if v is not None else None for v in values]
-        hits = sum(f is not None for f in found)
-        self._count(hits, len(texts) - hits, sum(len(v) for v in values if v is not None))
+        if count:
+            hits = sum(f is not None for f in found)
+            self.count(hits, len(texts) - hits, sum(len(v) for v in values if v is not None))
         return found
 
     def put_many(
@@ -153,7 +158,7 @@ class EmbeddingCache:
         except Exception as exc:
             log.warning("embedding cache not written (%s)", type(exc).__name__)
 
-    def _count(self, hits: int, misses: int, hit_bytes: int) -> None:
+    def count(self, hits: int, misses: int, hit_bytes: int) -> None:
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 pipe.hincrby(STATS_KEY, "hits", hits)
@@ -167,7 +172,7 @@ class EmbeddingCache:
         """Hits, misses, hit bytes (every process), entries and the server's used memory."""
         raw = self.client.hgetall(STATS_KEY)
         out = {k.decode(): int(v) for k, v in raw.items()}
-        out["entries"] = int(self.client.dbsize())
+        out["entries"] = int(self.client.dbsize()) - (1 if raw else 0)  # not the stats hash
         out["memory_bytes"] = int(self.client.info("memory").get("used_memory", 0))
         return out
 
