@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from embedding.config import get_settings
@@ -38,6 +38,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_StateCollector())
+        self.registry.register(_CacheCollector())
 
 
 class _StateCollector(Collector):
@@ -66,6 +67,37 @@ class _StateCollector(Collector):
         yield depth
 
 
+class _CacheCollector(Collector):
+    """The embedding cache, read from its Redis at scrape time: hits, misses and hit bytes
+    of the API and every worker (counted there), entries and the server's memory."""
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        from workers.embedding_cache import embedding_cache
+
+        try:
+            cache = embedding_cache()
+            stats = cache.stats() if cache is not None else None
+        except Exception as exc:
+            log.warning("metrics: embedding cache unavailable (%s)", type(exc).__name__)
+            stats = None
+        if stats is None:
+            return
+        for name, field, text in (
+            ("embedding_cache_hits", "hits", "Texts answered from the embedding cache."),
+            ("embedding_cache_misses", "misses", "Texts looked up and not found."),
+            ("embedding_cache_hit_bytes", "hit_bytes", "Bytes of vectors served from the cache."),
+        ):
+            yield CounterMetricFamily(name, text, value=stats.get(field, 0))
+        yield GaugeMetricFamily(
+            "embedding_cache_entries", "Vectors in the cache.", value=stats["entries"]
+        )
+        yield GaugeMetricFamily(
+            "embedding_cache_memory_bytes",
+            "Memory the cache's Redis uses (bounded by its maxmemory).",
+            value=stats["memory_bytes"],
+        )
+
+
 def _queue_depths() -> dict[str, int]:
     """Redis list lengths of the gpu and cpu queues; nothing for the embedded memory broker."""
     url = get_settings().broker_url
@@ -73,12 +105,12 @@ def _queue_depths() -> dict[str, int]:
         return {}
     import redis
 
-    from workers.app import CPU_QUEUE, GPU_QUEUE
+    from workers.app import CPU_QUEUE, EMBED_QUEUE, GPU_QUEUE
 
     try:
         client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         try:
-            return {q: int(client.llen(q)) for q in (GPU_QUEUE, CPU_QUEUE)}
+            return {q: int(client.llen(q)) for q in (GPU_QUEUE, CPU_QUEUE, EMBED_QUEUE)}
         finally:
             client.close()
     except Exception as exc:

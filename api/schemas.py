@@ -35,6 +35,10 @@ class EmbeddingRequest(_Request):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = Field(default=None, max_length=500, description="Accepted, not used.")
+    cache: bool = Field(
+        default=True,
+        description="Extension: false skips the embedding cache (neither read nor written).",
+    )
 
     @field_validator("input")
     @classmethod

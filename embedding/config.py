@@ -63,6 +63,19 @@ class Settings(BaseSettings):
     # A batch runs as Celery tasks of at most this many texts each.
     batch_chunk_texts: int = 1024
 
+    # Dynamic batching (workers/embed_batching.py, api/coalescer.py): concurrent embed
+    # requests with the same model and settings run as one encoder batch, sent when the
+    # oldest has waited this long or the batch reaches the encoder's token budget.
+    embed_batch_wait_ms: float = 4.0
+    api_coalesce_wait_ms: float = 2.0
+    # Threads of an `embedctl worker --queues embed` (threads pool): how many requests it
+    # holds at once, hence the largest batch it can form (prefetch multiplier 1 x this).
+    embed_worker_concurrency: int = 64
+    # The embedding cache (workers/embedding_cache.py): a Redis database of its own, on a
+    # server with an eviction policy (allkeys-lru), never the broker's. Unset: no cache.
+    cache_url: str | None = None
+    cache_ttl_s: int = 30 * 24 * 3600
+
 
 @lru_cache
 def get_settings() -> Settings:

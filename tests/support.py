@@ -90,13 +90,18 @@ def service_env(
 def celery_worker(
     env: dict[str, str],
     log_path: Path,
-    queues: str = "gpu,cpu",
+    queues: str = "gpu,cpu,embed",
     name: str | None = None,
     ready_timeout: float = 60.0,
+    concurrency: int | None = 1,
 ) -> Iterator[subprocess.Popen]:
-    """A real ``embedctl worker`` subprocess; waits until it answers a ping."""
+    """A real ``embedctl worker`` subprocess; waits until it answers a ping.
+
+    ``concurrency=None`` leaves it to ``embedctl worker`` (the embed queue's threads).
+    """
     hostname = name or f"it-{uuid.uuid4().hex[:6]}@%h"
     log = log_path.open("wb")
+    threads = [] if concurrency is None else ["--concurrency", str(concurrency)]
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -105,8 +110,7 @@ def celery_worker(
             "worker",
             "--queues",
             queues,
-            "--concurrency",
-            "1",
+            *threads,
             "--loglevel",
             "INFO",
             "--hostname",

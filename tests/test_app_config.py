@@ -16,7 +16,7 @@ def test_production_settings():
     assert conf["task_track_started"] is True
     assert conf["broker_connection_retry_on_startup"] is True
     assert conf["accept_content"] == ["json"]
-    assert {q.name for q in conf["task_queues"]} == {"gpu", "cpu"}
+    assert {q.name for q in conf["task_queues"]} == {"gpu", "cpu", "embed"}
     assert conf["worker_max_tasks_per_child"] == settings.worker_max_tasks_per_child
 
 
@@ -48,3 +48,18 @@ def test_worker_command_line():
     )
     argv = worker_argv(args)
     assert argv[argv.index("--concurrency") + 1] == "1" and "-E" in argv
+
+
+def test_embed_worker_runs_threads_that_batch():
+    import argparse
+
+    from embedding.config import get_settings
+    from workers.cli.worker import worker_argv
+
+    args = argparse.Namespace(
+        queues="embed", concurrency=None, pool=None, loglevel="INFO", hostname=None
+    )
+    argv = worker_argv(args)
+    assert argv[argv.index("--pool") + 1] == "threads"
+    assert argv[argv.index("--concurrency") + 1] == str(get_settings().embed_worker_concurrency)
+    assert TASK_ROUTES["embedding.embed"]["queue"] == "embed"

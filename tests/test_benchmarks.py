@@ -60,3 +60,14 @@ def test_queue_benchmark_runs_against_a_real_worker():
     out = run_script("queue.py", "--repeats", "3", "--batch", "16", "--rounds", "1")
     assert "overhead p50" in out and "encoding=base64" in out and "encoding=json" in out, out
     assert len(ratios(out)) == 2, out
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_serve_benchmark_runs_ours_and_infinity():
+    """Starts a real embed worker, the API and Infinity (installed into its own virtualenv
+    on first use: minutes, once), then one request per client and load. About a minute on
+    a quiet 2-core machine, mostly the three servers starting."""
+    out = run_script("serve.py", "--requests", "1", "--warmup", "0", timeout=1500)
+    assert "Infinity" in out and "cache hit through the API" in out, out
+    assert len(ratios(out)) == 12 and all(r > 0 for r in ratios(out)), out

@@ -39,7 +39,9 @@ def test_the_services_are_all_there():
         "postgres",
         "migrate",
         "worker-gpu",
+        "worker-embed",
         "worker-cpu",
+        "cache",
         "flower",
         "api",
     }
@@ -90,29 +92,32 @@ def test_every_compose_command_runs(tmp_path):
     """Run each service's command as compose would, against local servers."""
     seen: set[str] = set()
 
-    # redis: the exact command line, on a spare port.
-    port = free_port()
-    redis_cmd = [
-        c.replace("${REDIS_PASSWORD:?set REDIS_PASSWORD}", "pw") for c in _command("redis")
-    ]
-    redis = subprocess.Popen(
-        [*redis_cmd, "--port", str(port), "--dir", str(tmp_path), "--daemonize", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        for _ in range(50):
-            ping = subprocess.run(
-                ["redis-cli", "-p", str(port), "-a", "pw", "ping"], capture_output=True, text=True
-            )
-            if "PONG" in ping.stdout:
-                break
-            time.sleep(0.1)
-        assert "PONG" in ping.stdout
-        seen.add("redis")
-    finally:
-        stop_process(redis)
+    # redis and cache: the exact command lines, on spare ports.
+    for service in ("redis", "cache"):
+        port = free_port()
+        redis_cmd = [
+            c.replace("${REDIS_PASSWORD:?set REDIS_PASSWORD}", "pw") for c in _command(service)
+        ]
+        redis = subprocess.Popen(
+            [*redis_cmd, "--port", str(port), "--dir", str(tmp_path), "--daemonize", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            for _ in range(50):
+                ping = subprocess.run(
+                    ["redis-cli", "-p", str(port), "-a", "pw", "ping"],
+                    capture_output=True,
+                    text=True,
+                )
+                if "PONG" in ping.stdout:
+                    break
+                time.sleep(0.1)
+            assert "PONG" in ping.stdout
+            seen.add(service)
+        finally:
+            stop_process(redis)
 
     with postgres_database("emb_compose") as db_url:
         # postgres's healthcheck command.
@@ -132,12 +137,16 @@ def test_every_compose_command_runs(tmp_path):
         assert out.returncode == 0 and "revision" in out.stdout, out.stderr
         seen.add("migrate")
         # the workers, then their healthcheck from the same host
-        for service in ("worker-cpu", "worker-gpu"):
+        for service in ("worker-cpu", "worker-gpu", "worker-embed"):
             args = _command(service)[1:]
             assert args[0] == "worker"
             queues = args[args.index("--queues") + 1]
             with celery_worker(
-                env, tmp_path / f"{service}.log", queues=queues, name=f"{service}@%h"
+                env,
+                tmp_path / f"{service}.log",
+                queues=queues,
+                name=f"{service}@%h",
+                concurrency=None if "--concurrency" not in args else 1,
             ):
                 health = subprocess.run(
                     [sys.executable, "-m", "workers.cli", "worker-health"],
@@ -236,3 +245,10 @@ def test_dockerfile_installs_what_compose_runs():
     text = (ROOT / "Dockerfile").read_text()
     assert "torch==2.13.0" in text and "pip install" in text
     assert Path(ROOT / "alembic.ini").is_file()
+
+
+def test_the_cache_is_its_own_evicting_redis_never_the_brokers():
+    cmd = _command("cache")
+    assert cmd[cmd.index("--maxmemory-policy") + 1] == "allkeys-lru" and "--maxmemory" in cmd
+    env = COMPOSE["x-embedding-env"]
+    assert "@cache:" in env["EMBEDDING_CACHE_URL"] and "@redis:" in env["EMBEDDING_BROKER_URL"]

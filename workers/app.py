@@ -25,11 +25,15 @@ from embedding.config import Settings, get_settings
 
 GPU_QUEUE = "gpu"
 CPU_QUEUE = "cpu"
+# Embedding requests: served by a threads-pool worker that batches them (see
+# workers/embed_batching.py); the prefork gpu worker, one task at a time and its child
+# replaced every few tasks (a model reload each time), is the wrong place for them.
+EMBED_QUEUE = "embed"
 
 # Model work goes to the accelerator queue; bookkeeping to the CPU queue.
 TASK_ROUTES = {
     "embedding.load_model": {"queue": GPU_QUEUE},
-    "embedding.embed": {"queue": GPU_QUEUE},
+    "embedding.embed": {"queue": EMBED_QUEUE},
     "embedding.finetune": {"queue": GPU_QUEUE},
     "embedding.benchmark": {"queue": GPU_QUEUE},
     "embedding.check_model_loading": {"queue": GPU_QUEUE},
@@ -73,6 +77,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": (
             Queue(GPU_QUEUE, Exchange(GPU_QUEUE), routing_key=GPU_QUEUE),
             Queue(CPU_QUEUE, Exchange(CPU_QUEUE), routing_key=CPU_QUEUE),
+            Queue(EMBED_QUEUE, Exchange(EMBED_QUEUE), routing_key=EMBED_QUEUE),
         ),
         "task_default_queue": CPU_QUEUE,
         "task_routes": TASK_ROUTES,
@@ -122,7 +127,9 @@ class _EmbeddedWorkController:
 
 
 @contextmanager
-def embedded_worker(celery: Celery | None = None, queues: tuple[str, ...] = (GPU_QUEUE, CPU_QUEUE)):
+def embedded_worker(
+    celery: Celery | None = None, queues: tuple[str, ...] = (GPU_QUEUE, CPU_QUEUE, EMBED_QUEUE)
+):
     """Run a real Celery worker in a thread of this process (solo pool), for the memory broker.
 
     Used when no broker is configured: ``embedctl validate`` and the client then work with

@@ -26,9 +26,10 @@ from db import repo
 from db.session import session_scope
 from embedding.config import get_settings
 from workers.app import app
+from workers.embed_service import tokens_per_row
 from workers.model_cache import model_cache
 from workers.model_names import checked_model_name
-from workers.tasks import json_vectors, tokens_per_row
+from workers.tasks import json_vectors
 
 log = logging.getLogger(__name__)
 

@@ -133,6 +133,8 @@ class EmbedRequest(_Strict):
     # little-endian float32 matrix, base64 encoded (rows x dim), bit-exact, ~2x smaller and
     # faster to move for big batches.
     encoding: Literal["json", "base64"] = "json"
+    # False: neither read nor write the embedding cache (workers/embedding_cache.py).
+    cache: bool = True
 
     @field_validator("texts")
     @classmethod

@@ -14,7 +14,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from embedding.config import get_settings
-from workers import finetune_job, validation_run
+from workers import embed_service, finetune_job, validation_run
 from workers.app import app
 from workers.benchmark_record import record_benchmark_from_check, run_and_record_benchmark
 from workers.model_cache import model_cache
@@ -41,25 +41,25 @@ def load_model(**payload: Any) -> dict[str, Any]:
     return {"model": request.model, "reports": [r.to_dict() for r in encoder.load_reports]}
 
 
-@app.task(name="embedding.embed")
+class EmbedTask(Task):
+    """The reply is a matrix of floats: Celery's "succeeded" log line must not print it
+    (``resultrepr_maxsize`` cuts the reply's repr to its head); the task logs its size and
+    time itself (:func:`workers.embed_service.embed`)."""
+
+    resultrepr_maxsize = 64
+
+
+@app.task(name="embedding.embed", base=EmbedTask)
 def embed(**payload: Any) -> dict[str, Any]:
-    """Embed texts, rows in input order: JSON lists, or a base64 float32 matrix on request."""
+    """Embed texts, rows in input order: JSON lists, or a base64 float32 matrix on request.
+
+    Batched with concurrent requests for the same model and settings, and cached
+    (:mod:`workers.embed_service`); ``"cache": false`` in the payload skips the cache.
+    """
     request = parse(EmbedRequest, payload)
     name = checked_model_name(request.model or get_settings().default_model)
-    encoder = model_cache().get(name)
-    vectors, report = encoder.encode(
-        request.texts,
-        task=request.task,
-        truncate_dim=request.truncate_dim,
-        normalize=request.normalize,
-        return_report=True,
-    )
-    reply = {
-        "model": name,
-        "dim": int(vectors.shape[1]),
-        "rows": int(vectors.shape[0]),
-        "tokens": tokens_per_row(report),
-    }
+    reply = embed_service.embed(request, name)
+    vectors = reply.pop("vectors")
     if request.encoding == "base64":
         import base64
 
@@ -68,16 +68,6 @@ def embed(**payload: Any) -> dict[str, Any]:
         raw = np.ascontiguousarray(vectors, dtype="<f4").tobytes()
         return {**reply, "encoding": "base64", "vectors_b64": base64.b64encode(raw).decode("ascii")}
     return {**reply, "encoding": "json", "vectors": json_vectors(vectors)}
-
-
-def tokens_per_row(report: list[Any]) -> list[int]:
-    """Tokens each text ran through the model (after truncation), for usage accounting.
-
-    A combined model's report is one list per member: a text costs the sum over members.
-    """
-    if report and isinstance(report[0], list):
-        return [sum(row) for row in zip(*(tokens_per_row(r) for r in report), strict=True)]
-    return [int(item.tokens_used) for item in report]
 
 
 def json_vectors(vectors: Any) -> list[list[float]]:

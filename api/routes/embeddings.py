@@ -19,10 +19,8 @@ def create_embeddings(body: EmbeddingRequest) -> EmbeddingResponse:
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
     model = model_ids.resolve(body.model)
     truncate_dim = model_ids.check_dimensions(model, body.dimensions)
-    reply = embedder.embed(texts, model.load, truncate_dim)
-    matrix = np.frombuffer(base64.b64decode(reply["vectors_b64"]), dtype="<f4").reshape(
-        reply["rows"], reply["dim"]
-    )
+    reply = embedder.embed(texts, model.load, truncate_dim, cache=body.cache)
+    matrix = reply["matrix"]
     data = [
         Embedding(index=i, embedding=_encode(row, body.encoding_format))
         for i, row in enumerate(matrix)

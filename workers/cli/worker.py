@@ -13,11 +13,21 @@ import sys
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="start a Celery worker (prefork, task events on)")
-    p.add_argument("--queues", default="gpu,cpu", help="comma-separated: gpu, cpu")
-    p.add_argument("--concurrency", type=int, default=None, help="default: 1 for gpu, else cores")
+    p.add_argument("--queues", default="gpu,cpu,embed", help="comma-separated: gpu, cpu, embed")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="default: 1 for gpu, EMBEDDING_EMBED_WORKER_CONCURRENCY for embed alone, else cores",
+    )
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--hostname", default=None)
-    p.add_argument("--pool", default="prefork", choices=("prefork", "solo", "threads"))
+    p.add_argument(
+        "--pool",
+        default=None,
+        choices=("prefork", "solo", "threads"),
+        help="default: threads for the embed queue alone (it batches), else prefork",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("worker-health", help="exit 0 if a worker on this host answers a ping")
@@ -34,12 +44,26 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
-    """The ``celery worker`` argv for these options (also checked by the tests)."""
+    """The ``celery worker`` argv for these options (also checked by the tests).
+
+    A worker of the ``embed`` queue alone runs the threads pool: each thread holds one
+    request, and the process's batcher runs the waiting ones as one batch, so its
+    concurrency (times prefetch 1) is how many requests it can batch at once. It never
+    replaces a child, so it never reloads its model in the middle of serving.
+    """
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-    unknown = set(queues) - {"gpu", "cpu"}
+    unknown = set(queues) - {"gpu", "cpu", "embed"}
     if unknown:
-        raise ValueError(f"unknown queue(s) {sorted(unknown)}: use gpu and/or cpu")
-    concurrency = args.concurrency or (1 if "gpu" in queues else (os.cpu_count() or 1))
+        raise ValueError(f"unknown queue(s) {sorted(unknown)}: use gpu, cpu and/or embed")
+    embed_only = queues == ["embed"]
+    if embed_only:
+        from embedding.config import get_settings
+
+        default = get_settings().embed_worker_concurrency
+    else:
+        default = 1 if "gpu" in queues else (os.cpu_count() or 1)
+    concurrency = args.concurrency or default
+    pool = args.pool or ("threads" if embed_only else "prefork")
     argv = [
         "worker",
         "--queues",
@@ -47,7 +71,7 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
         "--concurrency",
         str(concurrency),
         "--pool",
-        args.pool,
+        pool,
         "--loglevel",
         args.loglevel,
         "-E",  # task events, for Flower and `embedctl jobs watch`

@@ -1,0 +1,91 @@
+"""Concurrent ``/v1/embeddings`` calls for the same model and settings become one task.
+
+The first call of a group is its leader: it waits until the group is ``wait_s`` old or
+full (the encoder's token budget, or the per-request text cap), closes it, sends one
+``embedding.embed`` task with every member's texts, and hands each member its own rows
+(and token counts), in order. Calls that arrive while a group is open join it; a call
+that would overflow it starts the next one.
+
+A task that fails for a group of several calls is sent again once per call, so a request
+the worker refuses fails alone and the others still get their rows.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers.embed_batching import estimated_tokens
+
+# send(key, texts) -> the task's reply: {"matrix": (rows x dim) float32, "tokens": [...], ...}
+Send = Callable[[Hashable, list[str]], dict[str, Any]]
+
+
+@dataclass
+class _Group:
+    texts: list[str] = field(default_factory=list)
+    tokens: int = 0
+    members: list[tuple[int, int]] = field(default_factory=list)  # (offset, count)
+    full: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    reply: dict[str, Any] | None = None
+    failed: bool = False
+
+
+class Coalescer:
+    def __init__(self, send: Send, wait_s: float, token_budget: int, max_texts: int) -> None:
+        self._send = send
+        self.wait_s = wait_s
+        self.token_budget = token_budget
+        self.max_texts = max_texts
+        self._open: dict[Hashable, _Group] = {}
+        self._lock = threading.Lock()
+
+    def embed(self, key: Hashable, texts: list[str]) -> dict[str, Any]:
+        """This call's slice of its group's reply: ``matrix`` rows and ``tokens`` are its own."""
+        tokens = estimated_tokens(texts)
+        with self._lock:
+            group = self._open.get(key)
+            leader = group is None or len(group.texts) + len(texts) > self.max_texts
+            if leader:
+                group = _Group()
+                self._open[key] = group
+            assert group is not None
+            member = (len(group.texts), len(texts))
+            group.members.append(member)
+            group.texts.extend(texts)
+            group.tokens += tokens
+            if group.tokens >= self.token_budget or len(group.texts) >= self.max_texts:
+                group.full.set()
+        if leader:
+            self._lead(key, group)
+        else:
+            group.done.wait()
+        if group.failed or group.reply is None:  # the shared task failed: this call alone
+            return self._send(key, texts)
+        return _slice(group.reply, *member)
+
+    def _lead(self, key: Hashable, group: _Group) -> None:
+        group.full.wait(self.wait_s)
+        with self._lock:
+            if self._open.get(key) is group:
+                del self._open[key]
+        try:
+            if len(group.members) == 1:
+                return  # alone: the caller sends its own request (its errors are its own)
+            group.reply = self._send(key, group.texts)
+        except Exception:
+            group.failed = True
+        finally:
+            group.done.set()
+
+
+def _slice(reply: dict[str, Any], offset: int, count: int) -> dict[str, Any]:
+    return {
+        **reply,
+        "rows": count,
+        "matrix": reply["matrix"][offset : offset + count],
+        "tokens": list(reply.get("tokens") or [])[offset : offset + count],
+    }

@@ -1,0 +1,234 @@
+"""Serving under load: our HTTP API and plain ``send_task`` against Infinity, side by side.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/serve.py [--requests 40]
+
+Infinity (``infinity-emb`` 0.0.78, torch engine) is the peer: it is installed into its own
+virtualenv, ``benchmarks/.venv-infinity`` (it pins numpy < 2 and sentence-transformers < 4,
+so it cannot share ours), when missing, and serves the same minilm folder, offline.
+Ours: a real ``embedctl worker --queues embed`` (threads pool, batching) on loopback Redis,
+and ``embedctl serve`` in front of it (coalescing, cache in its own Redis database).
+
+The same closed-loop load generator drives all three: C clients, each sending its next
+request when the previous one is answered, K texts per request (distinct code snippets;
+``"cache": false`` on our side, so every text is computed). Loads: 32 clients x 1 text,
+4 x 32, 1 x 1, and a cache-hit run (texts already in the cache) through the API. Prints
+texts/s and p50/p95/p99 latency per load, the ratios to Infinity, and for 32-text
+requests the ratio to our own local ``encode`` of the same requests.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This folder holds queue.py: put the repository root first so the stdlib's queue wins.
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[0] = str(ROOT)
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from embedding.corpus import code_corpus
+from tests.support import api_server, celery_worker, free_port, redis_url, service_env, stop_process
+
+VENV = ROOT / "benchmarks" / ".venv-infinity"
+INFINITY = "infinity-emb[server,torch]==0.0.78"
+TORCH = "torch==2.13.0"
+LOADS = [(32, 1), (4, 32), (1, 1)]
+
+
+def ensure_infinity() -> Path:
+    """The peer's own virtualenv, created on first use (a few minutes, once)."""
+    exe = VENV / "bin" / "infinity_emb"
+    if not exe.exists():
+        print(f"installing {INFINITY} into {VENV} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        subprocess.run([*pip, TORCH, INFINITY], check=True)
+    return exe
+
+
+@contextmanager
+def infinity_server(folder: str, log_path: Path):
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+    env.pop("PYTHONPATH", None)
+    log = log_path.open("wb")
+    cmd = [str(ensure_infinity()), "v2", "--model-id", folder, "--served-model-name", "minilm"]
+    cmd += ["--engine", "torch", "--device", "cpu", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"infinity exited:\n{log_path.read_text()[-3000:]}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/health")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"infinity not up:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+def http_client(base: str, path: str, extra: dict) -> Callable[[list[str]], None]:
+    """A per-thread keep-alive connection posting OpenAI-shaped embedding requests."""
+    host, port = base.removeprefix("http://").split(":")
+    local = threading.local()
+
+    def call(texts: list[str]) -> None:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPConnection(host, int(port), timeout=300)
+        body = json.dumps({"model": "minilm", "input": texts, **extra})
+        conn.request("POST", path, body, {"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        data = reply.read()
+        if reply.status != 200:
+            raise RuntimeError(f"{reply.status}: {data[:300]!r}")
+
+    return call
+
+
+def closed_loop(call: Callable[[list[str]], None], clients: int, per_client: int, k: int, texts):
+    """C clients, each sending ``per_client`` requests of ``k`` texts back to back."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    start = threading.Barrier(clients + 1)
+
+    def client(c: int) -> None:
+        start.wait()
+        for r in range(per_client):
+            at = ((c * per_client + r) * k) % max(1, len(texts) - k)
+            t0 = time.perf_counter()
+            call(texts[at : at + k])
+            took = time.perf_counter() - t0
+            with lock:
+                latencies.append(took)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return clients * per_client * k / wall, sorted(latencies)
+
+
+def pct(values: list[float], p: float) -> float:
+    return values[min(len(values) - 1, int(p * len(values)))] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=40, help="requests per client")
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+
+    from celery import Celery
+
+    from embedding.encoder import Encoder
+    from tests.tiny_models import MINILM_DIR
+
+    tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    broker, cache = redis_url(15), redis_url(14)
+    env = service_env(f"sqlite:///{tmp / 'bench.db'}", broker, tmp, EMBEDDING_CACHE_URL=cache)
+    local = Encoder.load("minilm", device="cpu")
+    texts = code_corpus(max(2000, 32 * 4 * args.requests + 64), seed=7)
+    client = Celery(broker=broker, backend=broker)
+    client.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
+
+    def send_task(batch: list[str]) -> None:
+        kwargs = {"texts": batch, "model": "minilm", "encoding": "base64", "cache": False}
+        client.send_task("embedding.embed", kwargs=kwargs, queue="embed").get(timeout=300)
+
+    results: dict[str, dict[tuple[int, int], tuple[float, list[float]]]] = {}
+    with (
+        celery_worker(env, tmp / "worker.log", queues="embed", concurrency=None),
+        api_server(env, tmp / "api.log") as api,
+        infinity_server(str(MINILM_DIR), tmp / "infinity.log") as peer,
+    ):
+        systems = {
+            "ours, HTTP API": http_client(api, "/v1/embeddings", {"cache": False}),
+            "ours, send_task": send_task,
+            "Infinity": http_client(peer, "/embeddings", {}),
+        }
+        for name, call in systems.items():
+            for _ in range(args.warmup):
+                call(texts[:32])
+                call(texts[:1])
+            results[name] = {}
+            for clients, k in LOADS:
+                results[name][(clients, k)] = closed_loop(call, clients, args.requests, k, texts)
+        # Cache hits: the texts are in the cache after one pass; the second pass is timed.
+        cached = http_client(api, "/v1/embeddings", {})
+        hot = texts[: args.requests]
+        for text in hot:
+            cached([text])
+        _, hit_lat = closed_loop(cached, 1, args.requests, 1, hot)
+        # Our local encode of the same 32-text requests, in this process.
+        local.encode(texts[:32])
+        t0 = time.perf_counter()
+        for r in range(4 * args.requests):
+            local.encode(texts[r * 32 : r * 32 + 32])
+        local_tps = 4 * args.requests * 32 / (time.perf_counter() - t0)
+
+    print(f"{'load':<22}{'system':<18}{'texts/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
+    for clients, k in LOADS:
+        for name in systems:
+            tps, lat = results[name][(clients, k)]
+            load = f"{clients} clients x {k} text{'s' if k > 1 else ''}"
+            print(
+                f"{load:<22}{name:<18}{tps:>9.1f}{pct(lat, 0.5):>9.1f}{pct(lat, 0.95):>9.1f}"
+                f"{pct(lat, 0.99):>9.1f}"
+            )
+    print(
+        f"{'1 client x 1, cached':<22}{'ours, HTTP API':<18}{'':>9}{pct(hit_lat, 0.5):>9.2f}"
+        f"{pct(hit_lat, 0.95):>9.2f}{pct(hit_lat, 0.99):>9.2f}"
+    )
+    peer_results = results["Infinity"]
+    for clients, k in LOADS:
+        for name in ("ours, HTTP API", "ours, send_task"):
+            ours, peer_tps = results[name][(clients, k)][0], peer_results[(clients, k)][0]
+            print(f"ratio {name} / Infinity, {clients}x{k} throughput: {ours / peer_tps:.2f}x")
+    for name in ("ours, HTTP API", "ours, send_task"):
+        p99, peer99 = pct(results[name][(32, 1)][1], 0.99), pct(peer_results[(32, 1)][1], 0.99)
+        print(f"ratio {name} / Infinity, 32x1 p99 latency: {p99 / peer99:.2f}x (floor <= 1)")
+    for name in ("ours, HTTP API", "ours, send_task"):
+        tps = results[name][(4, 32)][0]
+        print(
+            f"ratio {name} / local encode, 32-text requests: {tps / local_tps:.2f}x "
+            f"(local {local_tps:.1f} texts/s; floor >= 0.95)"
+        )
+    for name in ("ours, HTTP API", "ours, send_task"):
+        lat = results[name][(1, 1)][1]
+        print(f"ratio {name} 1x1 p99 / p50: {pct(lat, 0.99) / pct(lat, 0.5):.2f}x (floor <= 3)")
+    print(f"cache hit through the API: p50 {statistics.median(hit_lat) * 1000:.2f} ms (floor <= 3)")
+    print(f"machine: load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()
