@@ -58,12 +58,25 @@ def _row(row: Any, names: tuple[str, ...]) -> Any:
 
 
 def job_status(job_id: str) -> dict[str, Any]:
-    """The job with its epochs, as plain JSON types."""
+    """The job with its epochs and its timeline (``events``, oldest first), as JSON types."""
     with session_scope() as session:
         job = repo.get_job(session, job_id)
         if job is None:
             raise LookupError(f"no fine-tune job {job_id}")
-        return job_to_dict(job)
+        return {**job_to_dict(job), "events": event_dicts(repo.job_events(session, job_id))}
+
+
+def event_dicts(events: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "at": e.at.isoformat(),
+            "event": e.kind,
+            "message": e.message,
+            "worker": e.worker,
+            **({"data": e.data} if e.data else {}),
+        }
+        for e in events
+    ]
 
 
 def job_to_dict(job: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from db.session import session_scope
 from embedding.config import get_settings
 from embedding.hub import ensure_under_roots
 from workers.db_retry import with_db_retry
+from workers.lifeline import gave_up_reason
 from workers.model_names import checked_model_name
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,7 @@ def run_finetune_job(
         if job.status in ("succeeded", "failed", "cancelled"):
             return {"job_id": str(job_id), "status": job.status, "duplicate": True}
         if job.status == "running" and job.attempts >= settings.job_max_attempts and _stale(job):
-            reason = (
-                f"gave up after {job.attempts} attempts: the worker running it was lost each time "
-                f"(last: {job.worker})"
-            )
+            reason = gave_up_reason(job.attempts, job.worker)
             repo.finish_job(session, job_id, "failed", error=reason)
             return {"job_id": str(job_id), "status": "failed", "error": reason}
         claimed = repo.claim_job(
