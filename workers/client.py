@@ -13,6 +13,7 @@ from typing import Any
 from db import repo
 from db.session import session_scope
 from workers import validation_run
+from workers.lifeline import cancel_orphaned
 from workers.outbox import submit_request
 from workers.schemas import FinetuneRequest, parse
 
@@ -116,7 +117,9 @@ def list_jobs(status: str | None = None, limit: int = 50) -> list[dict[str, Any]
 
 
 def cancel_job(job_id: str) -> dict[str, Any]:
-    """Revoke the message and record ``cancelled``; a running job stops at its next batch."""
+    """Revoke the message and record ``cancelled``: a queued job at once, a running one
+    within seconds (its worker stops it in any phase), a running one whose worker is gone
+    (its lease expired) at once."""
     from workers.app import app
 
     with session_scope() as session:
@@ -127,6 +130,8 @@ def cancel_job(job_id: str) -> dict[str, Any]:
         repo.request_cancel(session, job_id)
         if status == "queued":
             repo.finish_job(session, job_id, "cancelled", error="cancelled before it started")
+    if status == "running":
+        cancel_orphaned(job_id)  # its worker is gone: nobody else would read the flag
     try:
         app.control.revoke(str(job_id))
     except Exception as exc:  # the database flag still stops it

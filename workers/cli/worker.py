@@ -1,24 +1,44 @@
-"""``embedctl worker``, ``embedctl worker-health`` and ``embedctl flower``.
+"""``embedctl worker``, ``embedctl beat``, ``embedctl worker-health`` and ``embedctl flower``.
 
-Thin wrappers over ``celery worker`` / ``celery flower`` with the settings this system
-needs, so docker-compose and the tests start workers the same way.
+Thin wrappers over ``celery worker`` / ``celery beat`` / ``celery flower`` with the settings
+this system needs, so docker-compose and the tests start them the same way.
+
+``embedctl worker`` on both queues (the default) runs two Celery workers side by side: the
+gpu queue with its single slot, and the cpu queue with its own pool, so bookkeeping
+(``finetune_request``, the lifeline duties) never waits behind a fine-tune. This process
+supervises them: it passes signals on and ends when either ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
+import time
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="start a Celery worker (prefork, task events on)")
     p.add_argument("--queues", default="gpu,cpu", help="comma-separated: gpu, cpu")
     p.add_argument("--concurrency", type=int, default=None, help="default: 1 for gpu, else cores")
+    p.add_argument(
+        "--cpu-concurrency",
+        type=int,
+        default=None,
+        help="with both queues: the cpu pool's size (default: cores)",
+    )
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--hostname", default=None)
     p.add_argument("--pool", default="prefork", choices=("prefork", "solo", "threads"))
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser(
+        "beat", help="run the periodic duties (outbox relay, job rescue): one per fleet, locked"
+    )
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(func=cmd_beat)
 
     p = sub.add_parser("worker-health", help="exit 0 if a worker on this host answers a ping")
     p.add_argument("--timeout", type=float, default=10.0)
@@ -33,12 +53,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_flower)
 
 
-def worker_argv(args: argparse.Namespace) -> list[str]:
-    """The ``celery worker`` argv for these options (also checked by the tests)."""
+def _queues(args: argparse.Namespace) -> list[str]:
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = set(queues) - {"gpu", "cpu"}
     if unknown:
         raise ValueError(f"unknown queue(s) {sorted(unknown)}: use gpu and/or cpu")
+    return queues
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The ``celery worker`` argv for these options (also checked by the tests)."""
+    queues = _queues(args)
     concurrency = args.concurrency or (1 if "gpu" in queues else (os.cpu_count() or 1))
     argv = [
         "worker",
@@ -57,6 +82,30 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def pool_argvs(args: argparse.Namespace) -> list[list[str]]:
+    """The ``embedctl worker`` command line of each pool, for both queues: the gpu one with
+    ``--concurrency`` (default 1), the cpu one with ``--cpu-concurrency`` (default cores);
+    node names ``NAME-gpu@HOST`` and ``NAME-cpu@HOST``."""
+    name, _, host = (args.hostname or "celery@%h").partition("@")
+    sizes = {"gpu": args.concurrency or 1, "cpu": args.cpu_concurrency or os.cpu_count() or 1}
+    return [
+        [
+            "worker",
+            "--queues",
+            queue,
+            "--concurrency",
+            str(sizes[queue]),
+            "--pool",
+            args.pool,
+            "--loglevel",
+            args.loglevel,
+            "--hostname",
+            f"{name}-{queue}@{host or '%h'}",
+        ]
+        for queue in ("gpu", "cpu")
+    ]
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from embedding.config import get_settings, redact_url
 
@@ -66,6 +115,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "EMBEDDING_BROKER_URL is not set: a standalone worker needs a broker "
             "(without one, embedctl runs its tasks on an in-process worker)"
         )
+    if set(_queues(args)) == {"gpu", "cpu"}:
+        return supervise([[sys.executable, "-m", "workers.cli", *a] for a in pool_argvs(args)])
     from workers.app import app
 
     argv = worker_argv(args)
@@ -74,6 +125,41 @@ def cmd_worker(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     app.worker_main(argv)
+    return 0
+
+
+def supervise(commands: list[list[str]]) -> int:
+    """Run the pools; pass SIGTERM/SIGINT/SIGQUIT on; when one ends, stop the other (a
+    half-alive worker would look healthy to its container while a queue goes unserved)."""
+    procs = [subprocess.Popen(cmd) for cmd in commands]
+
+    def forward(signum: int, frame: object) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, forward)
+    while all(proc.poll() is None for proc in procs):
+        time.sleep(0.5)
+    forward(signal.SIGTERM, None)
+    codes = [proc.wait() for proc in procs]
+    return next((code for code in codes if code), 0)
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    from embedding.config import get_settings, redact_url
+
+    settings = get_settings()
+    if not (settings.broker_url or "").startswith(("redis://", "rediss://")):
+        raise RuntimeError(
+            "embedctl beat needs a Redis broker (EMBEDDING_BROKER_URL): its lock lives there. "
+            "Without a broker the embedded default runs the duties in process."
+        )
+    from workers.app import app
+
+    print(f"embedctl beat: broker {redact_url(settings.broker_url)}", file=sys.stderr)
+    app.start(argv=["beat", "--loglevel", args.loglevel])
     return 0
 
 
