@@ -156,11 +156,18 @@ def cmd_beat(args: argparse.Namespace) -> int:
             "embedctl beat needs a Redis broker (EMBEDDING_BROKER_URL): its lock lives there. "
             "Without a broker the embedded default runs the duties in process."
         )
+    from redis.exceptions import ConnectionError as RedisDown
+
     from workers.app import app
 
     print(f"embedctl beat: broker {redact_url(settings.broker_url)}", file=sys.stderr)
-    app.start(argv=["beat", "--loglevel", args.loglevel])
-    return 0
+    while True:  # a broker outage must not end the fleet's only scheduler
+        try:
+            app.start(argv=["beat", "--loglevel", args.loglevel])
+            return 0
+        except RedisDown as exc:
+            print(f"embedctl beat: broker unavailable ({exc}); retrying in 1 s", file=sys.stderr)
+            time.sleep(1.0)
 
 
 def cmd_worker_health(args: argparse.Namespace) -> int:
