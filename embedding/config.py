@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # lock) or in process by the embedded default: send what the outbox still holds; rescue
     # jobs whose message is gone (queued and sent this long ago without a message waiting
     # in the queue, or running with an expired lease) and fail those past the attempts cap.
+    # Where the beat keeps its schedule and lock (default: the broker): a database of its
+    # own, so that flushing the broker's never takes the scheduler with it.
+    beat_redis_url: str | None = None
     relay_every_s: float = 5.0
     rescue_every_s: float = 15.0
     rescue_after_s: float = 60.0

@@ -53,6 +53,7 @@ def stack(tmp_path_factory):
             EMBEDDING_RESCUE_AFTER_S=str(RESCUE_AFTER_S),
             EMBEDDING_RELAY_EVERY_S=str(RELAY_EVERY_S),
             EMBEDDING_CHECKPOINT_EVERY_STEPS="2",
+            EMBEDDING_BEAT_REDIS_URL=redis.url(1),
         )
         yield {"env": env, "db_url": db_url, "artifacts": artifacts, "redis": redis}
 

@@ -110,7 +110,7 @@ def beat_config(settings: Settings, broker: str) -> dict[str, Any]:
         },
         "beat_scheduler": "redbeat.RedBeatScheduler",
         "beat_max_loop_interval": loop,
-        "redbeat_redis_url": broker,
+        "redbeat_redis_url": settings.beat_redis_url or broker,
         "redbeat_key_prefix": "embedding:redbeat:",
         # A beat that dies leaves the lock for this long; then a standby takes over.
         "redbeat_lock_timeout": max(5 * loop, 5.0),

@@ -156,17 +156,19 @@ def cmd_beat(args: argparse.Namespace) -> int:
             "embedctl beat needs a Redis broker (EMBEDDING_BROKER_URL): its lock lives there. "
             "Without a broker the embedded default runs the duties in process."
         )
-    from redis.exceptions import ConnectionError as RedisDown
+    from redis.exceptions import RedisError
 
     from workers.app import app
 
     print(f"embedctl beat: broker {redact_url(settings.broker_url)}", file=sys.stderr)
-    while True:  # a broker outage must not end the fleet's only scheduler
+    # A Redis outage (or a lost lock) must not end the fleet's scheduler: start it again,
+    # and it waits for the lock like any standby.
+    while True:
         try:
             app.start(argv=["beat", "--loglevel", args.loglevel])
             return 0
-        except RedisDown as exc:
-            print(f"embedctl beat: broker unavailable ({exc}); retrying in 1 s", file=sys.stderr)
+        except RedisError as exc:
+            print(f"embedctl beat: {type(exc).__name__} ({exc}); again in 1 s", file=sys.stderr)
             time.sleep(1.0)
 
 
