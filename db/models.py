@@ -50,6 +50,21 @@ RUN_TRIGGERS = ("cli", "ci", "api")
 RUN_STATUSES = ("running", "passed", "failed", "error")
 RUN_FINAL_STATUSES = ("passed", "failed", "error")
 CHECK_STATUSES = ("passed", "failed", "unavailable", "error")
+# What can happen to a fine-tune job, in the order a timeline usually shows them.
+JOB_EVENT_KINDS = (
+    "created",
+    "sent",
+    "claimed",
+    "epoch",
+    "checkpoint",
+    "released",
+    "retried",
+    "rescued",
+    "cancel_requested",
+    "cancelled",
+    "failed",
+    "succeeded",
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -192,6 +207,29 @@ class EpochMetric(Base):
     created_at: Mapped[datetime] = _created_at()
 
     job: Mapped[FinetuneJob] = relationship(back_populates="epochs")
+
+
+class JobEvent(Base):
+    """One step of a job's life, written in the same transaction as the change it records.
+
+    The timeline an operator reads (``embedctl jobs show``, the API's ``/events``): who
+    claimed the job, each finished epoch and checkpoint, every rescue and retry, the outcome
+    with its reason. Ordered by ``id`` (insertion order); ``at`` is the database time.
+    """
+
+    __tablename__ = "job_events"
+    __table_args__ = (
+        CheckConstraint(_in("kind", JOB_EVENT_KINDS), name="kind"),
+        Index("ix_job_events_job_id_id", "job_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("finetune_jobs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    at: Mapped[datetime] = _created_at()
 
 
 class BenchmarkResult(Base):

@@ -34,6 +34,7 @@ from db.models import (
     BATCH_STATUSES,
     CHECK_STATUSES,
     FILE_PURPOSES,
+    JOB_EVENT_KINDS,
     JOB_FINAL_STATUSES,
     JOB_STATUSES,
     RUN_FINAL_STATUSES,
@@ -45,6 +46,7 @@ from db.models import (
     EpochMetric,
     FinetuneJob,
     FinetuneJobRequest,
+    JobEvent,
     ModelVersion,
     StoredFile,
     UTCDateTime,
@@ -59,6 +61,7 @@ __all__ = [
     "NotFound",
     "add_benchmark_result",
     "add_file",
+    "add_job_event",
     "benchmark_history",
     "claim_job",
     "count_jobs_by_status",
@@ -76,7 +79,9 @@ __all__ = [
     "get_model_version",
     "get_validation_run",
     "is_cancel_requested",
+    "job_events",
     "job_request_by_key",
+    "jobs_to_rescue",
     "latest_validation_run",
     "list_batches",
     "list_files",
@@ -84,12 +89,14 @@ __all__ = [
     "list_jobs_page",
     "list_model_versions",
     "list_validation_runs",
+    "mark_rescued",
     "mark_sent",
     "record_batch_chunk",
     "record_epoch",
     "record_job_request",
     "record_validation_check",
     "register_model_version",
+    "release_job",
     "request_cancel",
     "set_batch_status",
     "unsent_jobs",
@@ -145,13 +152,17 @@ def create_job(
         job = FinetuneJob(model=model, params=params)
         session.add(job)
         session.flush()
+        add_job_event(session, job.id, "created", f"created ({model})")
         return job
     stmt = (
         _insert(session, FinetuneJob)
         .values(id=uuid.uuid4(), idempotency_key=key, model=model, params=params)
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(FinetuneJob.id)
     )
-    session.execute(stmt)
+    inserted = session.execute(stmt).scalar_one_or_none()
+    if inserted is not None:
+        add_job_event(session, inserted, "created", f"created ({model}, key {key})")
     query = select(FinetuneJob).where(FinetuneJob.idempotency_key == key)
     return session.scalars(query.execution_options(populate_existing=True)).one()
 
@@ -215,6 +226,15 @@ def claim_job(
     )
     won = _update(session, stmt) == 1
     _forget(session, FinetuneJob, jid)
+    if won:
+        add_job_event(
+            session,
+            jid,
+            "claimed",
+            f"claimed by {hostname} (attempt {seen.attempts + 1})",
+            worker=hostname,
+            data={"attempt": seen.attempts + 1, "taken_over": seen.status == "running"},
+        )
     return won
 
 
@@ -252,6 +272,17 @@ def record_epoch(
         "eval": None if eval is None else v.json_object(eval, "eval", strict=False),
     }
     _require(session, FinetuneJob, jid, "fine-tune job")
+    existed = session.scalar(
+        select(EpochMetric.id).where(EpochMetric.job_id == jid, EpochMetric.epoch == row["epoch"])
+    )
+    if existed is None:  # a resumed job replays its finished epochs: one event each, ever
+        add_job_event(
+            session,
+            jid,
+            "epoch",
+            f"epoch {row['epoch']} finished, loss {row['train_loss']:.6f}",
+            data={"epoch": row["epoch"], "train_loss": row["train_loss"], "lr": row["lr"]},
+        )
     stmt = _insert(session, EpochMetric).values(job_id=jid, **row)
     stmt = stmt.on_conflict_do_update(
         index_elements=["job_id", "epoch"],
@@ -290,6 +321,8 @@ def finish_job(
     _forget(session, FinetuneJob, jid)
     if not changed:
         _require(session, FinetuneJob, jid, "fine-tune job")
+    else:
+        add_job_event(session, jid, status, f"{status}: {error}" if error else status)
     return changed
 
 
@@ -305,6 +338,8 @@ def mark_sent(session: Session, job_id: Id) -> bool:
     _forget(session, FinetuneJob, jid)
     if not changed:
         _require(session, FinetuneJob, jid, "fine-tune job")
+    else:
+        add_job_event(session, jid, "sent", "sent to the gpu queue")
     return changed
 
 
@@ -331,6 +366,59 @@ def unsent_jobs(session: Session, older_than_s: float = 0, limit: int = 1000) ->
     return list(session.scalars(query))
 
 
+def jobs_to_rescue(
+    session: Session, sent_before: Any, lease_expired_before: Any, limit: int = 500
+) -> list[FinetuneJob]:
+    """Jobs that may have lost their message: ``queued`` and sent before ``sent_before``,
+    or ``running`` with a lease older than ``lease_expired_before``; oldest first."""
+    query = (
+        select(FinetuneJob)
+        .where(
+            ((FinetuneJob.status == "queued") & (FinetuneJob.sent_at <= sent_before))
+            | (
+                (FinetuneJob.status == "running")
+                & (
+                    FinetuneJob.heartbeat_at.is_(None)
+                    | (FinetuneJob.heartbeat_at <= lease_expired_before)
+                )
+            )
+        )
+        .order_by(FinetuneJob.created_at, FinetuneJob.id)
+        .limit(v.integer(limit, "limit", minimum=1))
+    )
+    return list(session.scalars(query))
+
+
+def mark_rescued(session: Session, job_id: Id, reason: str) -> None:
+    """Record a re-send: ``sent_at`` moves to now (the rescue's own clock) and an event."""
+    jid = v.as_uuid(job_id, "job_id")
+    _update(session, update(FinetuneJob).where(FinetuneJob.id == jid).values(sent_at=utcnow()))
+    _forget(session, FinetuneJob, jid)
+    add_job_event(session, jid, "rescued", f"re-sent: {reason}")
+
+
+def release_job(session: Session, job_id: Id, hostname: str, reason: str) -> bool:
+    """Give a running job back (warm shutdown): ``queued`` again, lease cleared, so the next
+    delivery claims it at once instead of waiting for the lease to run out."""
+    jid = v.as_uuid(job_id, "job_id")
+    stmt = (
+        update(FinetuneJob)
+        .where(
+            FinetuneJob.id == jid,
+            FinetuneJob.status == "running",
+            FinetuneJob.worker == hostname,
+        )
+        .values(status="queued", heartbeat_at=None)
+    )
+    changed = _update(session, stmt) == 1
+    _forget(session, FinetuneJob, jid)
+    if changed:
+        add_job_event(
+            session, jid, "released", f"released by {hostname}: {reason}", worker=hostname
+        )
+    return changed
+
+
 def request_cancel(session: Session, job_id: Id) -> bool:
     """Flag a job to stop; True if it was still queued or running (a finished one is left)."""
     jid = v.as_uuid(job_id, "job_id")
@@ -343,6 +431,8 @@ def request_cancel(session: Session, job_id: Id) -> bool:
     _forget(session, FinetuneJob, jid)
     if not changed:
         _require(session, FinetuneJob, jid, "fine-tune job")
+    else:
+        add_job_event(session, jid, "cancel_requested", "cancel requested")
     return changed
 
 
@@ -353,6 +443,36 @@ def is_cancel_requested(session: Session, job_id: Id) -> bool:
     if flag is None:
         raise NotFound(f"no fine-tune job {jid}")
     return bool(flag)
+
+
+def add_job_event(
+    session: Session,
+    job_id: Id,
+    kind: str,
+    message: str,
+    worker: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> JobEvent:
+    """Append one step to a job's timeline, in the caller's transaction."""
+    event = JobEvent(
+        job_id=v.as_uuid(job_id, "job_id"),
+        kind=v.choice(kind, JOB_EVENT_KINDS, "job event kind"),
+        message=v.text(message, "message")[:4000],
+        worker=v.optional_text(worker, "worker", max_len=255),
+        data=None if data is None else v.json_object(data, "data", strict=False),
+        at=utcnow(),
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+def job_events(session: Session, job_id: Id) -> list[JobEvent]:
+    """A job's timeline, oldest first."""
+    jid = v.as_uuid(job_id, "job_id")
+    return list(
+        session.scalars(select(JobEvent).where(JobEvent.job_id == jid).order_by(JobEvent.id))
+    )
 
 
 def get_job(session: Session, job_id: Id) -> FinetuneJob | None:

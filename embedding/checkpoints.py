@@ -1,19 +1,26 @@
 """Training checkpoints, never pickled and always written atomically.
 
-A checkpoint is a folder ``epoch-0003/`` with:
+A checkpoint is a folder ``epoch-0003/`` (after epoch 3) or ``epoch-0003-step-000040/``
+(inside epoch 4, after its 40th batch: a long epoch is never lost whole) with:
 
 * ``model.safetensors``: the trainable parameters (all of them, or only LoRA adapters);
 * ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's tensors and the rest of
   its state (param groups, scalars), split so that nothing needs pickle;
 * ``rng.safetensors``: torch's RNG state (dropout), so a resumed run draws what an
   uninterrupted run would have;
-* ``trainer.json``: epoch, scheduler state, and every finished epoch's figures.
+* ``trainer.json``: finished epochs, scheduler state, every finished epoch's figures and,
+  inside an epoch, ``partial``: the batches done and their losses, so a resume continues
+  at the exact next batch.
 
 Beside the epoch folders, ``run.json`` says which run they belong to (the trainer's
 fingerprint of model, settings and data, and the eval before training).
 
 Each folder is written under a temporary name and renamed into place; ``LATEST`` is
-replaced the same way. A crash mid-write leaves the previous checkpoint intact.
+replaced the same way. A crash mid-write leaves the previous checkpoint intact. The names
+sort in training order, so pruning keeps the newest.
+
+When a job ends, :func:`prune_after_job` removes every checkpoint but the last
+``keep`` ones, and the optimizer state (twice the weights' size) of those it keeps.
 """
 
 from __future__ import annotations
@@ -68,16 +75,22 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     history: list[dict[str, Any]],
+    partial: dict[str, Any] | None = None,
 ) -> Path:
+    """Write a checkpoint after ``epoch`` finished epochs (and ``partial["step"]`` batches
+    of the next one, when given)."""
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"epoch-{epoch:04d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".epoch-{epoch:04d}-", dir=directory))
+    name = f"epoch-{epoch:04d}" + (f"-step-{partial['step']:06d}" if partial else "")
+    final = directory / name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=directory))
     save_file(trainable_state(model), str(tmp / "model.safetensors"))
     tensors, meta = _tensors_of(optimizer.state_dict())
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     (tmp / "optimizer.json").write_text(json.dumps(meta))
     save_file({"cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
     trainer = {"epoch": epoch, "scheduler": scheduler.state_dict(), "history": history}
+    if partial:
+        trainer["partial"] = partial
     (tmp / "trainer.json").write_text(json.dumps(trainer))
     if final.exists():
         shutil.rmtree(final)
@@ -141,6 +154,22 @@ def clear_checkpoints(directory: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     for name in (LATEST, RUN_FILE):
         (directory / name).unlink(missing_ok=True)
+
+
+def prune_after_job(directory: Path, keep: int = 0) -> None:
+    """A job has ended: keep the newest ``keep`` checkpoints without their optimizer state,
+    remove everything else (half-written folders too). ``keep=0`` removes the folder."""
+    if not directory.is_dir():
+        return
+    if keep <= 0:
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    folders = sorted(directory.glob("epoch-*"))
+    for old in [*folders[:-keep], *directory.glob(".epoch-*")]:
+        shutil.rmtree(old, ignore_errors=True)
+    for kept in folders[-keep:]:
+        for name in ("optimizer.safetensors", "optimizer.json"):
+            (kept / name).unlink(missing_ok=True)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -48,6 +48,23 @@ class Settings(BaseSettings):
     # A job whose worker is lost this many times is failed instead of redelivered forever.
     job_max_attempts: int = 3
 
+    # Periodic duties (workers/lifeline.py), run by `embedctl beat` (once per fleet, a Redis
+    # lock) or in process by the embedded default: send what the outbox still holds; rescue
+    # jobs whose message is gone (queued and sent this long ago without a message waiting
+    # in the queue, or running with an expired lease) and fail those past the attempts cap.
+    # Where the beat keeps its schedule and lock (default: the broker): a database of its
+    # own, so that flushing the broker's never takes the scheduler with it.
+    beat_redis_url: str | None = None
+    relay_every_s: float = 5.0
+    rescue_every_s: float = 15.0
+    rescue_after_s: float = 60.0
+    # Checkpoints inside an epoch (0: never by steps); a long epoch is never lost whole.
+    checkpoint_every_steps: int = 0
+    checkpoint_every_s: float = 600.0
+    # After a job ends: checkpoints kept besides the registered model (without optimizer
+    # state, which always goes).
+    job_keep_checkpoints: int = 0
+
     # Fine-tune task time limits (seconds); the Redis visibility timeout is set above the hard one.
     finetune_soft_time_limit: int = 6 * 3600
     finetune_hard_time_limit: int = 6 * 3600 + 300

@@ -311,6 +311,9 @@ def finetune(
     on_step: Callable[[int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     stop_after_epoch: int | None = None,
+    checkpoint_every_steps: int = 0,
+    checkpoint_every_s: float = 0.0,
+    on_checkpoint: Callable[[Path, int, int], None] | None = None,
 ) -> TrainResult:
     """Train, checkpoint every epoch, export. See the module docstring for the shape of it.
 
@@ -320,6 +323,11 @@ def finetune(
     before every batch and ends the run without export (resume continues it);
     ``stop_after_epoch`` simulates an interruption (tests). On resume, ``on_epoch_end`` is
     called again for the epochs already done, so callers that upsert lose nothing.
+
+    Inside an epoch a checkpoint is also written every ``checkpoint_every_steps`` optimizer
+    steps or ``checkpoint_every_s`` seconds (0: never), and at once when ``should_stop()``
+    ends the run mid-epoch; resume continues at the next batch, with the same losses as an
+    uninterrupted run. ``on_checkpoint(path, finished_epochs, step)`` after each one.
     """
     # 1. Refuse bad settings and data before anything is loaded.
     config = config or TrainConfig()
@@ -351,9 +359,11 @@ def finetune(
     # 3. Resume (weights, optimizer, scheduler, RNG, history) or evaluate the starting point.
     history: list[dict[str, Any]] = []
     start_epoch = 1
+    partial: dict[str, Any] | None = None
     if found is not None:
         trainer = load_checkpoint(found, encoder.model, optimizer, scheduler)
         history, start_epoch = trainer["history"], trainer["epoch"] + 1
+        partial = trainer.get("partial")
         run = read_run(checkpoint_dir) or {}  # type: ignore[arg-type]
         eval_before = run.get("eval_before") or trainer.get("eval_before", {})
         for done in history:
@@ -367,14 +377,42 @@ def finetune(
 
     # 4. The epochs.
     stopped = False
-    started = time.perf_counter()
+    started = last_save = time.perf_counter()
+
+    def save_inside_epoch(
+        epoch: int, step: int, losses: list[float], seen: int, lr: float, spent: float
+    ) -> None:
+        nonlocal last_save
+        if checkpoint_dir is None:
+            return
+        part = {"step": step, "losses": losses, "seen": seen, "lr": lr, "duration_s": spent}
+        path = save_checkpoint(
+            checkpoint_dir, epoch - 1, encoder.model, optimizer, scheduler, history, part
+        )
+        last_save = time.perf_counter()
+        if on_checkpoint:
+            on_checkpoint(path, epoch - 1, step)
+
     for epoch in range(start_epoch, config.epochs + 1):
         encoder.model.train()
         epoch_start, losses, seen, lr_used = time.perf_counter(), [], 0, 0.0
+        done_before, earlier_s = 0, 0.0
+        if partial is not None:  # resume inside this epoch, at the batch after the checkpoint
+            done_before, losses, seen = partial["step"], list(partial["losses"]), partial["seen"]
+            lr_used, earlier_s, partial = partial["lr"], partial["duration_s"], None
         batches = epoch_batches(len(rows), config.batch_size, config.seed, epoch)
+        saved_at_step = done_before
+
         for step, batch in enumerate(batches, start=1):
+            if step <= done_before:
+                continue
             if should_stop is not None and should_stop():
                 stopped = True
+                # At a step boundary with work done: keep it (a warm shutdown resumes here).
+                at_boundary = (step - 1) % config.grad_accum == 0
+                if at_boundary and step - 1 > saved_at_step:
+                    spent = earlier_s + time.perf_counter() - epoch_start
+                    save_inside_epoch(epoch, step - 1, losses, seen, lr_used, spent)
                 break
             with torch.enable_grad():
                 loss = batch_loss(encoder, [rows[i] for i in batch], config)
@@ -406,10 +444,19 @@ def finetune(
             seen += len(batch)
             if on_step:
                 on_step(len(batch), value)
+            group_done = step - group_start == group_size
+            due = (
+                checkpoint_every_steps > 0
+                and (step - saved_at_step) // config.grad_accum >= checkpoint_every_steps
+            ) or (checkpoint_every_s > 0 and time.perf_counter() - last_save >= checkpoint_every_s)
+            if group_done and due and step < len(batches):
+                spent = earlier_s + time.perf_counter() - epoch_start
+                save_inside_epoch(epoch, step, losses, seen, lr_used, spent)
+                saved_at_step = step
         if stopped:
             break
         encoder.model.eval()
-        duration = time.perf_counter() - epoch_start
+        duration = earlier_s + time.perf_counter() - epoch_start
         stats = EpochStats(
             epoch=epoch,
             loss=statistics.fmean(losses),
@@ -420,7 +467,12 @@ def finetune(
         )
         history.append(asdict(stats))
         if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir, epoch, encoder.model, optimizer, scheduler, history)
+            path = save_checkpoint(
+                checkpoint_dir, epoch, encoder.model, optimizer, scheduler, history
+            )
+            last_save = time.perf_counter()
+            if on_checkpoint:
+                on_checkpoint(path, epoch, 0)
         if on_epoch_end:
             on_epoch_end(stats)
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < config.epochs:

@@ -123,7 +123,9 @@ def celery_worker(
         start_new_session=True,
     )
     try:
-        wait_for_worker(env, proc, log_path, ready_timeout)
+        # Several queues: `embedctl worker` runs one pool per queue, each says "ready.".
+        pools = len(set(queues.split(",")))
+        wait_for_worker(env, proc, log_path, ready_timeout, pools=pools)
         yield proc
     finally:
         stop_process(proc)
@@ -131,7 +133,7 @@ def celery_worker(
 
 
 def wait_for_worker(
-    env: dict[str, str], proc: subprocess.Popen, log_path: Path, timeout: float
+    env: dict[str, str], proc: subprocess.Popen, log_path: Path, timeout: float, pools: int = 1
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -139,10 +141,38 @@ def wait_for_worker(
             raise RuntimeError(
                 f"worker exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
             )
-        if b"ready." in log_path.read_bytes():
+        if log_path.read_bytes().count(b"ready.") >= pools:
             return
         time.sleep(0.2)
     raise RuntimeError(f"worker not ready in {timeout} s:\n{log_path.read_text()[-3000:]}")
+
+
+def pool_processes(worker: subprocess.Popen, queue: str = "gpu") -> list[int]:
+    """The pool processes (where tasks run) of the Celery worker serving ``queue`` under an
+    ``embedctl worker`` process: its children, or its grandchildren when it runs several pools."""
+
+    def children(pid: int) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def argv(pid: int) -> list[bytes]:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return []
+
+    def serves(pid: int) -> bool:  # a pool's worker: its own command line (a fork shares it)
+        args = argv(pid)
+        return (
+            args != argv(worker.pid)
+            and b"--queues" in args
+            and args[args.index(b"--queues") + 1] == queue.encode()
+        )
+
+    mains = [pid for pid in children(worker.pid) if serves(pid)]
+    if not mains:
+        return children(worker.pid)  # a single pool: its children are the pool
+    return [child for main in mains for child in children(main)]
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:

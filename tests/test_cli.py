@@ -43,6 +43,7 @@ COMMANDS = {
     "eval",
     "data",
     "worker",
+    "beat",
     "worker-health",
     "flower",
     "jobs",

@@ -36,8 +36,10 @@ def _command(service: str) -> list[str]:
 def test_the_services_are_all_there():
     assert set(SERVICES) == {
         "redis",
+        "redis-results",
         "postgres",
         "migrate",
+        "beat",
         "worker-gpu",
         "worker-embed",
         "worker-cpu",
@@ -52,6 +54,18 @@ def test_redis_keeps_jobs_across_restarts():
     assert cmd[cmd.index("--appendonly") + 1] == "yes"
     assert cmd[cmd.index("--maxmemory-policy") + 1] == "noeviction"
     assert "--requirepass" in cmd
+
+
+def test_results_live_apart_from_the_broker_with_their_own_policy():
+    env = COMPOSE["x-embedding-env"]
+    assert "@redis:" in env["EMBEDDING_BROKER_URL"]
+    assert "@redis-results:" in env["EMBEDDING_RESULT_BACKEND"]
+    cmd = _command("redis-results")
+    assert cmd[cmd.index("--maxmemory-policy") + 1] != "noeviction"
+
+
+def test_beat_runs_the_duties():
+    assert _command("beat") == ["embedctl", "beat"]
 
 
 def test_gpu_worker_reserves_a_gpu_and_runs_one_task_at_a_time():
@@ -92,8 +106,8 @@ def test_every_compose_command_runs(tmp_path):
     """Run each service's command as compose would, against local servers."""
     seen: set[str] = set()
 
-    # redis and cache: the exact command lines, on spare ports.
-    for service in ("redis", "cache"):
+    # the three redis services: the exact command lines, on spare ports.
+    for service in ("redis", "redis-results", "cache"):
         port = free_port()
         redis_cmd = [
             c.replace("${REDIS_PASSWORD:?set REDIS_PASSWORD}", "pw") for c in _command(service)
@@ -158,6 +172,28 @@ def test_every_compose_command_runs(tmp_path):
                 )
                 assert health.returncode == 0, health.stderr
             seen.add(service)
+        # beat: up, holding the fleet's lock, sending its duties
+        beat_log = tmp_path / "beat.log"
+        with beat_log.open("wb") as out:
+            beat = subprocess.Popen(
+                [sys.executable, "-m", "workers.cli", *_command("beat")[1:]],
+                env={**env, "EMBEDDING_RELAY_EVERY_S": "0.5"},
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and b"embedding.relay_outbox" not in (
+                    beat_log.read_bytes()
+                ):
+                    assert beat.poll() is None, beat_log.read_text()[-3000:]
+                    time.sleep(0.2)
+                assert b"embedding.relay_outbox" in beat_log.read_bytes(), beat_log.read_text()
+                seen.add("beat")
+            finally:
+                stop_process(beat)
         # flower: the exact arguments, with its auth variable set
         args = _command("flower")[1:]
         args[args.index("--port") + 1] = str(free_port())

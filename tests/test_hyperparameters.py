@@ -111,6 +111,6 @@ def test_nan_learning_rate_is_called_not_finite():
 def test_the_api_defaults_are_the_table_defaults():
     from api.routes import fine_tuning
 
-    assert fine_tuning.DEFAULT_EPOCHS == HYPERPARAMETERS["epochs"].default
-    assert fine_tuning.DEFAULT_BATCH_SIZE == HYPERPARAMETERS["batch_size"].default
-    assert fine_tuning.DEFAULT_LR == HYPERPARAMETERS["lr"].default
+    assert HYPERPARAMETERS["epochs"].default == fine_tuning.DEFAULT_EPOCHS
+    assert HYPERPARAMETERS["batch_size"].default == fine_tuning.DEFAULT_BATCH_SIZE
+    assert HYPERPARAMETERS["lr"].default == fine_tuning.DEFAULT_LR

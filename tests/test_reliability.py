@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 import uuid
 
 import pytest
 
-from tests.support import celery_worker, postgres_database, redis_url, service_env
+from tests.support import (
+    celery_worker,
+    pool_processes,
+    postgres_database,
+    redis_url,
+    service_env,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -108,11 +113,6 @@ def _wait(stack, job_id: str, predicate, timeout: float = 180) -> dict:
     raise AssertionError(f"timed out; job is {_job(stack, job_id)}")
 
 
-def _pool_children(worker: subprocess.Popen) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
-
-
 @pytest.mark.parametrize("trial", range(KILL_TRIALS))
 def test_worker_killed_after_an_epoch_resumes_and_finishes(stack, trial):
     from embedding.encoder import Encoder
@@ -121,7 +121,7 @@ def test_worker_killed_after_an_epoch_resumes_and_finishes(stack, trial):
         job_id = _submit(stack, epochs=4)
         kill_after = 1 + trial % 2  # epoch 1 or 2
         _wait(stack, job_id, lambda j: len(j["epochs"]) >= kill_after)
-        for pid in _pool_children(worker):
+        for pid in pool_processes(worker):
             os.kill(pid, signal.SIGKILL)
         job = _wait(stack, job_id, lambda j: j["status"] in ("succeeded", "failed"))
     assert job["status"] == "succeeded", job
@@ -140,7 +140,7 @@ def test_a_job_that_kills_its_worker_every_time_is_failed(stack):
             )
             # Kill it while it runs the job: once its lease thread has beaten after the claim.
             _wait(stack, job_id, lambda j, c=claimed: j["heartbeat_at"] > c["heartbeat_at"])
-            for pid in _pool_children(worker):
+            for pid in pool_processes(worker):
                 os.kill(pid, signal.SIGKILL)
         job = _wait(stack, job_id, lambda j: j["status"] == "failed", timeout=120)
     assert job["attempts"] == 3

@@ -61,6 +61,81 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
         assert f.is_dir() or f.suffix in (".safetensors", ".json") or f.name == "LATEST", f
 
 
+class _Crash(Exception):
+    """Stands for the process dying mid-epoch (after the last checkpoint it wrote)."""
+
+
+def test_resumed_inside_an_epoch_equals_uninterrupted(tmp_path):
+    """Checkpoints every 2 steps inside an epoch; a run that dies in epoch 2 (after step 3)
+    resumes at the batch after its last checkpoint with the uninterrupted run's losses."""
+    full = finetune("minilm", TRIPLETS, _fp32(epochs=2), checkpoint_dir=tmp_path / "a")
+    steps: list[int] = []
+    saved: list[tuple[int, int]] = []
+
+    def crash_in_epoch_2(n_rows: int, loss: float) -> None:
+        steps.append(n_rows)
+        batches_per_epoch = math.ceil(len(TRIPLETS) / 3)
+        if len(steps) == batches_per_epoch + 3:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        finetune(
+            "minilm",
+            TRIPLETS,
+            _fp32(epochs=2),
+            checkpoint_dir=tmp_path / "b",
+            checkpoint_every_steps=2,
+            on_step=crash_in_epoch_2,
+            on_checkpoint=lambda path, epochs, step: saved.append((epochs, step)),
+        )
+    assert (1, 2) in saved and (1, 4) not in saved  # epoch 2, after its 2nd batch
+    assert (tmp_path / "b" / "LATEST").read_text() == "epoch-0001-step-000002"
+    resumed_steps: list[float] = []
+    rest = finetune(
+        "minilm",
+        TRIPLETS,
+        _fp32(epochs=2),
+        checkpoint_dir=tmp_path / "b",
+        resume=True,
+        on_step=lambda n, loss: resumed_steps.append(loss),
+    )
+    batches_per_epoch = math.ceil(len(TRIPLETS) / 3)
+    assert len(resumed_steps) == batches_per_epoch - 2  # the exact next batch onwards
+    np.testing.assert_allclose(rest.epoch_losses, full.epoch_losses, rtol=0, atol=1e-6)
+
+
+def test_a_stop_inside_an_epoch_writes_a_checkpoint_at_once(tmp_path):
+    """should_stop() mid-epoch (a warm shutdown) keeps the batches done so far."""
+    full = finetune("minilm", TRIPLETS, _fp32(epochs=2), checkpoint_dir=tmp_path / "a")
+    asked = itertools.count(1)
+    batches_per_epoch = math.ceil(len(TRIPLETS) / 3)
+    first = finetune(
+        "minilm",
+        TRIPLETS,
+        _fp32(epochs=2),
+        checkpoint_dir=tmp_path / "b",
+        should_stop=lambda: next(asked) == batches_per_epoch + 2,  # before epoch 2's 2nd batch
+    )
+    assert first.stopped
+    assert (tmp_path / "b" / "LATEST").read_text() == "epoch-0001-step-000001"
+    rest = finetune("minilm", TRIPLETS, _fp32(epochs=2), checkpoint_dir=tmp_path / "b", resume=True)
+    np.testing.assert_allclose(rest.epoch_losses, full.epoch_losses, rtol=0, atol=1e-6)
+
+
+def test_checkpoints_are_pruned_when_the_job_ends(tmp_path):
+    from embedding.checkpoints import prune_after_job
+
+    finetune("minilm", TRIPLETS, _fp32(epochs=3), checkpoint_dir=tmp_path / "c")
+    assert len(list((tmp_path / "c").glob("epoch-*"))) == 2
+    prune_after_job(tmp_path / "c", keep=1)
+    kept = list((tmp_path / "c").glob("epoch-*"))
+    assert [k.name for k in kept] == ["epoch-0003"]
+    assert not (kept[0] / "optimizer.safetensors").exists()
+    assert (kept[0] / "model.safetensors").exists()
+    prune_after_job(tmp_path / "c", keep=0)
+    assert not (tmp_path / "c").exists()
+
+
 def _lr_per_step(scheduler, optimizer, steps: int) -> list[float]:
     lrs = []
     for _ in range(steps):

@@ -44,6 +44,7 @@ TASK_ROUTES = {
     "embedding.summarize_validation": {"queue": CPU_QUEUE},
     "embedding.validation_failed": {"queue": CPU_QUEUE},
     "embedding.relay_outbox": {"queue": CPU_QUEUE},
+    "embedding.rescue_jobs": {"queue": CPU_QUEUE},
     "embedding.batch_chunk": {"queue": GPU_QUEUE},
 }
 
@@ -93,6 +94,31 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Hand GPU memory back: a child process is replaced after this many tasks.
         "worker_max_tasks_per_child": settings.worker_max_tasks_per_child,
         "broker_connection_max_retries": None,
+        # `embedctl beat`: the periodic duties (workers/lifeline.py), scheduled by RedBeat,
+        # whose Redis lock lets only one beat of the fleet send them.
+        **beat_config(settings, broker),
+    }
+
+
+def beat_config(settings: Settings, broker: str) -> dict[str, Any]:
+    """The duties' schedule; a duty not run within its period expires unrun, so a fleet
+    whose cpu workers were away does not replay a pile of them."""
+
+    def duty(task: str, every: float) -> dict[str, Any]:
+        return {"task": task, "schedule": every, "options": {"queue": CPU_QUEUE, "expires": every}}
+
+    loop = max(0.5, min(5.0, settings.relay_every_s, settings.rescue_every_s))
+    return {
+        "beat_schedule": {
+            "relay-outbox": duty("embedding.relay_outbox", settings.relay_every_s),
+            "rescue-jobs": duty("embedding.rescue_jobs", settings.rescue_every_s),
+        },
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_max_loop_interval": loop,
+        "redbeat_redis_url": settings.beat_redis_url or broker,
+        "redbeat_key_prefix": "embedding:redbeat:",
+        # A beat that dies leaves the lock for this long; then a standby takes over.
+        "redbeat_lock_timeout": max(5 * loop, 5.0),
     }
 
 
@@ -133,7 +159,8 @@ def embedded_worker(
     """Run a real Celery worker in a thread of this process (solo pool), for the memory broker.
 
     Used when no broker is configured: ``embedctl validate`` and the client then work with
-    no services, through the same tasks and chords.
+    no services, through the same tasks and chords. The periodic duties run beside it in a
+    thread (``workers.lifeline``, started by the ``worker_init`` signal).
     """
     celery = celery or app
     # Chord bookkeeping in the worker uses the *current* app: make it ours, or Celery's

@@ -13,6 +13,7 @@ from typing import Any
 from db import repo
 from db.session import session_scope
 from workers import validation_run
+from workers.lifeline import cancel_orphaned
 from workers.outbox import submit_request
 from workers.schemas import FinetuneRequest, parse
 
@@ -51,12 +52,25 @@ def _row(row: Any, names: tuple[str, ...]) -> Any:
 
 
 def job_status(job_id: str) -> dict[str, Any]:
-    """The job with its epochs, as plain JSON types."""
+    """The job with its epochs and its timeline (``events``, oldest first), as JSON types."""
     with session_scope() as session:
         job = repo.get_job(session, job_id)
         if job is None:
             raise LookupError(f"no fine-tune job {job_id}")
-        return job_to_dict(job)
+        return {**job_to_dict(job), "events": event_dicts(repo.job_events(session, job_id))}
+
+
+def event_dicts(events: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "at": e.at.isoformat(),
+            "event": e.kind,
+            "message": e.message,
+            "worker": e.worker,
+            **({"data": e.data} if e.data else {}),
+        }
+        for e in events
+    ]
 
 
 def job_to_dict(job: Any) -> dict[str, Any]:
@@ -96,7 +110,9 @@ def list_jobs(status: str | None = None, limit: int = 50) -> list[dict[str, Any]
 
 
 def cancel_job(job_id: str) -> dict[str, Any]:
-    """Revoke the message and record ``cancelled``; a running job stops at its next batch."""
+    """Revoke the message and record ``cancelled``: a queued job at once, a running one
+    within seconds (its worker stops it in any phase), a running one whose worker is gone
+    (its lease expired) at once."""
     from workers.app import app
 
     with session_scope() as session:
@@ -107,6 +123,8 @@ def cancel_job(job_id: str) -> dict[str, Any]:
         repo.request_cancel(session, job_id)
         if status == "queued":
             repo.finish_job(session, job_id, "cancelled", error="cancelled before it started")
+    if status == "running":
+        cancel_orphaned(job_id)  # its worker is gone: nobody else would read the flag
     try:
         app.control.revoke(str(job_id))
     except Exception as exc:  # the database flag still stops it

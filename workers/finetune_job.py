@@ -2,14 +2,23 @@
 
 Claim the job atomically in the database (a live lease elsewhere means another worker has
 it), keep the lease fresh from a thread, train (resuming from the job's last checkpoint if
-one exists), upsert each epoch's row as it finishes, save the model, register a model
-version and mark the job succeeded — or failed with its reason, or cancelled at a batch
-boundary. Every write that must survive a database restart goes through
+one exists, inside an epoch too), upsert each epoch's row as it finishes, save the model,
+register a model version and mark the job succeeded — or failed with its reason, or
+cancelled. Every write that must survive a database restart goes through
 :func:`workers.db_retry.with_db_retry`.
+
+Cancel is honoured in every phase: the trainer stops at its next batch, and the lease
+thread, which reads the flag every second, interrupts any other phase (loading, a long
+evaluation, export) by raising :class:`JobCancelled` in the job's thread. A warm shutdown
+(:mod:`workers.warm_shutdown`) stops at the next batch with a checkpoint, gives the job
+back (``queued``) and sends it again, so another worker resumes it at once. When the job
+ends its checkpoints go (``job_keep_checkpoints`` keeps the last few, without optimizer
+state).
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import math
@@ -22,10 +31,14 @@ from typing import Any
 
 from db import repo
 from db.session import session_scope
+from embedding.checkpoints import prune_after_job
 from embedding.config import get_settings
 from embedding.hub import ensure_under_roots
+from workers import warm_shutdown
 from workers.db_retry import with_db_retry
+from workers.lifeline import gave_up_reason
 from workers.model_names import checked_model_name
+from workers.outbox import send
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +51,10 @@ class JobCancelled(Exception):
 
 class JobHeldElsewhere(Exception):
     """Another live worker holds the job's lease; this delivery should come back later."""
+
+
+class JobReleased(Exception):
+    """A warm shutdown stopped the job at a batch with a checkpoint; it goes back to the queue."""
 
 
 def job_dir(job_id: str) -> Path:
@@ -62,10 +79,7 @@ def run_finetune_job(
         if job.status in ("succeeded", "failed", "cancelled"):
             return {"job_id": str(job_id), "status": job.status, "duplicate": True}
         if job.status == "running" and job.attempts >= settings.job_max_attempts and _stale(job):
-            reason = (
-                f"gave up after {job.attempts} attempts: the worker running it was lost each time "
-                f"(last: {job.worker})"
-            )
+            reason = gave_up_reason(job.attempts, job.worker)
             repo.finish_job(session, job_id, "failed", error=reason)
             return {"job_id": str(job_id), "status": "failed", "error": reason}
         claimed = repo.claim_job(
@@ -83,44 +97,83 @@ def run_finetune_job(
         model = job.model
     try:
         request = FinetuneRequest.model_validate({**params, "model": model})
-        with lease_kept(job_id):
+        with lease_kept(job_id), warm_shutdown.sigterm_noted():
             result = _train(job_id, request, progress)
     except JobCancelled:
         with session_scope() as session:
             repo.finish_job(session, job_id, "cancelled", error="cancelled by request")
+        _prune(job_id)
         return {"job_id": str(job_id), "status": "cancelled"}
+    except JobReleased:
+        with session_scope() as session:
+            repo.release_job(session, job_id, hostname, "warm shutdown, checkpoint written")
+        send(job_id)  # another worker resumes it now; if the broker is away, the lifeline will
+        return {"job_id": str(job_id), "status": "released"}
     except Exception as exc:
         fail_job(job_id, f"{type(exc).__name__}: {exc}")
+        _prune(job_id)
         raise
+    _prune(job_id)
     return result
+
+
+def _prune(job_id: str) -> None:
+    """The job has ended: its checkpoints go, but the last ``job_keep_checkpoints``."""
+    prune_after_job(job_dir(job_id) / "checkpoints", get_settings().job_keep_checkpoints)
 
 
 @contextmanager
 def lease_kept(job_id: str) -> Iterator[None]:
-    """Refresh the job's lease from a background thread for as long as this worker runs it.
+    """Refresh the job's lease from a background thread for as long as this worker runs it,
+    and read the cancel flag every second.
 
     A thread, not the training loop, so that loading the model, evaluating and exporting
-    (minutes on a large model) never let the lease lapse while the worker is alive. A dead
-    worker stops heartbeating and its job can be taken over after ``job_lease_s``.
+    (minutes on a large model) never let the lease lapse while the worker is alive, and a
+    cancel reaches those phases too: the thread raises :class:`JobCancelled` in the job's
+    thread (the trainer gets a moment to stop at its batch boundary first). A dead worker
+    stops heartbeating and its job can be taken over after ``job_lease_s``.
     """
+    target = threading.get_ident()
     stop = threading.Event()
-    interval = max(0.2, get_settings().job_lease_s / 4)
+    guard = threading.Lock()  # no interruption once the job's thread has left this block
+    lease_every = max(0.2, get_settings().job_lease_s / 4)
+    tick = min(1.0, lease_every)
 
     def beat() -> None:
-        while not stop.wait(interval):
+        next_lease = time.monotonic() + lease_every
+        cancel_seen: float | None = None
+        while not stop.wait(tick):
             try:
                 with session_scope() as session:
-                    repo.heartbeat(session, job_id)
-            except Exception as exc:  # a database blip: try again next beat
-                log.warning("heartbeat for job %s failed: %s", job_id, type(exc).__name__)
+                    if time.monotonic() >= next_lease:
+                        repo.heartbeat(session, job_id)
+                        next_lease = time.monotonic() + lease_every
+                    cancelled = repo.is_cancel_requested(session, job_id)
+            except Exception as exc:  # a database blip: try again next tick
+                log.warning("lease of job %s not refreshed: %s", job_id, type(exc).__name__)
+                continue
+            if not cancelled:
+                continue
+            cancel_seen = cancel_seen or time.monotonic()
+            if time.monotonic() - cancel_seen >= 2.0:
+                with guard:
+                    if not stop.is_set():
+                        _raise_in_thread(target, JobCancelled)
+                return
 
     thread = threading.Thread(target=beat, name=f"lease-{job_id}", daemon=True)
     thread.start()
     try:
         yield
     finally:
-        stop.set()
+        with guard:
+            stop.set()
         thread.join(timeout=5)
+
+
+def _raise_in_thread(thread_id: int, exc: type[BaseException]) -> None:
+    """Raise ``exc`` in another thread at its next Python instruction."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
 
 
 def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, Any]:
@@ -138,6 +191,8 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
     last_check = [0.0]
 
     def should_stop() -> bool:
+        if warm_shutdown.requested():
+            return True
         now = time.monotonic()
         if now - last_check[0] < 1.0:  # one cheap query a second at most
             return False
@@ -176,6 +231,22 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
                 }
             )
 
+    def on_checkpoint(path: Path, epochs_done: int, step: int) -> None:
+        where = f"after epoch {epochs_done}" + (f", step {step} of the next" if step else "")
+
+        def write() -> None:
+            with session_scope() as session:
+                repo.add_job_event(
+                    session,
+                    job_id,
+                    "checkpoint",
+                    f"checkpoint {path.name} ({where})",
+                    data={"epochs_done": epochs_done, "step": step},
+                )
+
+        with_db_retry(write, f"job {job_id} checkpoint event")
+
+    settings = get_settings()
     config = training.TrainConfig(**request.hyperparameters())
     result = training.finetune(
         checked_model_name(request.model),
@@ -186,9 +257,12 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
         resume=True,
         on_epoch_end=on_epoch_end,
         should_stop=should_stop,
+        checkpoint_every_steps=settings.checkpoint_every_steps,
+        checkpoint_every_s=settings.checkpoint_every_s,
+        on_checkpoint=on_checkpoint,
     )
     if getattr(result, "stopped", False):
-        raise JobCancelled(job_id)
+        raise JobReleased(job_id) if warm_shutdown.requested() else JobCancelled(job_id)
     model_path = Path(result.output_dir)
     digest = weights_sha256(model_path)
 

@@ -14,7 +14,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from embedding.config import get_settings
-from workers import embed_service, finetune_job, validation_run
+from workers import embed_service, finetune_job, lifeline, validation_run
 from workers.app import app
 from workers.benchmark_record import record_benchmark_from_check, run_and_record_benchmark
 from workers.model_cache import model_cache
@@ -162,6 +162,12 @@ def finetune_request(**payload: Any) -> dict[str, Any]:
 def relay_outbox() -> int:
     """Send every job still unsent (the outbox); returns how many were sent."""
     return relay_unsent()
+
+
+@app.task(name="embedding.rescue_jobs")
+def rescue_jobs() -> dict[str, int]:
+    """The lifeline pass: re-send lost jobs, fail those past the attempts cap."""
+    return lifeline.rescue()
 
 
 # --------------------------------------------------------- validation chord

@@ -4,7 +4,8 @@ A job is submitted through ``workers.client.submit_request`` (the outbox), with 
 training file's path as its dataset, so it runs exactly as a job from ``embedctl`` or
 ``send_task`` does. What the client asked for beyond the job's payload (suffix, file ids,
 the request's digest for ``Idempotency-Key``) is kept in ``finetune_job_requests``.
-Events and checkpoints are read from the job row and its ``epoch_metrics``.
+Events are the job's timeline (``job_events``); checkpoints are read from its
+``epoch_metrics``.
 """
 
 from __future__ import annotations
@@ -232,52 +233,42 @@ def cancel_job(job_id: str) -> FineTuningJob:
 
 # ------------------------------------------------------------------ events, checkpoints
 def _events(job: Any, request: Any) -> list[FineTuningJobEvent]:
-    """Oldest first: created, started, one per finished epoch, the outcome."""
+    """Oldest first, from the job's timeline (``job_events``), in OpenAI's words where
+    OpenAI has an event of that kind (created, metrics per epoch, the outcome)."""
     prefix = f"ftevent-{job.id.hex}"
     total = int((job.params or {}).get("epochs", DEFAULT_EPOCHS))
-    out: list[tuple[Any, str, str, str, dict[str, Any] | None]] = [
-        (job.created_at, "info", "message", "Created fine-tuning job", None)
-    ]
-    if job.started_at is not None:
-        out.append((job.started_at, "info", "message", "Fine-tuning job started", None))
-    for e in sorted(job.epochs, key=lambda e: e.epoch):
-        data = {
-            "step": e.epoch,
-            "epoch": e.epoch,
-            "total_epochs": total,
-            "train_loss": e.train_loss,
-            "lr": e.lr,
-            "duration_s": e.duration_s,
-            "samples_per_s": e.samples_per_s,
-        }
-        message = f"Epoch {e.epoch}/{total}: train loss={e.train_loss:.6f}"
-        out.append((e.created_at, "info", "metrics", message, data))
-    if job.status == "succeeded":
-        ft = job_object(job, request).fine_tuned_model
+    with session_scope() as session:
+        rows = [(e.id, e.at, e.kind, e.message, e.data) for e in repo.job_events(session, job.id)]
+    out = []
+    for ident, at, kind, message, data in rows:
+        level, type_ = "info", "message"
+        if kind == "created":
+            message = "Created fine-tuning job"
+        elif kind == "epoch":
+            epoch, loss = data["epoch"], data["train_loss"]
+            message = f"Epoch {epoch}/{total}: train loss={loss:.6f}"
+            data = {**data, "step": epoch, "total_epochs": total}
+            type_ = "metrics"
+        elif kind == "succeeded":
+            message = "The job has successfully completed"
+            data = {"fine_tuned_model": job_object(job, request).fine_tuned_model}
+        elif kind == "failed":
+            level, message = "error", f"The job failed: {job.error}"
+        elif kind == "cancelled":
+            message = "The job was cancelled"
+        elif kind in ("rescued", "retried", "released"):
+            level = "warn"
         out.append(
-            (
-                job.finished_at,
-                "info",
-                "message",
-                "The job has successfully completed",
-                {"fine_tuned_model": ft},
+            FineTuningJobEvent(
+                id=f"{prefix}-{ident:08d}",
+                created_at=unix(at) or 0,
+                level=level,
+                message=message,
+                data=data,
+                type=type_,
             )
         )
-    elif job.status == "failed":
-        out.append((job.finished_at, "error", "message", f"The job failed: {job.error}", None))
-    elif job.status == "cancelled":
-        out.append((job.finished_at, "info", "message", "The job was cancelled", None))
-    return [
-        FineTuningJobEvent(
-            id=f"{prefix}-{i:05d}",
-            created_at=unix(at) or 0,
-            level=level,
-            message=message,
-            data=data,
-            type=kind,
-        )
-        for i, (at, level, kind, message, data) in enumerate(out)
-    ]
+    return out
 
 
 def _page(items: list[Any], after: str | None, limit: int) -> tuple[list[Any], bool]:

@@ -33,7 +33,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_list)
 
     for name, func, text in (
-        ("show", cmd_show, "a job with its epochs, as JSON"),
+        ("show", cmd_show, "a job with its epochs and its timeline (events), as JSON"),
         ("watch", cmd_watch, "follow a job: progress bar with the loss"),
         ("cancel", cmd_cancel, "cancel a job (a running job stops at its next batch)"),
     ):

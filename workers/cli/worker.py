@@ -1,14 +1,22 @@
-"""``embedctl worker``, ``embedctl worker-health`` and ``embedctl flower``.
+"""``embedctl worker``, ``embedctl beat``, ``embedctl worker-health`` and ``embedctl flower``.
 
-Thin wrappers over ``celery worker`` / ``celery flower`` with the settings this system
-needs, so docker-compose and the tests start workers the same way.
+Thin wrappers over ``celery worker`` / ``celery beat`` / ``celery flower`` with the settings
+this system needs, so docker-compose and the tests start them the same way.
+
+``embedctl worker`` on both queues (the default) runs two Celery workers side by side: the
+gpu queue with its single slot, and the cpu queue with its own pool, so bookkeeping
+(``finetune_request``, the lifeline duties) never waits behind a fine-tune. This process
+supervises them: it passes signals on and ends when either ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
+import time
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +26,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--concurrency",
         type=int,
         default=None,
-        help="default: 1 for gpu, EMBEDDING_EMBED_WORKER_CONCURRENCY for embed alone, else cores",
+        help="one queue: its pool's size; several: the gpu pool's (default: 1 for gpu, "
+        "EMBEDDING_EMBED_WORKER_CONCURRENCY for embed, else cores)",
+    )
+    p.add_argument(
+        "--cpu-concurrency",
+        type=int,
+        default=None,
+        help="with several queues: the cpu pool's size (default: cores)",
     )
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--hostname", default=None)
@@ -29,6 +44,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="default: threads for the embed queue alone (it batches), else prefork",
     )
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser(
+        "beat", help="run the periodic duties (outbox relay, job rescue): one per fleet, locked"
+    )
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(func=cmd_beat)
 
     p = sub.add_parser("worker-health", help="exit 0 if a worker on this host answers a ping")
     p.add_argument("--timeout", type=float, default=10.0)
@@ -43,27 +64,35 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_flower)
 
 
-def worker_argv(args: argparse.Namespace) -> list[str]:
-    """The ``celery worker`` argv for these options (also checked by the tests).
+QUEUES = ("gpu", "cpu", "embed")
 
-    A worker of the ``embed`` queue alone runs the threads pool: each thread holds one
-    request, and the process's batcher runs the waiting ones as one batch, so its
-    concurrency (times prefetch 1) is how many requests it can batch at once. It never
-    replaces a child, so it never reloads its model in the middle of serving.
-    """
+
+def _queues(args: argparse.Namespace) -> list[str]:
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-    unknown = set(queues) - {"gpu", "cpu", "embed"}
+    unknown = set(queues) - set(QUEUES)
     if unknown:
         raise ValueError(f"unknown queue(s) {sorted(unknown)}: use gpu, cpu and/or embed")
-    embed_only = queues == ["embed"]
-    if embed_only:
+    return queues
+
+
+def pool_for(queue: str, concurrency: int | None, pool: str | None) -> tuple[int, str]:
+    """Each queue's pool: gpu one slot (prefork: a child hands its GPU memory back when it
+    is replaced), cpu one per core, embed the threads pool. An embed thread holds one
+    request and the process's batcher runs the waiting ones as one batch, so its
+    concurrency (times prefetch 1) is how many requests it can batch at once; it never
+    replaces a child, so it never reloads its model in the middle of serving."""
+    if queue == "embed":
         from embedding.config import get_settings
 
-        default = get_settings().embed_worker_concurrency
-    else:
-        default = 1 if "gpu" in queues else (os.cpu_count() or 1)
-    concurrency = args.concurrency or default
-    pool = args.pool or ("threads" if embed_only else "prefork")
+        return concurrency or get_settings().embed_worker_concurrency, pool or "threads"
+    return concurrency or (1 if queue == "gpu" else (os.cpu_count() or 1)), pool or "prefork"
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The ``celery worker`` argv of a worker serving these queues as one pool (also checked
+    by the tests); the pool's kind and size follow the first queue."""
+    queues = _queues(args)
+    concurrency, pool = pool_for(queues[0], args.concurrency, args.pool)
     argv = [
         "worker",
         "--queues",
@@ -81,6 +110,34 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def pool_argvs(args: argparse.Namespace) -> list[list[str]]:
+    """With several queues, one ``embedctl worker`` per queue, so bookkeeping (cpu) and
+    batched embeddings (embed) never wait behind a fine-tune (gpu): node names
+    ``NAME-QUEUE@HOST``; the gpu pool takes ``--concurrency``, the cpu one
+    ``--cpu-concurrency``, the embed one its setting."""
+    name, _, host = (args.hostname or "celery@%h").partition("@")
+    sizes = {"gpu": args.concurrency, "cpu": args.cpu_concurrency, "embed": None}
+    argvs = []
+    for queue in _queues(args):
+        concurrency, pool = pool_for(queue, sizes[queue], args.pool if queue != "embed" else None)
+        argvs.append(
+            [
+                "worker",
+                "--queues",
+                queue,
+                "--concurrency",
+                str(concurrency),
+                "--pool",
+                pool,
+                "--loglevel",
+                args.loglevel,
+                "--hostname",
+                f"{name}-{queue}@{host or '%h'}",
+            ]
+        )
+    return argvs
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from embedding.config import get_settings, redact_url
 
@@ -90,6 +147,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "EMBEDDING_BROKER_URL is not set: a standalone worker needs a broker "
             "(without one, embedctl runs its tasks on an in-process worker)"
         )
+    if len(_queues(args)) > 1:
+        return supervise([[sys.executable, "-m", "workers.cli", *a] for a in pool_argvs(args)])
     from workers.app import app
 
     argv = worker_argv(args)
@@ -99,6 +158,50 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
     app.worker_main(argv)
     return 0
+
+
+def supervise(commands: list[list[str]]) -> int:
+    """Run the pools; pass SIGTERM/SIGINT/SIGQUIT on; when one ends, stop the other (a
+    half-alive worker would look healthy to its container while a queue goes unserved)."""
+    procs = [subprocess.Popen(cmd) for cmd in commands]
+
+    def forward(signum: int, frame: object) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, forward)
+    while all(proc.poll() is None for proc in procs):
+        time.sleep(0.5)
+    forward(signal.SIGTERM, None)
+    codes = [proc.wait() for proc in procs]
+    return next((code for code in codes if code), 0)
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    from embedding.config import get_settings, redact_url
+
+    settings = get_settings()
+    if not (settings.broker_url or "").startswith(("redis://", "rediss://")):
+        raise RuntimeError(
+            "embedctl beat needs a Redis broker (EMBEDDING_BROKER_URL): its lock lives there. "
+            "Without a broker the embedded default runs the duties in process."
+        )
+    from redis.exceptions import RedisError
+
+    from workers.app import app
+
+    print(f"embedctl beat: broker {redact_url(settings.broker_url)}", file=sys.stderr)
+    # A Redis outage (or a lost lock) must not end the fleet's scheduler: start it again,
+    # and it waits for the lock like any standby.
+    while True:
+        try:
+            app.start(argv=["beat", "--loglevel", args.loglevel])
+            return 0
+        except RedisError as exc:
+            print(f"embedctl beat: {type(exc).__name__} ({exc}); again in 1 s", file=sys.stderr)
+            time.sleep(1.0)
 
 
 def cmd_worker_health(args: argparse.Namespace) -> int:
