@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from embedding.file_modes import apply_umask
+
 LATEST = "LATEST"
 RUN_FILE = "run.json"
 KEEP = 2
@@ -79,6 +81,7 @@ def save_checkpoint(
     save_file({"cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
     trainer = {"epoch": epoch, "scheduler": scheduler.state_dict(), "history": history}
     (tmp / "trainer.json").write_text(json.dumps(trainer))
+    apply_umask(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

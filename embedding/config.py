@@ -12,56 +12,113 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
+    """Every setting, each with the description the README's configuration table shows
+    (:func:`settings_table` renders it; ``tests/test_readme_settings.py`` keeps them equal)."""
+
     model_config = SettingsConfigDict(env_prefix="EMBEDDING_", extra="ignore")
 
-    database_url: str = "sqlite:///./embedding.db"
-    # Unset: an in-process worker on a memory broker (the embedded default).
-    broker_url: str | None = None
-    result_backend: str | None = None
-    artifacts_dir: Path = Path("./artifacts")
-    device: str = "auto"
-    default_model: str = "minilm"
+    database_url: str = Field(
+        "sqlite:///./embedding.db",
+        description="SQLAlchemy URL of the record; production: `postgresql+psycopg://…`",
+    )
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker; unset: an in-process worker on a memory broker "
+        "(the embedded default); production: `redis://…`",
+    )
+    result_backend: str | None = Field(
+        None,
+        description="Celery result backend; unset: follows the broker (chords need Redis's; "
+        "see `docs/architecture.md`)",
+    )
+    artifacts_dir: Path = Field(
+        Path("./artifacts"),
+        description="where jobs write checkpoints and models, the API its files and batches; "
+        "production: a shared volume",
+    )
+    device: str = Field("auto", description="`auto` (CUDA if present), `cuda` or `cpu`")
+    default_model: str = Field("minilm", description="the model used when none is named")
+    # Set from artifacts_dir when not given (see _roots_default).
+    model_roots: list[Path] = Field(
+        default_factory=list,
+        description="JSON list of folders under which a model folder or dataset named in a "
+        "task payload must lie; unset: the artifacts directory (the CLI may load any folder)",
+    )
 
-    # Roots under which a model folder named in a *task payload* must lie.
-    # The CLI on a user's own machine may load any folder.
-    model_roots: list[Path] = Field(default_factory=lambda: [Path("./artifacts")])
+    max_texts_per_request: int = Field(4096, description="texts per embed request, at most")
+    max_chars_per_text: int = Field(100_000, description="characters per text, at most")
+    max_triplets_per_job: int = Field(200_000, description="training rows per job, at most")
 
-    # Input limits: clear errors instead of out-of-memory workers.
-    max_texts_per_request: int = 4096
-    max_chars_per_text: int = 100_000
-    max_triplets_per_job: int = 200_000
+    model_cache_max_models: int = Field(2, description="models one worker process keeps loaded")
+    model_cache_max_mb: float = Field(
+        8_000.0, description="megabytes of weights one worker process keeps loaded"
+    )
+    worker_max_tasks_per_child: int = Field(
+        50, description="a worker child is replaced after this many tasks (hands GPU memory back)"
+    )
 
-    # Per-process model cache bounds (workers/model_cache.py).
-    model_cache_max_models: int = 2
-    model_cache_max_mb: float = 8_000.0
-    # A worker child is replaced after this many tasks, handing its GPU memory back.
-    worker_max_tasks_per_child: int = 50
+    job_lease_s: float = Field(
+        30.0,
+        description="a running job's lease, seconds: a redelivered job whose lease is older "
+        "is taken over (and resumed)",
+    )
+    job_max_attempts: int = Field(
+        3, description="a job whose worker is lost this many times is failed"
+    )
 
-    # A running job's lease: its worker refreshes it about every second while training; a
-    # redelivered message may take over (and resume) a job whose lease is older than this.
-    job_lease_s: float = 30.0
-    # A job whose worker is lost this many times is failed instead of redelivered forever.
-    job_max_attempts: int = 3
+    finetune_soft_time_limit: int = Field(
+        6 * 3600, description="fine-tune soft time limit, seconds"
+    )
+    finetune_hard_time_limit: int = Field(
+        6 * 3600 + 300,
+        description="fine-tune hard time limit, seconds (the Redis visibility timeout is set above it)",
+    )
 
-    # Fine-tune task time limits (seconds); the Redis visibility timeout is set above the hard one.
-    finetune_soft_time_limit: int = 6 * 3600
-    finetune_hard_time_limit: int = 6 * 3600 + 300
+    api_keys: str = Field(
+        "",
+        description="comma-separated bearer keys of the HTTP API; none: `embedctl serve` "
+        "binds to loopback only",
+    )
+    api_max_upload_bytes: int = Field(100_000_000, description="upload cap of `POST /v1/files`")
+    api_max_body_bytes: int = Field(64_000_000, description="cap on any other request body")
+    api_embed_timeout_s: float = Field(
+        120.0, description="how long the API waits for an `embedding.embed` reply before a 504"
+    )
+    batch_chunk_texts: int = Field(
+        1024, description="a batch runs as Celery tasks of at most this many texts each"
+    )
 
-    # The HTTP API (api/). Keys: comma-separated bearer tokens; with none, `embedctl serve`
-    # binds to loopback only.
-    api_keys: str = ""
-    # Upload cap for POST /v1/files, and a cap on any other request body.
-    api_max_upload_bytes: int = 100_000_000
-    api_max_body_bytes: int = 64_000_000
-    # How long the API waits for an `embedding.embed` reply before answering 504.
-    api_embed_timeout_s: float = 120.0
-    # A batch runs as Celery tasks of at most this many texts each.
-    batch_chunk_texts: int = 1024
+    @model_validator(mode="after")
+    def _roots_default(self) -> Settings:
+        """Models saved by jobs live under the artifacts directory, so by default that is the
+        one root: a worker can embed with what it trained, wherever its working directory is."""
+        if "model_roots" not in self.model_fields_set:
+            self.model_roots = [self.artifacts_dir]
+        return self
+
+
+def settings_table() -> str:
+    """The README's configuration table: every ``EMBEDDING_*`` variable, its default and
+    what it does, from the fields above (``python scripts/readme_settings.py`` writes it)."""
+    rows = ["| variable | default | what it sets |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        if not field.description:
+            raise ValueError(f"setting {name} has no description")
+        if name == "model_roots":
+            default = "`[EMBEDDING_ARTIFACTS_DIR]`"
+        elif field.default is None:
+            default = "unset"
+        elif isinstance(field.default, Path) and not field.default.is_absolute():
+            default = f"`./{field.default}`"
+        else:
+            default = f"`{field.default}`" if field.default != "" else "empty"
+        rows.append(f"| `EMBEDDING_{name.upper()}` | {default} | {field.description} |")
+    return "\n".join(rows)
 
 
 @lru_cache
