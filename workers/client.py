@@ -13,6 +13,7 @@ from typing import Any
 from db import repo
 from db.session import session_scope
 from workers import validation_run
+from workers.model_names import job_fine_tuned_id
 from workers.outbox import submit_request
 from workers.schemas import FinetuneRequest, parse
 
@@ -31,7 +32,14 @@ def submit_finetune(
     idempotency_key: str | None = None,
     **extra: Any,
 ) -> str:
-    """Validate, record and enqueue a fine-tune job; returns its id (a UUID string)."""
+    """Validate, record and enqueue a fine-tune job; returns its id (a UUID string).
+
+    ``suffix`` (in ``extra``) names the model version ``<model>-<suffix>``. Raises
+    ``PayloadError`` for a malformed request, ``UnknownModel`` / ``PathNotAllowed`` /
+    ``DatasetNotFound`` for a model or dataset the workers may not use, and
+    :class:`~workers.idempotency.IdempotencyConflict` for a key already used with another
+    request (the same request with the same key returns the same job).
+    """
     payload: dict[str, Any] = {
         "model": model,
         "epochs": epochs,
@@ -48,7 +56,7 @@ def submit_finetune(
         payload["dataset"] = str(dataset)
     if idempotency_key is not None:
         payload["idempotency_key"] = idempotency_key
-    return submit_request(parse(FinetuneRequest, payload))
+    return submit_request(parse(FinetuneRequest, payload)).job_id
 
 
 def _row(row: Any, names: tuple[str, ...]) -> Any:
@@ -83,6 +91,11 @@ def job_to_dict(job: Any) -> dict[str, Any]:
         "finished_at": iso(job.finished_at),
         "sent_at": iso(job.sent_at),
         "model_version_id": job.model_version_id,
+        # How to embed with the job's model (any of the names workers.model_names takes).
+        "model_version": f"{job.model_version.name}:{job.model_version.version}"
+        if job.model_version is not None
+        else None,
+        "fine_tuned_model": job_fine_tuned_id(job) if job.model_version is not None else None,
         "epochs": [
             {
                 "epoch": e.epoch,

@@ -14,6 +14,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from embedding.config import get_settings
+from workers.model_names import SUFFIX_PATTERN
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -36,7 +37,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def storable(value: str, field: str) -> str:
+    """Refuse what PostgreSQL cannot store in text or JSON: NUL, and lone surrogates (not
+    UTF-8 at all). A JSON message can carry both (``"\\u0000"``, ``"\\ud800"``)."""
+    if "\x00" in value:
+        raise ValueError(
+            f"{field} contains a NUL character (U+0000) at character {value.index(chr(0))}"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{field} contains a lone surrogate (U+{ord(value[exc.start]):04X}) at character {exc.start}"
+        ) from None
+    return value
+
+
 def _check_text(value: str, field: str) -> str:
+    storable(value, field)
     if not value.strip():
         raise ValueError(f"{field} is empty")
     cap = get_settings().max_chars_per_text
@@ -81,13 +99,22 @@ class FinetuneRequest(_Strict):
     margin: float | None = Field(default=None, gt=0, le=2.0)
     seed: int = 0
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    # Names the model version (<model>-<suffix>) and the ft: id (workers/model_names.py).
+    suffix: str | None = Field(default=None, pattern=f"^{SUFFIX_PATTERN}$")
 
-    @field_validator("lr", "margin")
+    # "before": NaN compares false with every bound, so the bounds' message ("less than or
+    # equal to 1") would be the one given for NaN; this one runs first and names it.
+    @field_validator("lr", "margin", mode="before")
     @classmethod
-    def _finite(cls, value: float | None, info) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"{info.field_name} must be a finite number")
+    def _finite(cls, value: object, info) -> object:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{info.field_name} must be a finite number, got {value}")
         return value
+
+    @field_validator("model", "dataset", "idempotency_key")
+    @classmethod
+    def _storable(cls, value: str | None, info) -> str | None:
+        return None if value is None else storable(value, info.field_name)
 
     @model_validator(mode="after")
     def _one_source(self) -> FinetuneRequest:
