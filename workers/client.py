@@ -135,6 +135,16 @@ def cancel_job(job_id: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ validation
+CHECK_TASKS = {
+    "model_loading": "embedding.check_model_loading",
+    "inference_quality": "embedding.check_inference_quality",
+    "convergence": "embedding.check_convergence",
+    "benchmark": "embedding.run_benchmark",
+}
+SUMMARY_TASK = "embedding.summarize_validation"
+ERRBACK_TASK = "embedding.validation_failed"
+
+
 def start_validation(
     models: list[str], trigger: str = "api", checks: list[str] | None = None
 ) -> tuple[str, Any]:
@@ -158,19 +168,36 @@ def start_validation(
     run_id = validation_run.create_run(models, trigger=trigger)
     per_check = validation_run.default_check_models(models)
 
-    def check(task: str, model_args: Any) -> Any:
-        return app.signature(task, args=(run_id, model_args), immutable=True)
-
-    signatures = {
-        "model_loading": check("embedding.check_model_loading", models),
-        "inference_quality": check(
-            "embedding.check_inference_quality", per_check["inference_quality"]
-        ),
-        "convergence": check("embedding.check_convergence", per_check["convergence"]),
-        "benchmark": check("embedding.run_benchmark", per_check["benchmark"]),
-    }
-    body = app.signature("embedding.summarize_validation", args=(run_id,)).on_error(
-        app.signature("embedding.validation_failed", kwargs={"run_id": run_id})
+    model_args = {"model_loading": models, **per_check}
+    signatures = [
+        app.signature(CHECK_TASKS[name], args=(run_id, model_args[name]), immutable=True)
+        for name in wanted
+    ]
+    body = app.signature(SUMMARY_TASK, args=(run_id,)).on_error(
+        app.signature(ERRBACK_TASK, kwargs={"run_id": run_id})
     )
-    result = chord([signatures[name] for name in wanted])(body)
+    result = chord(signatures)(body)
     return run_id, result
+
+
+def validation_tasks(checks: list[str] | None = None) -> list[str]:
+    """The task names a validation run of ``checks`` (default: all) sends."""
+    from embedding.validation import CHECK_NAMES
+
+    return [CHECK_TASKS[name] for name in checks or CHECK_NAMES] + [SUMMARY_TASK, ERRBACK_TASK]
+
+
+def abandon_validation(run_id: str, result: Any, reason: str) -> None:
+    """End a run its caller stopped waiting for: ``error`` with ``reason``, and its tasks
+    revoked so they do not hold workers for a result nobody reads. A worker that did not
+    hear the revoke (one started later) still skips them: a check of a finished run does
+    nothing (``workers.validation_run.is_open``)."""
+    from workers.app import app
+
+    validation_run.error_run(run_id, reason)
+    header = getattr(result, "parent", None)
+    ids = [r.id for r in getattr(header, "results", None) or []] + [result.id]
+    try:
+        app.control.revoke(ids)
+    except Exception as exc:  # the run is already ended in the database
+        log.warning("could not revoke the tasks of run %s: %s", run_id, type(exc).__name__)

@@ -215,15 +215,19 @@ def relay_outbox() -> int:
 def check_model_loading(run_id: str, models: list[str]) -> dict[str, Any]:
     from embedding.validation import check_model_loading as check
 
-    return validation_run.record_check(run_id, check([checked_model_name(m) for m in models]))
+    return validation_run.run_check(
+        run_id, "model_loading", lambda: check([checked_model_name(m) for m in models])
+    )
 
 
 @app.task(name="embedding.check_inference_quality")
 def check_inference_quality(run_id: str, model: str) -> dict[str, Any]:
     from embedding.validation import check_inference_quality as check
 
-    return validation_run.record_check(
-        run_id, check(checked_model_name(model), load=model_cache().get)
+    return validation_run.run_check(
+        run_id,
+        "inference_quality",
+        lambda: check(checked_model_name(model), load=model_cache().get),
     )
 
 
@@ -231,16 +235,19 @@ def check_inference_quality(run_id: str, model: str) -> dict[str, Any]:
 def check_convergence(run_id: str, model: str) -> dict[str, Any]:
     from embedding.validation import check_convergence as check
 
-    return validation_run.record_check(run_id, check(checked_model_name(model)))
+    return validation_run.run_check(run_id, "convergence", lambda: check(checked_model_name(model)))
 
 
 @app.task(name="embedding.run_benchmark")
 def run_benchmark(run_id: str, model: str) -> dict[str, Any]:
     from embedding.validation import check_benchmark as check
 
-    result = check(checked_model_name(model), load=model_cache().get)
-    record_benchmark_from_check(result)
-    return validation_run.record_check(run_id, result)
+    def measure() -> Any:
+        result = check(checked_model_name(model), load=model_cache().get)
+        record_benchmark_from_check(result)
+        return result
+
+    return validation_run.run_check(run_id, "benchmark", measure)
 
 
 @app.task(name="embedding.summarize_validation")
