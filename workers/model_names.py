@@ -125,7 +125,7 @@ def _hub_spec(repo_id: str) -> str:
 def find_version(name: str) -> Version | None:
     """The registered version ``name`` means (ft: id, job id, ``name:version``, or name),
     or None. A job that has not succeeded, or whose version was deleted, has none."""
-    if not _registry_exists():
+    if not _askable(name) or not _registry_exists():
         return None
     job_id = _job_id_of(name)
     with session_scope() as session:
@@ -140,7 +140,7 @@ def find_version(name: str) -> Version | None:
             row = repo.get_model_version(session, job.model_version_id)
         else:
             label, _, number = name.rpartition(":")
-            if label and number.isdigit():
+            if label and number.isdigit() and int(number) >= 1:
                 row = repo.latest_model_version(session, label, int(number))
             else:
                 row = repo.latest_model_version(session, name)
@@ -154,6 +154,16 @@ def find_version(name: str) -> Version | None:
             job_id=str(job.id) if job is not None else None,
             fine_tuned_id=job_fine_tuned_id(job) if job is not None else None,
         )
+
+
+def _askable(name: str) -> bool:
+    """Whether ``name`` could be stored at all (a NUL or lone surrogate, or a name longer
+    than the column, would be a database error instead of an unknown model)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return 0 < len(name) <= 500 and "\x00" not in name
 
 
 def _job_id_of(name: str) -> uuid.UUID | None:
