@@ -53,6 +53,9 @@ def add_submit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--idempotency-key", default=None)
+    p.add_argument(
+        "--suffix", default=None, help="name the model version <model>-<suffix> (default: -ft)"
+    )
     p.add_argument("--watch", action="store_true", help="then follow it with a progress bar")
 
 
@@ -81,6 +84,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         lr=args.lr,
         batch_size=args.batch_size,
         idempotency_key=args.idempotency_key,
+        **({"suffix": args.suffix} if args.suffix else {}),
     )
     print(job_id)
     if args.watch:
