@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from embedding.config import get_settings
+from workers.model_names import SUFFIX_PATTERN
 
 
 class _Request(BaseModel):
@@ -136,7 +137,7 @@ class FineTuningJobRequest(_Request):
     validation_file: str | None = Field(default=None, max_length=64)
     hyperparameters: Hyperparameters | None = None
     loss: Literal["triplet", "mnrl"] = "triplet"
-    suffix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    suffix: str | None = Field(default=None, pattern=f"^{SUFFIX_PATTERN}$")
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 

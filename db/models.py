@@ -159,6 +159,9 @@ class FinetuneJob(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # sha256 of the canonical request that created the job (workers/idempotency.py): the
+    # same key with another request is a conflict. Null for jobs from before revision 0003.
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(500))
     # The validated request (loss, epochs, lr, batch_size, data or dataset path, ...).
     params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
@@ -343,17 +346,14 @@ class StoredFile(Base):
 
 
 class FinetuneJobRequest(Base):
-    """What an API client asked for beyond the job's payload: suffix, file ids, and the
-    request's digest, so a reused ``Idempotency-Key`` with a different body is a 409."""
+    """What an API client asked for beyond the job's payload: the file ids. (The suffix is
+    in the job's params and the request digest on the job, as for every other client.)"""
 
     __tablename__ = "finetune_job_requests"
 
     job_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("finetune_jobs.id", ondelete="CASCADE"), primary_key=True
     )
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
-    request_sha256: Mapped[str] = mapped_column(String(64))
-    suffix: Mapped[str | None] = mapped_column(String(64))
     training_file: Mapped[str] = mapped_column(String(64))
     validation_file: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = _created_at()

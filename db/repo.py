@@ -80,8 +80,9 @@ __all__ = [
     "get_validation_run",
     "is_cancel_requested",
     "job_events",
-    "job_request_by_key",
+    "job_of_version",
     "jobs_to_rescue",
+    "latest_model_version",
     "latest_validation_run",
     "list_batches",
     "list_files",
@@ -139,24 +140,33 @@ def create_job(
     model: str,
     params: dict[str, Any],
     idempotency_key: str | None = None,
+    request_sha256: str | None = None,
 ) -> FinetuneJob:
     """Insert a ``queued`` job; with a key already used, return that job instead.
 
-    The key wins: a second submission with the same key returns the first job whatever
-    its model or params. Two concurrent submissions with one key get one job.
+    Two concurrent submissions with one key get one job. The job keeps ``request_sha256``
+    (the digest of the request that made it) so the caller can tell a repeat of the same
+    request from another request under the same key (``workers/idempotency.py``).
     """
     model = v.text(model, "model", max_len=500)
     params = v.json_object(params, "params", strict=True)
     key = v.optional_text(idempotency_key, "idempotency_key", max_len=200)
+    digest = v.optional_text(request_sha256, "request_sha256", max_len=64)
     if key is None:
-        job = FinetuneJob(model=model, params=params)
+        job = FinetuneJob(model=model, params=params, request_sha256=digest)
         session.add(job)
         session.flush()
         add_job_event(session, job.id, "created", f"created ({model})")
         return job
     stmt = (
         _insert(session, FinetuneJob)
-        .values(id=uuid.uuid4(), idempotency_key=key, model=model, params=params)
+        .values(
+            id=uuid.uuid4(),
+            idempotency_key=key,
+            request_sha256=digest,
+            model=model,
+            params=params,
+        )
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(FinetuneJob.id)
     )
@@ -794,20 +804,14 @@ def count_jobs_by_status(session: Session) -> dict[str, int]:
 def record_job_request(
     session: Session,
     job_id: Id,
-    request_sha256: str,
     training_file: str,
     validation_file: str | None = None,
-    suffix: str | None = None,
-    idempotency_key: str | None = None,
 ) -> FinetuneJobRequest:
-    """Attach an API request to its job; the first one recorded for a job (or key) stays."""
+    """Attach an API request's file ids to its job; the first one recorded for a job stays."""
     jid = v.as_uuid(job_id, "job_id")
     row = {
-        "request_sha256": v.text(request_sha256, "request_sha256", max_len=64),
         "training_file": v.text(training_file, "training_file", max_len=64),
         "validation_file": v.optional_text(validation_file, "validation_file", max_len=64),
-        "suffix": v.optional_text(suffix, "suffix", max_len=64),
-        "idempotency_key": v.optional_text(idempotency_key, "idempotency_key", max_len=200),
     }
     _require(session, FinetuneJob, jid, "fine-tune job")
     stmt = _insert(session, FinetuneJobRequest).values(job_id=jid, created_at=utcnow(), **row)
@@ -820,9 +824,22 @@ def get_job_request(session: Session, job_id: Id) -> FinetuneJobRequest | None:
     return session.get(FinetuneJobRequest, v.as_uuid(job_id, "job_id"))
 
 
-def job_request_by_key(session: Session, idempotency_key: str) -> FinetuneJobRequest | None:
-    query = select(FinetuneJobRequest).where(FinetuneJobRequest.idempotency_key == idempotency_key)
-    return session.scalars(query).one_or_none()
+def latest_model_version(
+    session: Session, name: str, version: int | None = None
+) -> ModelVersion | None:
+    """Version ``version`` of ``name``, or its highest version when none is given."""
+    query = select(ModelVersion).where(ModelVersion.name == v.text(name, "name", max_len=500))
+    if version is not None:
+        query = query.where(ModelVersion.version == v.integer(version, "version", minimum=1))
+    return session.scalars(query.order_by(ModelVersion.version.desc()).limit(1)).first()
+
+
+def job_of_version(session: Session, version_id: int) -> FinetuneJob | None:
+    """The job that registered a version (None for versions registered otherwise)."""
+    query = select(FinetuneJob).where(
+        FinetuneJob.model_version_id == v.integer(version_id, "model_version_id")
+    )
+    return session.scalars(query.limit(1)).first()
 
 
 def list_model_versions(session: Session, limit: int = 500) -> list[ModelVersion]:

@@ -35,6 +35,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from embedding.file_modes import apply_umask
+
 LATEST = "LATEST"
 RUN_FILE = "run.json"
 KEEP = 2
@@ -92,6 +94,7 @@ def save_checkpoint(
     if partial:
         trainer["partial"] = partial
     (tmp / "trainer.json").write_text(json.dumps(trainer))
+    apply_umask(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -12,86 +12,158 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
+    """Every setting, each with the description the README's configuration table shows
+    (:func:`settings_table` renders it; ``tests/test_readme_settings.py`` keeps them equal)."""
+
     model_config = SettingsConfigDict(env_prefix="EMBEDDING_", extra="ignore")
 
-    database_url: str = "sqlite:///./embedding.db"
-    # Unset: an in-process worker on a memory broker (the embedded default).
-    broker_url: str | None = None
-    result_backend: str | None = None
-    artifacts_dir: Path = Path("./artifacts")
-    device: str = "auto"
-    default_model: str = "minilm"
+    database_url: str = Field(
+        "sqlite:///./embedding.db",
+        description="SQLAlchemy URL of the record; production: `postgresql+psycopg://…`",
+    )
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker; unset: an in-process worker on a memory broker "
+        "(the embedded default); production: `redis://…`",
+    )
+    result_backend: str | None = Field(
+        None,
+        description="Celery result backend; unset: follows the broker (chords need Redis's; "
+        "see `docs/architecture.md`)",
+    )
+    artifacts_dir: Path = Field(
+        Path("./artifacts"),
+        description="where jobs write checkpoints and models, the API its files and batches; "
+        "production: a shared volume",
+    )
+    device: str = Field("auto", description="`auto` (CUDA if present), `cuda` or `cpu`")
+    default_model: str = Field("minilm", description="the model used when none is named")
+    # Set from artifacts_dir when not given (see _roots_default).
+    model_roots: list[Path] = Field(
+        default_factory=list,
+        description="JSON list of folders under which a model folder or dataset named in a "
+        "task payload must lie; unset: the artifacts directory (the CLI may load any folder)",
+    )
 
-    # Roots under which a model folder named in a *task payload* must lie.
-    # The CLI on a user's own machine may load any folder.
-    model_roots: list[Path] = Field(default_factory=lambda: [Path("./artifacts")])
+    max_texts_per_request: int = Field(4096, description="texts per embed request, at most")
+    max_chars_per_text: int = Field(100_000, description="characters per text, at most")
+    max_triplets_per_job: int = Field(200_000, description="training rows per job, at most")
 
-    # Input limits: clear errors instead of out-of-memory workers.
-    max_texts_per_request: int = 4096
-    max_chars_per_text: int = 100_000
-    max_triplets_per_job: int = 200_000
+    model_cache_max_models: int = Field(2, description="models one worker process keeps loaded")
+    model_cache_max_mb: float = Field(
+        8_000.0, description="megabytes of weights one worker process keeps loaded"
+    )
+    worker_max_tasks_per_child: int = Field(
+        50, description="a worker child is replaced after this many tasks (hands GPU memory back)"
+    )
 
-    # Per-process model cache bounds (workers/model_cache.py).
-    model_cache_max_models: int = 2
-    model_cache_max_mb: float = 8_000.0
-    # A worker child is replaced after this many tasks, handing its GPU memory back.
-    worker_max_tasks_per_child: int = 50
+    job_lease_s: float = Field(
+        30.0,
+        description="a running job's lease, seconds: a redelivered job whose lease is older "
+        "is taken over (and resumed)",
+    )
+    job_max_attempts: int = Field(
+        3, description="a job whose worker is lost this many times is failed"
+    )
 
-    # A running job's lease: its worker refreshes it about every second while training; a
-    # redelivered message may take over (and resume) a job whose lease is older than this.
-    job_lease_s: float = 30.0
-    # A job whose worker is lost this many times is failed instead of redelivered forever.
-    job_max_attempts: int = 3
+    finetune_soft_time_limit: int = Field(
+        6 * 3600, description="fine-tune soft time limit, seconds"
+    )
+    finetune_hard_time_limit: int = Field(
+        6 * 3600 + 300,
+        description="fine-tune hard time limit, seconds (the Redis visibility timeout is set above it)",
+    )
 
-    # Periodic duties (workers/lifeline.py), run by `embedctl beat` (once per fleet, a Redis
-    # lock) or in process by the embedded default: send what the outbox still holds; rescue
-    # jobs whose message is gone (queued and sent this long ago without a message waiting
-    # in the queue, or running with an expired lease) and fail those past the attempts cap.
-    # Where the beat keeps its schedule and lock (default: the broker): a database of its
-    # own, so that flushing the broker's never takes the scheduler with it.
-    beat_redis_url: str | None = None
-    relay_every_s: float = 5.0
-    rescue_every_s: float = 15.0
-    rescue_after_s: float = 60.0
-    # Checkpoints inside an epoch (0: never by steps); a long epoch is never lost whole.
-    checkpoint_every_steps: int = 0
-    checkpoint_every_s: float = 600.0
-    # After a job ends: checkpoints kept besides the registered model (without optimizer
-    # state, which always goes).
-    job_keep_checkpoints: int = 0
+    api_keys: str = Field(
+        "",
+        description="comma-separated bearer keys of the HTTP API; none: `embedctl serve` "
+        "binds to loopback only",
+    )
+    api_max_upload_bytes: int = Field(100_000_000, description="upload cap of `POST /v1/files`")
+    api_max_body_bytes: int = Field(64_000_000, description="cap on any other request body")
+    api_embed_timeout_s: float = Field(
+        120.0, description="how long the API waits for an `embedding.embed` reply before a 504"
+    )
+    batch_chunk_texts: int = Field(
+        1024, description="a batch runs as Celery tasks of at most this many texts each"
+    )
 
-    # Fine-tune task time limits (seconds); the Redis visibility timeout is set above the hard one.
-    finetune_soft_time_limit: int = 6 * 3600
-    finetune_hard_time_limit: int = 6 * 3600 + 300
+    beat_redis_url: str | None = Field(
+        None,
+        description="where `embedctl beat` keeps its schedule and lock; unset: the broker. A "
+        "database of its own, so that flushing the broker's never takes the scheduler with it",
+    )
+    relay_every_s: float = Field(5.0, description="the beat sends what the outbox holds this often")
+    rescue_every_s: float = Field(
+        15.0, description="the beat looks for jobs whose message is gone this often"
+    )
+    rescue_after_s: float = Field(
+        60.0,
+        description="a `queued` job sent this long ago with no message waiting in its queue is "
+        "re-sent (as is a `running` one with an expired lease)",
+    )
+    checkpoint_every_steps: int = Field(
+        0, description="a checkpoint inside an epoch every this many steps (0: by time only)"
+    )
+    checkpoint_every_s: float = Field(
+        600.0, description="a checkpoint inside an epoch at least this often, seconds"
+    )
+    job_keep_checkpoints: int = Field(
+        0,
+        description="checkpoints a finished job keeps besides its model (never optimizer state)",
+    )
 
-    # The HTTP API (api/). Keys: comma-separated bearer tokens; with none, `embedctl serve`
-    # binds to loopback only.
-    api_keys: str = ""
-    # Upload cap for POST /v1/files, and a cap on any other request body.
-    api_max_upload_bytes: int = 100_000_000
-    api_max_body_bytes: int = 64_000_000
-    # How long the API waits for an `embedding.embed` reply before answering 504.
-    api_embed_timeout_s: float = 120.0
-    # A batch runs as Celery tasks of at most this many texts each.
-    batch_chunk_texts: int = 1024
+    embed_batch_wait_ms: float = Field(
+        4.0,
+        description="an embed worker runs waiting requests with the same model and settings as "
+        "one batch once the oldest has waited this long (or the token budget is full)",
+    )
+    api_coalesce_wait_ms: float = Field(
+        2.0, description="the API coalesces concurrent `/v1/embeddings` calls this long"
+    )
+    embed_worker_concurrency: int = Field(
+        64,
+        description="threads of an `embedctl worker --queues embed`: the most requests it holds, "
+        "hence its largest batch",
+    )
+    cache_url: str | None = Field(
+        None,
+        description="the embedding cache: a Redis of its own with an eviction policy, never the "
+        "broker's; unset: no cache",
+    )
+    cache_ttl_s: int = Field(30 * 24 * 3600, description="how long a cached vector lives, seconds")
 
-    # Dynamic batching (workers/embed_batching.py, api/coalescer.py): concurrent embed
-    # requests with the same model and settings run as one encoder batch, sent when the
-    # oldest has waited this long or the batch reaches the encoder's token budget.
-    embed_batch_wait_ms: float = 4.0
-    api_coalesce_wait_ms: float = 2.0
-    # Threads of an `embedctl worker --queues embed` (threads pool): how many requests it
-    # holds at once, hence the largest batch it can form (prefetch multiplier 1 x this).
-    embed_worker_concurrency: int = 64
-    # The embedding cache (workers/embedding_cache.py): a Redis database of its own, on a
-    # server with an eviction policy (allkeys-lru), never the broker's. Unset: no cache.
-    cache_url: str | None = None
-    cache_ttl_s: int = 30 * 24 * 3600
+    @model_validator(mode="after")
+    def _roots_default(self) -> Settings:
+        """Models saved by jobs live under the artifacts directory, so by default that is the
+        one root: a worker can embed with what it trained, wherever its working directory is."""
+        if "model_roots" not in self.model_fields_set:
+            self.model_roots = [self.artifacts_dir]
+        return self
+
+
+def settings_table() -> str:
+    """The README's configuration table: every ``EMBEDDING_*`` variable, its default and
+    what it does, from the fields above (``python scripts/readme_settings.py`` writes it)."""
+    rows = ["| variable | default | what it sets |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        if not field.description:
+            raise ValueError(f"setting {name} has no description")
+        if name == "model_roots":
+            default = "`[EMBEDDING_ARTIFACTS_DIR]`"
+        elif field.default is None:
+            default = "unset"
+        elif isinstance(field.default, Path) and not field.default.is_absolute():
+            default = f"`./{field.default}`"
+        else:
+            default = f"`{field.default}`" if field.default != "" else "empty"
+        rows.append(f"| `EMBEDDING_{name.upper()}` | {default} | {field.description} |")
+    return "\n".join(rows)
 
 
 @lru_cache

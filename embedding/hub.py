@@ -141,11 +141,11 @@ def _from_hub(spec: ModelSpec, tried: list[str]) -> ResolvedModel:
     raise ModelUnavailable(spec.name, tried)
 
 
-def ensure_under_roots(path: str | Path, roots: list[Path]) -> Path:
+def ensure_under_roots(path: str | Path, roots: list[Path], what: str = "model path") -> Path:
     """Resolve ``path`` (following symlinks) and require it to lie under one of ``roots``.
 
-    For model paths that arrive in task payloads: ``../`` tricks and symlinks that lead
-    out of the allowed roots are refused.
+    For model and dataset paths that arrive in task payloads (``what`` names which, for
+    the message): ``../`` tricks and symlinks that lead out of the allowed roots are refused.
     """
     real = Path(path).expanduser().resolve()
     for root in roots:
@@ -153,7 +153,7 @@ def ensure_under_roots(path: str | Path, roots: list[Path]) -> Path:
         if real == real_root or real_root in real.parents:
             return real
     raise PathNotAllowed(
-        f"model path {str(path)!r} resolves to {real}, outside the allowed roots "
+        f"{what} {str(path)!r} resolves to {real}, outside the allowed roots "
         f"({', '.join(str(r) for r in roots)})"
     )
 

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from embedding.file_modes import apply_umask
 from embedding.pooling import config_for, dimension_from_config, mode_from_config
 
 if TYPE_CHECKING:
@@ -110,6 +111,7 @@ def export_sentence_transformers(
         )
     )
     (tmp / "embedding_spec.json").write_text(json.dumps(extra, indent=2))
+    apply_umask(tmp)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

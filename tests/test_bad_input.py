@@ -96,8 +96,15 @@ CASES = [
     ),
     Case("lr zero", "payload", {**OK, "lr": 0.0}, "lr: Input should be greater than 0"),
     Case("lr negative", "payload", {**OK, "lr": -1e-4}, "lr: Input should be greater than 0"),
-    Case("lr NaN", "payload", {**OK, "lr": float("nan")}, "lr"),
-    Case("lr infinite", "payload", {**OK, "lr": float("inf")}, "lr"),
+    Case(
+        "lr NaN",
+        "payload",
+        {**OK, "lr": float("nan")},
+        "lr: Input should be a finite number",
+    ),
+    Case(
+        "lr infinite", "payload", {**OK, "lr": float("inf")}, "lr: Input should be a finite number"
+    ),
     Case(
         "batch size zero",
         "payload",
@@ -117,7 +124,25 @@ CASES = [
         "needs triplets",
     ),
     Case("empty model name", "payload", {**OK, "model": ""}, "model"),
-    Case("margin NaN", "payload", {**OK, "margin": float("nan")}, "margin"),
+    Case(
+        "margin NaN",
+        "payload",
+        {**OK, "margin": float("nan")},
+        "margin: Input should be a finite number",
+    ),
+    Case(
+        "NUL in a text",
+        "payload",
+        {**OK, "triplets": [{"anchor": "a\x00", "positive": "b", "negative": "c"}]},
+        "triplets.0.anchor: Value error, anchor contains a NUL character",
+    ),
+    Case(
+        "lone surrogate in a text",
+        "payload",
+        {**OK, "triplets": [{"anchor": "a", "positive": "b", "negative": "\udc80"}]},
+        "triplets.0.negative: Value error, negative contains a lone surrogate",
+    ),
+    Case("suffix with a space", "payload", {**OK, "suffix": "my model"}, "suffix"),
     Case("empty idempotency key", "payload", {**OK, "idempotency_key": ""}, "idempotency_key"),
     # --- the finetune_request task body (what send_task reaches)
     Case("malformed JSON message", "task", '{"model": "minilm", "triplets": [', "not valid JSON"),

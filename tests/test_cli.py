@@ -120,6 +120,23 @@ def test_a_closed_pipe_ends_quietly(args, buffered, code):
     assert out.returncode == code
 
 
+def test_jobs_list_into_a_closed_pipe_ends_quietly(tmp_path, monkeypatch):
+    """``embedctl jobs list | head``: the reader goes away; no BrokenPipeError message."""
+    from db import migrate, repo
+    from db.session import dispose_engines, session_scope
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    migrate.upgrade(url)
+    with session_scope(url) as session:
+        for i in range(300):
+            repo.create_job(session, "minilm", {"epochs": i + 1})
+    dispose_engines()
+    monkeypatch.setenv("EMBEDDING_DATABASE_URL", url)
+    for buffered in (True, False):
+        out = _with_reader_gone("jobs", "list", "--limit", "300", buffered=buffered)
+        assert out.stderr == b"" and out.returncode == 128 + signal.SIGPIPE, out.stderr
+
+
 def test_a_reader_that_stops_after_one_line_is_no_error():
     """``embedctl embed --format jsonl ... | head -1``: far more output than a pipe holds."""
     texts = [f"def f{i}(): return {i}" for i in range(40)]  # ~300 KB of JSON lines

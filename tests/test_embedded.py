@@ -55,10 +55,16 @@ def test_embedded_fine_tune_with_no_services(embedded):
     assert [e["epoch"] for e in job["epochs"]] == [1, 2]
     assert job["model_version_id"] is not None and job["sent_at"] is not None
     assert (embedded / "artifacts" / "jobs" / job_id / "model" / "model.safetensors").is_file()
-    assert (
+    # The same key and request: the same job. The same key with another request: refused
+    # (issue 15; it used to return the first job silently).
+    same = {"epochs": 2, "lr": 1e-4, "batch_size": 2, "idempotency_key": "embedded-1"}
+    triplets = [("def a(x)", "def b(y)", "SELECT 1"), ("class A", "class B", "import os")]
+    assert submit_finetune("minilm", triplets=triplets, **same) == job_id
+    from workers.idempotency import IdempotencyConflict
+
+    with pytest.raises(IdempotencyConflict) as info:
         submit_finetune("minilm", triplets=[("x", "y", "z")], idempotency_key="embedded-1")
-        == job_id
-    )
+    assert info.value.job_id == job_id
 
 
 @pytest.mark.embedding_validation

@@ -313,3 +313,26 @@ def test_epoch_batches_never_leave_a_lone_row():
     assert [len(b) for b in batches] == [3, 4], "a batch of one has no in-batch negatives"
     assert epoch_batches(7, 3, seed=0, epoch=1) == batches
     assert epoch_batches(7, 3, seed=0, epoch=2) != batches
+
+
+def test_saved_model_and_checkpoints_follow_the_umask(tmp_path):
+    """Group-readable under umask 027: another process user of the volume can load it."""
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        finetune(
+            "minilm",
+            TRIPLETS[:4],
+            TrainConfig(epochs=1, batch_size=4),
+            out_dir=tmp_path / "out",
+            checkpoint_dir=tmp_path / "ckpt",
+        )
+    finally:
+        os.umask(old)
+    paths = [p for p in (tmp_path / "out").rglob("*")] + list((tmp_path / "ckpt").rglob("*"))
+    assert any(p.suffix == ".safetensors" for p in paths)
+    for path in [tmp_path / "out", *paths]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o750 if path.is_dir() else 0o640), (path, oct(mode))

@@ -45,6 +45,8 @@ TASK_ROUTES = {
     "embedding.validation_failed": {"queue": CPU_QUEUE},
     "embedding.relay_outbox": {"queue": CPU_QUEUE},
     "embedding.rescue_jobs": {"queue": CPU_QUEUE},
+    "embedding.job_status": {"queue": CPU_QUEUE},
+    "embedding.cancel_job": {"queue": CPU_QUEUE},
     "embedding.batch_chunk": {"queue": GPU_QUEUE},
 }
 

@@ -14,6 +14,7 @@ from db import repo
 from db.session import session_scope
 from workers import validation_run
 from workers.lifeline import cancel_orphaned
+from workers.model_names import job_fine_tuned_id
 from workers.outbox import submit_request
 from workers.schemas import FinetuneRequest, parse
 
@@ -32,6 +33,11 @@ def submit_finetune(
 
     ``hyperparameters`` (``epochs=``, ``lr=``, ``loss=``, ``batch_size=``, ``margin=``,
     ``seed=``): those not given take the defaults of :mod:`embedding.hyperparameters`.
+    ``suffix=`` names the model version ``<model>-<suffix>``. Raises ``PayloadError`` for a
+    malformed request, ``UnknownModel`` / ``PathNotAllowed`` / ``DatasetNotFound`` for a model
+    or dataset the workers may not use, and :class:`~workers.idempotency.IdempotencyConflict`
+    for a key already used with another request (the same request with the same key returns
+    the same job).
     """
     payload: dict[str, Any] = {"model": model, **hyperparameters}
     if triplets is not None:
@@ -42,7 +48,7 @@ def submit_finetune(
         payload["dataset"] = str(dataset)
     if idempotency_key is not None:
         payload["idempotency_key"] = idempotency_key
-    return submit_request(parse(FinetuneRequest, payload))
+    return submit_request(parse(FinetuneRequest, payload)).job_id
 
 
 def _row(row: Any, names: tuple[str, ...]) -> Any:
@@ -90,6 +96,11 @@ def job_to_dict(job: Any) -> dict[str, Any]:
         "finished_at": iso(job.finished_at),
         "sent_at": iso(job.sent_at),
         "model_version_id": job.model_version_id,
+        # How to embed with the job's model (any of the names workers.model_names takes).
+        "model_version": f"{job.model_version.name}:{job.model_version.version}"
+        if job.model_version is not None
+        else None,
+        "fine_tuned_model": job_fine_tuned_id(job) if job.model_version is not None else None,
         "epochs": [
             {
                 "epoch": e.epoch,
@@ -133,6 +144,16 @@ def cancel_job(job_id: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ validation
+CHECK_TASKS = {
+    "model_loading": "embedding.check_model_loading",
+    "inference_quality": "embedding.check_inference_quality",
+    "convergence": "embedding.check_convergence",
+    "benchmark": "embedding.run_benchmark",
+}
+SUMMARY_TASK = "embedding.summarize_validation"
+ERRBACK_TASK = "embedding.validation_failed"
+
+
 def start_validation(
     models: list[str], trigger: str = "api", checks: list[str] | None = None
 ) -> tuple[str, Any]:
@@ -156,19 +177,36 @@ def start_validation(
     run_id = validation_run.create_run(models, trigger=trigger)
     per_check = validation_run.default_check_models(models)
 
-    def check(task: str, model_args: Any) -> Any:
-        return app.signature(task, args=(run_id, model_args), immutable=True)
-
-    signatures = {
-        "model_loading": check("embedding.check_model_loading", models),
-        "inference_quality": check(
-            "embedding.check_inference_quality", per_check["inference_quality"]
-        ),
-        "convergence": check("embedding.check_convergence", per_check["convergence"]),
-        "benchmark": check("embedding.run_benchmark", per_check["benchmark"]),
-    }
-    body = app.signature("embedding.summarize_validation", args=(run_id,)).on_error(
-        app.signature("embedding.validation_failed", kwargs={"run_id": run_id})
+    model_args = {"model_loading": models, **per_check}
+    signatures = [
+        app.signature(CHECK_TASKS[name], args=(run_id, model_args[name]), immutable=True)
+        for name in wanted
+    ]
+    body = app.signature(SUMMARY_TASK, args=(run_id,)).on_error(
+        app.signature(ERRBACK_TASK, kwargs={"run_id": run_id})
     )
-    result = chord([signatures[name] for name in wanted])(body)
+    result = chord(signatures)(body)
     return run_id, result
+
+
+def validation_tasks(checks: list[str] | None = None) -> list[str]:
+    """The task names a validation run of ``checks`` (default: all) sends."""
+    from embedding.validation import CHECK_NAMES
+
+    return [CHECK_TASKS[name] for name in checks or CHECK_NAMES] + [SUMMARY_TASK, ERRBACK_TASK]
+
+
+def abandon_validation(run_id: str, result: Any, reason: str) -> None:
+    """End a run its caller stopped waiting for: ``error`` with ``reason``, and its tasks
+    revoked so they do not hold workers for a result nobody reads. A worker that did not
+    hear the revoke (one started later) still skips them: a check of a finished run does
+    nothing (``workers.validation_run.is_open``)."""
+    from workers.app import app
+
+    validation_run.error_run(run_id, reason)
+    header = getattr(result, "parent", None)
+    ids = [r.id for r in getattr(header, "results", None) or []] + [result.id]
+    try:
+        app.control.revoke(ids)
+    except Exception as exc:  # the run is already ended in the database
+        log.warning("could not revoke the tasks of run %s: %s", run_id, type(exc).__name__)

@@ -37,7 +37,7 @@ from embedding.hub import ensure_under_roots
 from workers import warm_shutdown
 from workers.db_retry import with_db_retry
 from workers.lifeline import gave_up_reason
-from workers.model_names import checked_model_name
+from workers.model_names import checked_model_name, fine_tuned_id, version_name
 from workers.outbox import send
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
 
     out = job_dir(job_id)
     if request.dataset is not None:
-        path = ensure_under_roots(request.dataset, get_settings().model_roots)
+        path = ensure_under_roots(request.dataset, get_settings().model_roots, what="dataset")
         examples = load_examples(path)
     elif request.triplets is not None:
         examples = [(t.anchor, t.positive, t.negative) for t in request.triplets]
@@ -270,7 +270,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
         with session_scope() as session:
             version = repo.register_model_version(
                 session,
-                name=f"{request.model}-ft",
+                name=version_name(request.model, request.suffix),
                 base_model=request.model,
                 path=str(model_path),
                 weights_sha256=digest,
@@ -284,7 +284,9 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
         "job_id": str(job_id),
         "status": "succeeded",
         "model_path": str(model_path),
+        "model_name": version_name(request.model, request.suffix),
         "model_version": version_number,
+        "fine_tuned_model": fine_tuned_id(request.model, request.suffix, str(job_id)),
         "epoch_losses": list(result.epoch_losses),
     }
 

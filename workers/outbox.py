@@ -4,8 +4,9 @@ between the two.
 :func:`submit_request` commits the job row first (``sent_at`` empty), then sends the
 ``embedding.finetune`` message and marks the row sent. If the broker is down the job stays
 in the outbox and :func:`relay_unsent` (``embedctl jobs relay``, or the beat task
-``embedding.relay_outbox``) sends it once the broker is back. The same idempotency key
-always gives the same job, and a job already sent is not sent again.
+``embedding.relay_outbox``) sends it once the broker is back. The same idempotency key with
+the same request always gives the same job (a job already sent is not sent again); with
+another request it is an :class:`~workers.idempotency.IdempotencyConflict`.
 
 Messages are sent by task name, so this module (and the client that uses it) never
 imports the task definitions.
@@ -14,31 +15,51 @@ imports the task definitions.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from db import repo
 from db.session import session_scope
-from workers.model_names import checked_model_name
+from workers.idempotency import check_same_request, request_digest
 from workers.schemas import FinetuneRequest
+from workers.submit_checks import check_request
 
 log = logging.getLogger(__name__)
 
 
-def submit_request(request: FinetuneRequest) -> str:
-    """Record a validated request in the outbox, then try to send it; returns the job id.
+@dataclass(frozen=True)
+class Submitted:
+    """The job a request gave, and its status now (a repeated request may find it finished)."""
 
-    An unknown model or a model path outside the allowed roots is refused here, before
-    anything is recorded.
+    job_id: str
+    status: str
+
+
+def submit_request(request: FinetuneRequest, request_sha256: str | None = None) -> Submitted:
+    """Check a validated request, record it in the outbox, then try to send it.
+
+    Refused before anything is recorded: a model or dataset the workers may not use
+    (:func:`workers.submit_checks.check_request`), and a key already used with another
+    request (:class:`~workers.idempotency.IdempotencyConflict`; ``request_sha256`` is the
+    caller's digest of what it was asked, by default the payload's).
     """
-    checked_model_name(request.model)
+    check_request(request)
     params = request.model_dump(exclude={"model", "idempotency_key"}, exclude_none=True)
+    digest = request_sha256 or request_digest(
+        request.model_dump(mode="json", exclude={"idempotency_key"}, exclude_none=True)
+    )
     with session_scope() as session:
         job = repo.create_job(
-            session, request.model, params, idempotency_key=request.idempotency_key
+            session,
+            request.model,
+            params,
+            idempotency_key=request.idempotency_key,
+            request_sha256=digest,
         )
-        job_id, already_sent = str(job.id), job.sent_at is not None
+        check_same_request(request.idempotency_key, job, digest)
+        job_id, status, already_sent = str(job.id), job.status, job.sent_at is not None
     if not already_sent:
         send(job_id)
-    return job_id
+    return Submitted(job_id, status)
 
 
 def send(job_id: str) -> bool:

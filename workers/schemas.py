@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from embedding import hyperparameters as hp
 from embedding.config import get_settings
 from embedding.hyperparameters import Hyperparameter
+from workers.model_names import SUFFIX_PATTERN
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -37,7 +38,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def storable(value: str, field: str) -> str:
+    """Refuse what PostgreSQL cannot store in text or JSON: NUL, and lone surrogates (not
+    UTF-8 at all). A JSON message can carry both (``"\\u0000"``, ``"\\ud800"``)."""
+    if "\x00" in value:
+        raise ValueError(
+            f"{field} contains a NUL character (U+0000) at character {value.index(chr(0))}"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{field} contains a lone surrogate (U+{ord(value[exc.start]):04X}) at character {exc.start}"
+        ) from None
+    return value
+
+
 def _check_text(value: str, field: str) -> str:
+    storable(value, field)
     if not value.strip():
         raise ValueError(f"{field} is empty")
     cap = get_settings().max_chars_per_text
@@ -95,6 +113,13 @@ class FinetuneRequest(_Strict):
     margin: float = hyperparameter_field(hp.MARGIN)
     seed: int = hyperparameter_field(hp.SEED)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    # Names the model version (<model>-<suffix>) and the ft: id (workers/model_names.py).
+    suffix: str | None = Field(default=None, pattern=f"^{SUFFIX_PATTERN}$")
+
+    @field_validator("model", "dataset", "idempotency_key")
+    @classmethod
+    def _storable(cls, value: str | None, info) -> str | None:
+        return None if value is None else storable(value, info.field_name)
 
     @model_validator(mode="after")
     def _one_source(self) -> FinetuneRequest:

@@ -123,7 +123,10 @@ def finetune(self: Task, job_id: str) -> dict[str, Any]:
             return
         try:  # best effort: the epochs are in the database; a broker blip must not fail the job
             self.update_state(state="PROGRESS", meta=meta)
-            self.send_event("task-progress", **meta)
+            # Flower keeps an event's fields on its task but lists only Celery's own
+            # (``result`` among them) in /api/tasks: the meta rides there as ``result``
+            # until task-succeeded replaces it with the return value's repr.
+            self.send_event("task-progress", result=meta, **meta)
         except Exception as exc:
             log.warning("progress for job %s not reported: %s", job_id, type(exc).__name__)
 
@@ -145,17 +148,50 @@ def finetune_request(**payload: Any) -> dict[str, Any]:
     """For services in other languages: validate a JSON request, record the job, start it.
 
     ``send_task("embedding.finetune_request", kwargs={...})`` with the schema of
-    :class:`workers.schemas.FinetuneRequest`. Returns ``{"job_id": ..., "status": ...}``;
-    a payload that does not validate returns ``{"error": ...}`` and records nothing.
+    :class:`workers.schemas.FinetuneRequest`. Returns ``{"job_id": ..., "status": ...}``
+    with the job's current status (a repeated request may find it finished); a request
+    that is refused records nothing and returns ``{"job_id": null, "status": "rejected",
+    "error": ...}``; a key already used with another request returns ``{"job_id": <that
+    job>, "status": "conflict", "error": ...}``.
     """
     from embedding.hub import PathNotAllowed
     from embedding.specs import UnknownModel
+    from workers.idempotency import IdempotencyConflict
+    from workers.submit_checks import DatasetNotFound
 
     try:
-        job_id = submit_request(parse(FinetuneRequest, payload))
-    except (PayloadError, UnknownModel, PathNotAllowed) as exc:
+        submitted = submit_request(parse(FinetuneRequest, payload))
+    except IdempotencyConflict as exc:
+        return {"job_id": exc.job_id, "status": "conflict", "error": str(exc)}
+    except (PayloadError, UnknownModel, PathNotAllowed, DatasetNotFound) as exc:
         return {"job_id": None, "status": "rejected", "error": f"{type(exc).__name__}: {exc}"}
-    return {"job_id": job_id, "status": "queued"}
+    return {"job_id": submitted.job_id, "status": submitted.status}
+
+
+@app.task(name="embedding.job_status")
+def job_status(job_id: str) -> dict[str, Any]:
+    """A job as JSON (``workers.client.job_status``), for clients that have only Celery;
+    an unknown id gives ``{"id": ..., "status": "not_found", "error": ...}``."""
+    from workers.client import job_status as read
+
+    try:
+        return read(job_id)
+    except (LookupError, ValueError) as exc:
+        return {"id": job_id, "status": "not_found", "error": str(exc)}
+
+
+@app.task(name="embedding.cancel_job")
+def cancel_job(job_id: str) -> dict[str, Any]:
+    """Cancel a job (``workers.client.cancel_job``): a queued job is cancelled at once, a
+    running one stops at its next batch. Returns the job as JSON, as ``embedding.job_status``.
+    A plain ``revoke`` of the job's task cannot stop a running job (Celery does not interrupt
+    a running task without ``terminate``, which would kill the whole pool child): use this."""
+    from workers.client import cancel_job as cancel
+
+    try:
+        return cancel(job_id)
+    except (LookupError, ValueError) as exc:
+        return {"id": job_id, "status": "not_found", "error": str(exc)}
 
 
 @app.task(name="embedding.relay_outbox")
@@ -175,15 +211,19 @@ def rescue_jobs() -> dict[str, int]:
 def check_model_loading(run_id: str, models: list[str]) -> dict[str, Any]:
     from embedding.validation import check_model_loading as check
 
-    return validation_run.record_check(run_id, check([checked_model_name(m) for m in models]))
+    return validation_run.run_check(
+        run_id, "model_loading", lambda: check([checked_model_name(m) for m in models])
+    )
 
 
 @app.task(name="embedding.check_inference_quality")
 def check_inference_quality(run_id: str, model: str) -> dict[str, Any]:
     from embedding.validation import check_inference_quality as check
 
-    return validation_run.record_check(
-        run_id, check(checked_model_name(model), load=model_cache().get)
+    return validation_run.run_check(
+        run_id,
+        "inference_quality",
+        lambda: check(checked_model_name(model), load=model_cache().get),
     )
 
 
@@ -191,16 +231,19 @@ def check_inference_quality(run_id: str, model: str) -> dict[str, Any]:
 def check_convergence(run_id: str, model: str) -> dict[str, Any]:
     from embedding.validation import check_convergence as check
 
-    return validation_run.record_check(run_id, check(checked_model_name(model)))
+    return validation_run.run_check(run_id, "convergence", lambda: check(checked_model_name(model)))
 
 
 @app.task(name="embedding.run_benchmark")
 def run_benchmark(run_id: str, model: str) -> dict[str, Any]:
     from embedding.validation import check_benchmark as check
 
-    result = check(checked_model_name(model), load=model_cache().get)
-    record_benchmark_from_check(result)
-    return validation_run.record_check(run_id, result)
+    def measure() -> Any:
+        result = check(checked_model_name(model), load=model_cache().get)
+        record_benchmark_from_check(result)
+        return result
+
+    return validation_run.run_check(run_id, "benchmark", measure)
 
 
 @app.task(name="embedding.summarize_validation")

@@ -10,7 +10,7 @@ its checks in the shape ``workers.report`` renders.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from db import repo
@@ -30,6 +30,23 @@ def create_run(models: Sequence[str], trigger: str) -> str:
     """Record a new run (status ``running``); returns its id."""
     with session_scope() as session:
         return str(repo.create_validation_run(session, trigger=trigger, models=models).id)
+
+
+def is_open(run_id: str) -> bool:
+    """Whether the run still waits for its checks (a check of an ended run is not run)."""
+    with session_scope() as session:
+        run = repo.get_validation_run(session, run_id)
+        return run is not None and run.status == "running"
+
+
+def run_check(run_id: str, name: str, check: Callable[[], CheckResult]) -> dict[str, Any]:
+    """Run one check of ``run_id`` and record it, unless the run has already ended (timed
+    out, errored, abandoned by its caller): a late check then does nothing and says so."""
+    if not is_open(run_id):
+        return CheckResult(
+            name=name, status="error", reason=f"not run: validation run {run_id} had already ended"
+        ).to_dict()
+    return record_check(run_id, check())
 
 
 def record_check(run_id: str, result: CheckResult) -> dict[str, Any]:

@@ -2,16 +2,14 @@
 
 A job is submitted through ``workers.client.submit_request`` (the outbox), with the
 training file's path as its dataset, so it runs exactly as a job from ``embedctl`` or
-``send_task`` does. What the client asked for beyond the job's payload (suffix, file ids,
-the request's digest for ``Idempotency-Key``) is kept in ``finetune_job_requests``.
-Events are the job's timeline (``job_events``); checkpoints are read from its
-``epoch_metrics``.
+``send_task`` does (the suffix is in its payload, the body's digest is its request digest for
+``Idempotency-Key``). The file ids, which the payload names as a path, are kept in
+``finetune_job_requests``. Events are the job's timeline (``job_events``); checkpoints are read
+from its ``epoch_metrics``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from typing import Annotated, Any
 
@@ -37,6 +35,7 @@ from api.security import require_api_key
 from db import repo
 from db.session import session_scope
 from embedding import hyperparameters as hp
+from workers.model_names import FT_PREFIX, job_fine_tuned_id
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["fine-tuning"])
 
@@ -52,15 +51,13 @@ KEY_PREFIX = "api:"  # API idempotency keys live apart from send_task/CLI keys
 def job_object(job: Any, request: Any) -> FineTuningJob:
     params = job.params or {}
     lr = float(params.get("lr", DEFAULT_LR))
-    suffix = request.suffix if request else None
+    suffix = (job.params or {}).get("suffix")
     succeeded = job.status == "succeeded" and job.model_version_id is not None
     return FineTuningJob(
         id=str(job.id),
         created_at=unix(job.created_at) or 0,
         error=_error(job),
-        fine_tuned_model=model_ids.fine_tuned_id(job.model, suffix, str(job.id))
-        if succeeded
-        else None,
+        fine_tuned_model=job_fine_tuned_id(job) if succeeded else None,
         finished_at=unix(job.finished_at),
         hyperparameters=JobHyperparameters(
             n_epochs=int(params.get("epochs", DEFAULT_EPOCHS)),
@@ -132,15 +129,10 @@ def _payload(body: FineTuningJobRequest, dataset: str) -> dict[str, Any]:
     return payload
 
 
-def _digest(body: FineTuningJobRequest) -> str:
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _conflict() -> APIError:
+def _conflict(exc: Exception) -> APIError:
     return APIError(
         409,
-        "This Idempotency-Key was already used with a different request body.",
+        f"This Idempotency-Key was already used with a different request body ({exc}).",
         param="Idempotency-Key",
         code="idempotency_key_reused",
     )
@@ -151,53 +143,51 @@ def create_job(
     body: FineTuningJobRequest,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=190)] = None,
 ) -> FineTuningJob:
+    """The job goes through the outbox as any other; ``Idempotency-Key`` is the job's key
+    (prefixed, apart from send_task/CLI keys) and the body's digest its request digest, so
+    a repeat is the same job and another body under the key a 409 (``workers/idempotency``)."""
     from embedding.hub import PathNotAllowed
     from embedding.specs import UnknownModel
+    from workers.idempotency import IdempotencyConflict, request_digest
     from workers.outbox import submit_request
     from workers.schemas import FinetuneRequest, PayloadError, parse
+    from workers.submit_checks import DatasetNotFound
 
-    digest = _digest(body)
-    key = KEY_PREFIX + idempotency_key if idempotency_key else None
-    if key is not None:
-        with session_scope() as session:
-            earlier = repo.job_request_by_key(session, key)
-        if earlier is not None:
-            if earlier.request_sha256 != digest:
-                raise _conflict()
-            return job_object(*_load(str(earlier.job_id)))
-    if model_ids.resolve(body.model).name.startswith(model_ids.FT_PREFIX):
+    if model_ids.resolve(body.model).name.startswith(FT_PREFIX):
         raise APIError(400, "Fine-tuning a fine-tuned model is not supported yet.", param="model")
     dataset = _training_path(body.training_file, "training_file")
     if body.validation_file is not None:
         _training_path(body.validation_file, "validation_file")
     payload = _payload(body, dataset)
-    if key is not None:
-        payload["idempotency_key"] = key
+    if body.suffix is not None:
+        payload["suffix"] = body.suffix
+    if idempotency_key:
+        payload["idempotency_key"] = KEY_PREFIX + idempotency_key
     try:
-        job_id = submit_request(parse(FinetuneRequest, payload))
+        submitted = submit_request(
+            parse(FinetuneRequest, payload),
+            request_sha256=request_digest(body.model_dump(mode="json")),
+        )
+    except IdempotencyConflict as exc:
+        raise _conflict(exc) from None
     except PayloadError as exc:
         raise APIError(
             400, str(exc).removeprefix("FinetuneRequest: "), code="invalid_value"
         ) from None
     except UnknownModel as exc:
         raise APIError(404, str(exc), param="model", code="model_not_found") from None
-    except PathNotAllowed as exc:  # the artifacts dir is not under EMBEDDING_MODEL_ROOTS
+    except (PathNotAllowed, DatasetNotFound) as exc:  # uploads live outside the model roots
         raise APIError(
             500, f"Server misconfigured: {exc}", code="artifacts_outside_model_roots"
         ) from None
     with session_scope() as session:
-        recorded = repo.record_job_request(
+        repo.record_job_request(
             session,
-            job_id,
-            request_sha256=digest,
+            submitted.job_id,
             training_file=body.training_file,
             validation_file=body.validation_file,
-            suffix=body.suffix,
-            idempotency_key=key,
         )
-    if recorded.request_sha256 != digest:  # a concurrent request with this key won
-        raise _conflict()
-    return job_object(*_load(job_id))
+    return job_object(*_load(submitted.job_id))
 
 
 # ------------------------------------------------------------------ read, cancel
@@ -301,8 +291,8 @@ def list_checkpoints(
 ) -> CheckpointList:
     """One checkpoint per finished epoch, with its metrics. The checkpoint names are
     informational: only the final ``fine_tuned_model`` can be embedded with."""
-    job, request = _load(job_id)
-    base = model_ids.fine_tuned_id(job.model, request.suffix if request else None, str(job.id))
+    job, _ = _load(job_id)
+    base = job_fine_tuned_id(job)
     checkpoints = [
         FineTuningJobCheckpoint(
             id=f"ftckpt-{job.id.hex}-{e.epoch:05d}",

@@ -13,6 +13,7 @@ from api.security import require_api_key
 from db import repo
 from db.session import session_scope
 from embedding.specs import all_specs
+from workers.model_names import FT_PREFIX, job_fine_tuned_id
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
 OWNER = "embedding-infra"
@@ -39,14 +40,13 @@ def _fine_tuned_models() -> list[Model]:
             version = job.model_version
             if version is None:
                 continue
-            request = repo.get_job_request(session, job.id)
-            out.append(_fine_tuned(job, version, request))
+            out.append(_fine_tuned(job, version))
     return out
 
 
-def _fine_tuned(job: Any, version: Any, request: Any) -> Model:
+def _fine_tuned(job: Any, version: Any) -> Model:
     return Model(
-        id=model_ids.fine_tuned_id(job.model, request.suffix if request else None, str(job.id)),
+        id=job_fine_tuned_id(job),
         created=unix(version.created_at) or 0,
         owned_by="user",
         base_model=job.model,
@@ -64,7 +64,7 @@ def retrieve_model(model_id: str) -> Model:
     for model in _spec_models():
         if model.id == model_id:
             return model
-    if model_id.startswith(model_ids.FT_PREFIX):
+    if model_id.startswith(FT_PREFIX):
         model_ids.resolve(model_id)  # 404 unless it is a live fine-tuned model
         for model in _fine_tuned_models():
             if model.id == model_id:
@@ -78,7 +78,7 @@ def retrieve_model(model_id: str) -> Model:
 def delete_model(model_id: str) -> Deleted:
     """Fine-tuned models only: the version is unregistered (its files stay on disk, so a
     job's history keeps pointing at something real)."""
-    if not model_id.startswith(model_ids.FT_PREFIX):
+    if not model_id.startswith(FT_PREFIX):
         raise APIError(
             403 if any(m.id == model_id for m in _spec_models()) else 404,
             f"Only fine-tuned models can be deleted, not {model_id!r}.",

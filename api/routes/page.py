@@ -15,11 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api import model_ids
 from api.errors import APIError
 from api.security import COOKIE, configured_keys, key_is_valid, require_api_key
 from db import repo
 from db.session import session_scope
+from workers.model_names import job_fine_tuned_id
 
 router = APIRouter(include_in_schema=False)
 
@@ -77,15 +77,11 @@ def _curve(losses: list[float]) -> str:
     )
 
 
-def _job_row(job: Any, request: Any) -> str:
+def _job_row(job: Any) -> str:
     e = html.escape
     losses = [m.train_loss for m in sorted(job.epochs, key=lambda m: m.epoch)]
     total = int((job.params or {}).get("epochs", 0))
-    ft = (
-        model_ids.fine_tuned_id(job.model, request.suffix if request else None, str(job.id))
-        if job.status == "succeeded" and job.model_version_id
-        else ""
-    )
+    ft = job_fine_tuned_id(job) if job.status == "succeeded" and job.model_version_id else ""
     return (
         f'<tr data-job="{e(str(job.id))}"><td><code>{e(str(job.id))}</code></td>'
         f"<td>{e(job.model)}</td><td class='{e(job.status)}'>{e(job.status)}</td>"
@@ -116,10 +112,7 @@ def _version_row(version: Any) -> str:
 @router.get("/", response_class=HTMLResponse, dependencies=[Depends(require_api_key)])
 def jobs_page() -> HTMLResponse:
     with session_scope() as session:
-        jobs = "".join(
-            _job_row(j, repo.get_job_request(session, j.id))
-            for j in repo.list_jobs_page(session, limit=20)
-        )
+        jobs = "".join(_job_row(j) for j in repo.list_jobs_page(session, limit=20))
         runs = "".join(_run_row(r) for r in repo.list_validation_runs(session, limit=10))
         versions = "".join(_version_row(v) for v in repo.list_model_versions(session, limit=50))
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>embedding jobs</title>

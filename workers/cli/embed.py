@@ -28,7 +28,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="spec name or model folder (default: settings)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="spec, registered version (name, name:N, ft: id, job id) or model folder "
+        "(default: settings)",
+    )
     p.add_argument("--task", default=None, help="task prompt, e.g. retrieval.query")
     p.add_argument("--precision", choices=("fp32", "bf16"), default=None)
 
@@ -37,11 +42,12 @@ def _load(name: str | None, precision: str | None = None):
     """The encoder for ``--model`` (the settings' default model when it is not given)."""
     from embedding.config import get_settings
     from embedding.encoder import load_encoder
+    from workers.model_names import local_model_name
 
     settings = get_settings()
     if name is None:
         name = settings.default_model
-    return load_encoder(name, device=settings.device, precision=precision)
+    return load_encoder(local_model_name(name), device=settings.device, precision=precision)
 
 
 def cmd_embed(args: argparse.Namespace) -> int:

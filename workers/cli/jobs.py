@@ -55,6 +55,9 @@ def add_submit_options(p: argparse.ArgumentParser) -> None:
     )
     add_hyperparameter_options(p, SUBMIT_HYPERPARAMETERS)
     p.add_argument("--idempotency-key", default=None)
+    p.add_argument(
+        "--suffix", default=None, help="name the model version <model>-<suffix> (default: -ft)"
+    )
     p.add_argument("--watch", action="store_true", help="then follow it with a progress bar")
 
 
@@ -80,6 +83,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         **{kind: rows},
         idempotency_key=args.idempotency_key,
         **hyperparameters_from(args, SUBMIT_HYPERPARAMETERS),
+        **({"suffix": args.suffix} if args.suffix else {}),
     )
     print(job_id)
     if args.watch:

@@ -131,9 +131,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from embedding.data import load_examples
     from embedding.encoder import load_encoder
     from embedding.evaluation import evaluate
+    from workers.model_names import local_model_name
 
     rows = load_examples(args.data)
-    metrics = evaluate(load_encoder(args.model), rows)
+    metrics = evaluate(load_encoder(local_model_name(args.model)), rows)
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}")
     return 0

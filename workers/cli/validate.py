@@ -29,6 +29,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--timeout", type=float, default=600.0, help="deadline for the whole suite, seconds"
     )
+    p.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=3.0,
+        help="seconds to wait for workers to say which queues they consume",
+    )
     p.add_argument("--json", dest="json_path", default=None, help="write the results as JSON")
     p.add_argument("--junit", default=None, help="write JUnit XML")
     p.add_argument("--trigger", choices=("cli", "ci", "api"), default=None)
@@ -37,17 +43,54 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from embedding.config import get_settings
-    from workers.app import embedded_worker, is_embedded
-    from workers.client import start_validation
-    from workers.report import render_junit, render_report
-    from workers.validation_run import error_run, read_run
+    from workers.report import render_report
 
     settings = get_settings()
     models = [m.strip() for m in (args.models or settings.default_model).split(",") if m.strip()]
     trigger = args.trigger or ("ci" if os.environ.get("CI") else "cli")
-    ensure_schema()
     started = time.perf_counter()
-    with embedded_worker() if is_embedded(settings) else nullcontext():
+    try:
+        summary = _run(args, models, trigger)
+    except Exception as exc:  # no worker, broker or database away: CI must see an error
+        _write(
+            args,
+            {
+                "run_id": None,
+                "status": "error",
+                "verdict": f"error: {type(exc).__name__}: {exc}",
+                "trigger": trigger,
+                "models": models,
+                "checks": [],
+            },
+        )
+        raise
+    summary["wall_time_s"] = time.perf_counter() - started
+    print(render_report(summary))
+    _write(args, summary)
+    every_criterion_passed = summary["status"] == "passed" and all(
+        c["status"] == "passed" and all(k["passed"] for k in c["criteria"])
+        for c in summary["checks"]
+    )
+    return 0 if every_criterion_passed else 1
+
+
+def _run(args: argparse.Namespace, models: list[str], trigger: str) -> dict:
+    """Check that workers consume the queues, run the chord, wait for the verdict.
+
+    Past the deadline the run is abandoned: ended as ``error`` and its tasks revoked.
+    """
+    from embedding.config import get_settings
+    from workers.app import app, embedded_worker, is_embedded
+    from workers.client import abandon_validation, start_validation, validation_tasks
+    from workers.validation_run import read_run
+
+    ensure_schema()
+    embedded = is_embedded(get_settings())
+    with embedded_worker() if embedded else nullcontext():
+        if not embedded:
+            from workers.worker_check import queues_of, require_consumers
+
+            require_consumers(app, queues_of(validation_tasks(args.check)), args.worker_timeout)
         run_id, result = start_validation(models, trigger=trigger, checks=args.check)
         print(
             f"validation run {run_id}: {', '.join(args.check or CHECK_NAMES)} on {', '.join(models)}",
@@ -56,20 +99,38 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             result.get(timeout=args.timeout, propagate=False, disable_sync_subtasks=False)
         except Exception as exc:  # the deadline: a hung run is ended, never left running
-            error_run(run_id, f"deadline of {args.timeout:g} s passed ({type(exc).__name__})")
+            abandon_validation(
+                run_id, result, f"deadline of {args.timeout:g} s passed ({type(exc).__name__})"
+            )
+        finally:
+            _forget_pending(result)
         _wait_for_verdict(run_id, read_run)
-    summary = read_run(run_id)
-    summary["wall_time_s"] = time.perf_counter() - started
-    print(render_report(summary))
+    return read_run(run_id)
+
+
+def _forget_pending(result) -> None:
+    """Stop listening for results nobody will read, while the interpreter is still whole.
+
+    Sending the chord registers its header's results with the Redis result consumer; after a
+    timed-out run they are still there at exit, and their ``__del__`` then unsubscribes on
+    a half torn-down interpreter: "Exception ignored in AsyncResult.__del__". The CLI is done
+    with every result it waited for, so it lets go of all of them here. (Celery offers no
+    public way to list them: ``_pending_results`` is the async backends' registry.)
+    """
+    backend = result.backend
+    for mapping in getattr(backend, "_pending_results", ()):
+        for waiters in list(mapping.values()):
+            for pending in list(waiters.values()):
+                backend.remove_pending_result(pending)
+
+
+def _write(args: argparse.Namespace, summary: dict) -> None:
+    from workers.report import render_junit
+
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(summary, indent=2))
     if args.junit:
         Path(args.junit).write_text(render_junit(summary))
-    every_criterion_passed = summary["status"] == "passed" and all(
-        c["status"] == "passed" and all(k["passed"] for k in c["criteria"])
-        for c in summary["checks"]
-    )
-    return 0 if every_criterion_passed else 1
 
 
 def _wait_for_verdict(run_id: str, fetch, seconds: float = 10.0) -> None:
