@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from embedding.config import get_settings
 from workers.model_names import SUFFIX_PATTERN
+from workers.schemas import check_text_caps
 
 
 class _Request(BaseModel):
@@ -45,19 +45,9 @@ class EmbeddingRequest(_Request):
     @classmethod
     def _caps(cls, value: str | list[str]) -> str | list[str]:
         texts = [value] if isinstance(value, str) else value
-        settings = get_settings()
         if not texts:
             raise ValueError("input is an empty list")
-        if len(texts) > settings.max_texts_per_request:
-            raise ValueError(
-                f"{len(texts)} inputs, more than the cap of {settings.max_texts_per_request}"
-            )
-        for i, text in enumerate(texts):
-            if len(text) > settings.max_chars_per_text:
-                raise ValueError(
-                    f"input {i} has {len(text)} characters, "
-                    f"more than the cap of {settings.max_chars_per_text}"
-                )
+        check_text_caps(texts, "input")
         return value
 
 

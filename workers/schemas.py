@@ -54,6 +54,23 @@ def storable(value: str, field: str) -> str:
     return value
 
 
+def check_text_caps(texts: list[str], noun: str) -> list[str]:
+    """The caps on texts to embed (how many, how long), one rule for the task payload and
+    the HTTP API; ``noun`` is what the caller calls one of them ("text", "input")."""
+    settings = get_settings()
+    if len(texts) > settings.max_texts_per_request:
+        raise ValueError(
+            f"{len(texts)} {noun}s, more than the cap of {settings.max_texts_per_request}"
+        )
+    for i, text in enumerate(texts):
+        if len(text) > settings.max_chars_per_text:
+            raise ValueError(
+                f"{noun} {i} has {len(text)} characters, "
+                f"more than the cap of {settings.max_chars_per_text}"
+            )
+    return texts
+
+
 def _check_text(value: str, field: str) -> str:
     storable(value, field)
     if not value.strip():
@@ -164,18 +181,7 @@ class EmbedRequest(_Strict):
     @field_validator("texts")
     @classmethod
     def _caps(cls, texts: list[str]) -> list[str]:
-        settings = get_settings()
-        if len(texts) > settings.max_texts_per_request:
-            raise ValueError(
-                f"{len(texts)} texts, more than the cap of {settings.max_texts_per_request}"
-            )
-        for i, text in enumerate(texts):
-            if len(text) > settings.max_chars_per_text:
-                raise ValueError(
-                    f"text {i} has {len(text)} characters, "
-                    f"more than the cap of {settings.max_chars_per_text}"
-                )
-        return texts
+        return check_text_caps(texts, "text")
 
 
 class LoadModelRequest(_Strict):

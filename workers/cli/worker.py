@@ -111,30 +111,21 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
 
 
 def pool_argvs(args: argparse.Namespace) -> list[list[str]]:
-    """With several queues, one ``embedctl worker`` per queue, so bookkeeping (cpu) and
-    batched embeddings (embed) never wait behind a fine-tune (gpu): node names
+    """With several queues, one single-queue ``embedctl worker`` per queue, so bookkeeping
+    (cpu) and batched embeddings (embed) never wait behind a fine-tune (gpu). Node names are
     ``NAME-QUEUE@HOST``; the gpu pool takes ``--concurrency``, the cpu one
-    ``--cpu-concurrency``, the embed one its setting."""
+    ``--cpu-concurrency``, and each pool's kind and other defaults are :func:`pool_for`'s."""
     name, _, host = (args.hostname or "celery@%h").partition("@")
     sizes = {"gpu": args.concurrency, "cpu": args.cpu_concurrency, "embed": None}
     argvs = []
     for queue in _queues(args):
-        concurrency, pool = pool_for(queue, sizes[queue], args.pool if queue != "embed" else None)
-        argvs.append(
-            [
-                "worker",
-                "--queues",
-                queue,
-                "--concurrency",
-                str(concurrency),
-                "--pool",
-                pool,
-                "--loglevel",
-                args.loglevel,
-                "--hostname",
-                f"{name}-{queue}@{host or '%h'}",
-            ]
-        )
+        argv = ["worker", "--queues", queue, "--loglevel", args.loglevel]
+        argv += ["--hostname", f"{name}-{queue}@{host or '%h'}"]
+        if sizes[queue]:
+            argv += ["--concurrency", str(sizes[queue])]
+        if args.pool and queue != "embed":  # the embed pool batches on threads, always
+            argv += ["--pool", args.pool]
+        argvs.append(argv)
     return argvs
 
 
