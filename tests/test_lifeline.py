@@ -228,9 +228,14 @@ def test_two_beats_send_each_duty_once_per_period(stack):
 
 
 def test_cancel_of_a_job_whose_worker_is_dead(stack):
+    """One host of the fleet dies: the beat's rescue duty runs on the workers that remain
+    (here a cpu worker), so it must cancel the dead host's job within one rescue period."""
     art = stack["artifacts"]
-    with beat(stack, "beat-cancel-dead"):
-        with celery_worker(stack["env"], art / "cancel-dead.log", name=_name()) as worker:
+    survivor = celery_worker(stack["env"], art / "cancel-dead-cpu.log", queues="cpu", name=_name())
+    with beat(stack, "beat-cancel-dead"), survivor:
+        with celery_worker(
+            stack["env"], art / "cancel-dead.log", queues="gpu", name=_name()
+        ) as worker:
             job_id = _submit(stack, epochs=50)
             _wait(stack, job_id, lambda j: j["epochs"][:1] == [1])
             os.killpg(worker.pid, signal.SIGKILL)
