@@ -71,6 +71,9 @@ def test_every_name_of_a_version_resolves_to_its_folder(registry):
         "bad\x00name",
         "lone\udc80",
         "x" * 600,
+        "\x0b",  # blank: found by schemathesis through POST /v1/fine_tuning/jobs (was a 500)
+        " ",
+        " :1",
     ],
 )
 def test_names_that_are_no_model_are_unknown_not_database_errors(registry, name):

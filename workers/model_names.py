@@ -140,7 +140,7 @@ def find_version(name: str) -> Version | None:
             row = repo.get_model_version(session, job.model_version_id)
         else:
             label, _, number = name.rpartition(":")
-            if label and number.isdigit() and int(number) >= 1:
+            if label.strip() and number.isdigit() and int(number) >= 1:
                 row = repo.latest_model_version(session, label, int(number))
             else:
                 row = repo.latest_model_version(session, name)
@@ -157,13 +157,13 @@ def find_version(name: str) -> Version | None:
 
 
 def _askable(name: str) -> bool:
-    """Whether ``name`` could be stored at all (a NUL or lone surrogate, or a name longer
-    than the column, would be a database error instead of an unknown model)."""
+    """Whether ``name`` could be stored at all (a NUL or lone surrogate, a blank name, or a
+    name longer than the column would be a database error instead of an unknown model)."""
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
         return False
-    return 0 < len(name) <= 500 and "\x00" not in name
+    return bool(name.strip()) and len(name) <= 500 and "\x00" not in name
 
 
 def _job_id_of(name: str) -> uuid.UUID | None:
