@@ -10,14 +10,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from workers.cli.serve import LOG_LEVELS
+from workers.cli.serve import add_serve_options
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedctl serve", description="Serve the HTTP API.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    add_serve_options(parser)
     return parser
 
 

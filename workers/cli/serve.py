@@ -16,10 +16,18 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the OpenAI-compatible HTTP API (uvicorn)")
-    p.add_argument("--host", default="127.0.0.1", help="without EMBEDDING_API_KEYS: loopback only")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    add_serve_options(p)
     p.set_defaults(func=cmd_serve)
+
+
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    """The serve options, for ``embedctl serve`` and ``python -m api`` alike (one definition,
+    so the command that execs the API and the API's own parser cannot drift apart)."""
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="without EMBEDDING_API_KEYS: loopback only"
+    )
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
