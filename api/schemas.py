@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from embedding import hyperparameters as hp
 from workers.model_names import SUFFIX_PATTERN
 from workers.schemas import check_text_caps
 
@@ -126,7 +127,7 @@ class FineTuningJobRequest(_Request):
     training_file: str = Field(min_length=1, max_length=64)
     validation_file: str | None = Field(default=None, max_length=64)
     hyperparameters: Hyperparameters | None = None
-    loss: Literal["triplet", "mnrl"] = "triplet"
+    loss: Literal[hp.LOSS.choices] = hp.LOSS.default  # type: ignore[valid-type]
     suffix: str | None = Field(default=None, pattern=f"^{SUFFIX_PATTERN}$")
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
 

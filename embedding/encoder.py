@@ -281,7 +281,11 @@ class Encoder:
         import torch.nn.functional as F
 
         with self.autocast():
-            model = self.model if torch.is_grad_enabled() else self._inference_model()
+            # A model in training mode runs itself, also without autograd: the twin is in
+            # eval mode (no dropout), and GradCache's first pass (losses/cached_mnrl.py) must
+            # draw the dropout masks its second pass replays.
+            training = torch.is_grad_enabled() or self.model.training
+            model = self.model if training else self._inference_model()
             hidden = model(**features).last_hidden_state
         pooled = pool(hidden.float(), features["attention_mask"], self.spec.pooling)
         if truncate_dim:

@@ -1,4 +1,5 @@
-"""Evaluation: triplet accuracy, and retrieval MRR@10 / recall@1 for (query, document) pairs.
+"""Evaluation: triplet accuracy, and retrieval MRR@10 / recall@1 for (query, document) pairs;
+for Matryoshka models also at each truncated width (:func:`evaluate_at_dims`).
 
 Ties count against the model (a strict ``>`` for triplets, a pessimistic rank for
 retrieval): a collapsed model that maps every text to the same vector scores 0 accuracy and
@@ -61,3 +62,31 @@ def evaluate(encoder: Any, examples: Sequence[Sequence[str]]) -> dict[str, float
     if len(examples[0]) == 3:
         return {"triplet_accuracy": triplet_accuracy(encoder, examples)}
     return retrieval_metrics(encoder, examples)
+
+
+class _AtDim:
+    """Stands in for an encoder: vectors embedded once, served cut to ``dim`` and renormalized
+    (what ``Encoder.encode(truncate_dim=dim)`` gives, without a forward pass per dim)."""
+
+    def __init__(self, vectors: dict[str, np.ndarray], dim: int | None) -> None:
+        self.vectors, self.dim = vectors, dim
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        rows = np.stack([self.vectors[t][: self.dim] for t in texts]).astype(np.float64)
+        return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def evaluate_at_dims(
+    encoder: Any, examples: Sequence[Sequence[str]], dims: Sequence[int]
+) -> dict[str, float]:
+    """:func:`evaluate` at full width, and at each Matryoshka dim with keys ``<metric>@dim<d>``
+    (``mrr@10@dim256``): every text is embedded once, then truncated and renormalized."""
+    if not examples:
+        return {}
+    texts = list(dict.fromkeys(text for example in examples for text in example))
+    vectors = dict(zip(texts, np.asarray(encoder.encode(texts), dtype=np.float32), strict=True))
+    metrics = evaluate(_AtDim(vectors, None), examples)
+    for dim in dims:
+        at_dim = evaluate(_AtDim(vectors, dim), examples)
+        metrics.update({f"{key}@dim{dim}": value for key, value in at_dim.items()})
+    return metrics

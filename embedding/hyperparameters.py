@@ -22,7 +22,7 @@ from typing import Any
 @dataclass(frozen=True)
 class Hyperparameter:
     name: str
-    type: type  # int, float or str
+    type: type  # int, float, str or bool
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
@@ -44,6 +44,10 @@ class Hyperparameter:
             if value in self.choices:
                 return None
             return f"{self.name} must be one of {', '.join(map(repr, self.choices))}, got {value!r}"
+        if self.type is bool:
+            if isinstance(value, bool):
+                return None
+            return f"{self.name} must be true or false, got {value!r}"
         if self.type is int:
             if isinstance(value, bool) or not isinstance(value, int):
                 return f"{self.name} must be an integer, got {value!r}"
@@ -75,8 +79,9 @@ LOSS = Hyperparameter(
     "loss",
     str,
     "triplet",
-    "triplet: (anchor, positive, negative) rows; mnrl: in-batch negatives, pairs or triplets",
-    choices=("triplet", "mnrl"),
+    "triplet: (anchor, positive, negative) rows; mnrl: in-batch negatives, pairs or triplets; "
+    "cached_mnrl: mnrl with GradCache, a big batch in the memory of mini_batch_size texts",
+    choices=("triplet", "mnrl", "cached_mnrl"),
 )
 EPOCHS = Hyperparameter("epochs", int, 3, "passes over the training data", ge=1, cap=1000)
 LR = Hyperparameter("lr", float, 2e-5, "peak learning rate (AdamW)", gt=0, cap=1.0)
@@ -104,8 +109,38 @@ MAX_TOKENS = Hyperparameter(
     nullable=True,
 )
 
+# cached_mnrl only. Texts per forward pass: memory follows it, the in-batch negatives follow
+# batch_size. 32 as sentence-transformers' CachedMultipleNegativesRankingLoss. The cap is
+# batch_size's: a mini-batch larger than the batch is the whole batch.
+MINI_BATCH_SIZE = Hyperparameter(
+    "mini_batch_size",
+    int,
+    32,
+    "cached_mnrl: texts per forward pass (memory); batch_size sets the in-batch negatives",
+    ge=1,
+    cap=4096,
+)
+MATRYOSHKA = Hyperparameter(
+    "matryoshka",
+    bool,
+    False,
+    "also train at each Matryoshka dim of the model's spec (truncated, renormalized); "
+    "only for specs that declare them",
+)
+
 HYPERPARAMETERS: dict[str, Hyperparameter] = {
-    h.name: h for h in (LOSS, EPOCHS, LR, BATCH_SIZE, MARGIN, SEED, MAX_TOKENS)
+    h.name: h
+    for h in (
+        LOSS,
+        EPOCHS,
+        LR,
+        BATCH_SIZE,
+        MARGIN,
+        SEED,
+        MAX_TOKENS,
+        MINI_BATCH_SIZE,
+        MATRYOSHKA,
+    )
 }
 
 

@@ -4,6 +4,7 @@
     -> (LoRA adapters for large specs) -> eval before
     -> for each epoch: shuffle (seeded) -> batches -> embed every text of the batch in ONE
        forward -> loss -> backward -> clip -> fused AdamW step -> linear warmup/decay
+       (cached_mnrl: forward and backward in mini-batches, GradCache; see losses/)
     -> end of epoch: mean loss, eval, checkpoint (atomic), ``on_epoch_end`` callback
     -> eval after -> export in the sentence-transformers layout (LoRA merged into the base)
 
@@ -21,6 +22,7 @@ with other settings or data is refused instead of silently mixing two runs.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -28,7 +30,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +48,16 @@ from embedding.checkpoints import (
 )
 from embedding.data import DataError, Example, validate_examples
 from embedding.encoder import Encoder
-from embedding.evaluation import evaluate
+from embedding.evaluation import evaluate, evaluate_at_dims
 from embedding.losses import (
     DEFAULT_MNRL_SCALE,
+    MatryoshkaLoss,
+    cached_mnrl_backward,
     multiple_negatives_ranking_loss,
+    training_dims,
     triplet_loss,
 )
-from embedding.specs import ModelSpec
+from embedding.specs import ModelSpec, get_spec
 from embedding.st_layout import export_sentence_transformers
 
 
@@ -85,6 +90,8 @@ class TrainConfig:
     lora: bool | None = None  # None: the spec decides (large models train adapters only)
     lora_r: int = 8
     max_tokens: int | None = hp.MAX_TOKENS.default
+    mini_batch_size: int = hp.MINI_BATCH_SIZE.default  # cached_mnrl: texts per forward pass
+    matryoshka: bool = hp.MATRYOSHKA.default  # also train (and evaluate) at the spec's dims
 
     def check(self) -> None:
         """Refuse settings that cannot train, all problems in one message."""
@@ -233,7 +240,20 @@ def _check_loss_fits(rows: Sequence[Example], config: TrainConfig) -> None:
     if config.loss == "triplet" and len(rows[0]) != 3:
         raise DataError(
             "loss 'triplet' needs triplets (anchor, positive, negative); "
-            "these rows are pairs: use loss 'mnrl'"
+            "these rows are pairs: use loss 'mnrl' or 'cached_mnrl'"
+        )
+
+
+def _check_matryoshka(model: str | Path | ModelSpec | Encoder, config: TrainConfig) -> None:
+    """``matryoshka`` needs a spec that declares its dims; refused before anything loads."""
+    if not config.matryoshka:
+        return
+    spec = model.spec if isinstance(model, Encoder) else model
+    spec = spec if isinstance(spec, ModelSpec) else get_spec(spec)
+    if not spec.matryoshka_dims:
+        raise ValueError(
+            f"matryoshka: model {spec.name!r} declares no Matryoshka dims, so there is no "
+            "width to train at but its full one; train without matryoshka"
         )
 
 
@@ -251,6 +271,23 @@ def _training_view(encoder: Encoder, max_tokens: int | None) -> Encoder:
     return view
 
 
+def embeddings_loss(
+    encoder: Encoder, config: TrainConfig, width: int
+) -> Callable[..., torch.Tensor]:
+    """The configured loss over a batch's embedded columns (anchors, positives[, negatives]),
+    summed over the spec's Matryoshka dims with ``matryoshka``."""
+    loss: Callable[..., torch.Tensor]
+    if config.loss == "triplet":
+        if width != 3:
+            raise DataError("loss 'triplet' needs triplets (anchor, positive, negative)")
+        loss = functools.partial(triplet_loss, margin=config.margin)
+    else:  # mnrl, cached_mnrl
+        loss = functools.partial(multiple_negatives_ranking_loss, scale=config.scale)
+    if config.matryoshka:
+        loss = MatryoshkaLoss(loss, training_dims(encoder.spec.matryoshka_dims, encoder.dim))
+    return loss
+
+
 def batch_loss(encoder: Encoder, rows: Sequence[Example], config: TrainConfig) -> torch.Tensor:
     """Embed every text of the batch in one padded forward pass, then split and score.
 
@@ -261,12 +298,32 @@ def batch_loss(encoder: Encoder, rows: Sequence[Example], config: TrainConfig) -
     texts = [row[i] for i in range(width) for row in rows]  # column-major: a's, p's, n's
     view = _training_view(encoder, config.max_tokens)
     embeddings = view.embed(view.tokenize(texts))
-    parts = embeddings.split(len(rows))
-    if config.loss == "triplet":
-        if width != 3:
-            raise DataError("loss 'triplet' needs triplets (anchor, positive, negative)")
-        return triplet_loss(parts[0], parts[1], parts[2], margin=config.margin)
-    return multiple_negatives_ranking_loss(*parts, scale=config.scale)
+    return embeddings_loss(encoder, config, width)(*embeddings.split(len(rows)))
+
+
+def batch_backward(
+    encoder: Encoder, rows: Sequence[Example], config: TrainConfig, weight: float
+) -> float:
+    """The batch's loss; its gradient, times ``weight``, is added to the parameters' ``.grad``.
+
+    ``cached_mnrl`` runs its forward and backward passes itself, in mini-batches (GradCache,
+    :mod:`embedding.losses.cached_mnrl`); the other losses embed the batch in one forward.
+    """
+    if config.loss == "cached_mnrl":
+        columns = [[row[i] for row in rows] for i in range(len(rows[0]))]
+        view = _training_view(encoder, config.max_tokens)
+        loss = embeddings_loss(encoder, config, len(columns))
+        return float(cached_mnrl_backward(view, columns, loss, config.mini_batch_size, weight))
+    loss_value = batch_loss(encoder, rows, config)
+    (loss_value * weight).backward()
+    return float(loss_value.detach())
+
+
+def _evaluate(encoder: Encoder, rows: Sequence[Example], config: TrainConfig) -> dict[str, float]:
+    """The eval metrics; with ``matryoshka`` also at each of the spec's dims (``mrr@10@dim256``)."""
+    if config.matryoshka:
+        return evaluate_at_dims(encoder, rows, encoder.spec.matryoshka_dims)
+    return evaluate(encoder, rows)
 
 
 # ------------------------------------------------------- run identity (resume)
@@ -286,10 +343,11 @@ def _check_same_run(checkpoint_dir: Path, fingerprint: dict[str, Any]) -> None:
     if saved is None:  # checkpoints written before fingerprints existed
         return
     differ = [k for k in ("model", "rows", "data_sha256") if saved.get(k) != fingerprint[k]]
+    defaults = {f.name: f.default for f in fields(TrainConfig)}  # for settings added later
     differ += [
         f"config.{k}"
         for k, v in fingerprint["config"].items()
-        if saved.get("config", {}).get(k) != v
+        if saved.get("config", {}).get(k, defaults.get(k)) != v
     ]
     if differ:
         raise CheckpointMismatch(
@@ -334,6 +392,7 @@ def finetune(
     config.check()
     rows = validate_examples(examples)
     _check_loss_fits(rows, config)
+    _check_matryoshka(model, config)
     eval_rows = validate_examples(eval_examples, where="eval row") if eval_examples else rows
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
     fingerprint = _fingerprint(_model_name(model), config, rows)
@@ -371,7 +430,7 @@ def finetune(
                 on_epoch_end(EpochStats(**done))
     else:
         encoder.model.eval()
-        eval_before = evaluate(encoder, eval_rows)
+        eval_before = _evaluate(encoder, eval_rows, config)
         if checkpoint_dir is not None:
             write_run(checkpoint_dir, {"fingerprint": fingerprint, "eval_before": eval_before})
 
@@ -414,19 +473,17 @@ def finetune(
                     spent = earlier_s + time.perf_counter() - epoch_start
                     save_inside_epoch(epoch, step - 1, losses, seen, lr_used, spent)
                 break
+            # Accumulate over `grad_accum` micro-batches; a short last group is averaged over
+            # its own size so that every optimizer step sees a mean gradient.
+            group_start = (step - 1) // config.grad_accum * config.grad_accum
+            group_size = min(config.grad_accum, len(batches) - group_start)
             with torch.enable_grad():
-                loss = batch_loss(encoder, [rows[i] for i in batch], config)
-            value = float(loss.detach())
+                value = batch_backward(encoder, [rows[i] for i in batch], config, 1 / group_size)
             if not math.isfinite(value):
                 raise TrainingDiverged(
                     f"loss is {value} at epoch {epoch}, step {step}: training stopped "
                     f"(lr {config.lr:g}; try a lower learning rate)"
                 )
-            # Accumulate over `grad_accum` micro-batches; a short last group is averaged over
-            # its own size so that every optimizer step sees a mean gradient.
-            group_start = (step - 1) // config.grad_accum * config.grad_accum
-            group_size = min(config.grad_accum, len(batches) - group_start)
-            (loss / group_size).backward()
             if step - group_start == group_size:
                 norm = torch.nn.utils.clip_grad_norm_(
                     encoder.model.parameters(), config.max_grad_norm
@@ -463,7 +520,7 @@ def finetune(
             lr=lr_used,
             samples_per_s=seen / duration if duration > 0 else 0.0,
             duration_s=duration,
-            eval=evaluate(encoder, eval_rows) if eval_examples else {},
+            eval=_evaluate(encoder, eval_rows, config) if eval_examples else {},
         )
         history.append(asdict(stats))
         if checkpoint_dir is not None:
@@ -486,7 +543,7 @@ def finetune(
     if not stopped:
         encoder.model.eval()
         last = epochs[-1].eval if epochs and start_epoch <= config.epochs else {}
-        eval_after = dict(last) if last else evaluate(encoder, eval_rows)
+        eval_after = dict(last) if last else _evaluate(encoder, eval_rows, config)
     output = None
     if out_dir is not None and not stopped:
         output = str(_export(encoder, Path(out_dir), use_lora))
@@ -535,7 +592,9 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
+    "batch_backward",
     "batch_loss",
+    "embeddings_loss",
     "epoch_batches",
     "finetune",
     "load_for_training",

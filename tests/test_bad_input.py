@@ -115,7 +115,7 @@ CASES = [
         "unknown loss",
         "payload",
         {**OK, "loss": "contrastive"},
-        "loss: Input should be 'triplet' or 'mnrl'",
+        "loss: Input should be 'triplet', 'mnrl' or 'cached_mnrl'",
     ),
     Case(
         "pairs with triplet loss",

@@ -55,6 +55,23 @@ def test_train_benchmark_prints_the_step_ratio():
 
 
 @pytest.mark.slow
+def test_train_memory_benchmark_prints_both_peaks_and_the_ratio():
+    out = run_script(
+        "train_memory.py",
+        "--plain-batch",
+        "4",
+        "--cached-batch",
+        "8",
+        "--mini-batch-size",
+        "4",
+        "--tokens",
+        "32",
+    )
+    assert "mnrl, batch 4" in out and "cached_mnrl, batch 8, mini 4" in out, out
+    assert len(ratios(out)) == 1 and ratios(out)[0] > 0, out
+
+
+@pytest.mark.slow
 @pytest.mark.integration
 def test_queue_benchmark_runs_against_a_real_worker():
     out = run_script("queue.py", "--repeats", "3", "--batch", "16", "--rounds", "1")

@@ -58,7 +58,7 @@ def test_cli_options_are_generated_from_the_table(add, names):
     actions = {a.dest: a for a in parser._actions}
     for name in names:
         h = HYPERPARAMETERS[name]
-        assert actions[name].option_strings == [h.flag]
+        assert actions[name].option_strings[0] == h.flag  # a bool also has --no-<flag>
         assert actions[name].default == h.default
         assert h.help in actions[name].help
     required = ["--model", "m", "--data", "d"]
@@ -80,6 +80,11 @@ def test_cli_options_are_generated_from_the_table(add, names):
         ("margin", math.nan),
         ("loss", "hinge"),
         ("max_tokens", 2),
+        ("loss", "cached"),
+        ("mini_batch_size", 0),
+        ("mini_batch_size", 1.5),
+        ("matryoshka", "yes"),
+        ("matryoshka", 1),
     ],
 )
 def test_core_and_payload_refuse_the_same_values(name, bad):
@@ -114,3 +119,39 @@ def test_the_api_defaults_are_the_table_defaults():
     assert HYPERPARAMETERS["epochs"].default == fine_tuning.DEFAULT_EPOCHS
     assert HYPERPARAMETERS["batch_size"].default == fine_tuning.DEFAULT_BATCH_SIZE
     assert HYPERPARAMETERS["lr"].default == fine_tuning.DEFAULT_LR
+
+
+def test_cached_mnrl_and_matryoshka_flow_from_cli_and_payload_into_the_config():
+    """The new settings reach TrainConfig from both doors: the CLI and a submitted payload."""
+    from workers.cli.hyperparameter_options import hyperparameters_from
+
+    given = ["--loss", "cached_mnrl", "--mini-batch-size", "8", "--matryoshka"]
+    args = _parser(add_finetune_options).parse_args(
+        ["--model", "m", "--data", "d", "--out", "o", *given]
+    )
+    config = TrainConfig(**hyperparameters_from(args, FINETUNE_HYPERPARAMETERS))
+    assert (config.loss, config.mini_batch_size, config.matryoshka) == ("cached_mnrl", 8, True)
+    request = parse(
+        FinetuneRequest,
+        {
+            "model": "m",
+            "triplets": OK_ROWS,
+            "loss": "cached_mnrl",
+            "mini_batch_size": 8,
+            "matryoshka": True,
+        },
+    )
+    config = TrainConfig(**request.hyperparameters())
+    assert (config.loss, config.mini_batch_size, config.matryoshka) == ("cached_mnrl", 8, True)
+
+
+def test_matryoshka_on_a_model_without_dims_is_refused_at_submission():
+    """Refused before anything is recorded, not as a job that fails later."""
+    from workers.submit_checks import check_request
+
+    request = parse(FinetuneRequest, {"model": "minilm", "triplets": OK_ROWS, "matryoshka": True})
+    with pytest.raises(PayloadError, match="'minilm' declares no Matryoshka dims"):
+        check_request(request)
+    check_request(
+        parse(FinetuneRequest, {"model": "jina_v3", "triplets": OK_ROWS, "matryoshka": True})
+    )

@@ -32,7 +32,8 @@ def submit_finetune(
     """Validate, record and enqueue a fine-tune job; returns its id (a UUID string).
 
     ``hyperparameters`` (``epochs=``, ``lr=``, ``loss=``, ``batch_size=``, ``margin=``,
-    ``seed=``): those not given take the defaults of :mod:`embedding.hyperparameters`.
+    ``seed=``, ``mini_batch_size=``, ``matryoshka=``): those not given take the defaults of
+    :mod:`embedding.hyperparameters`.
     ``suffix=`` names the model version ``<model>-<suffix>``. Raises ``PayloadError`` for a
     malformed request, ``UnknownModel`` / ``PathNotAllowed`` / ``DatasetNotFound`` for a model
     or dataset the workers may not use, and :class:`~workers.idempotency.IdempotencyConflict`

@@ -123,12 +123,14 @@ class FinetuneRequest(_Strict):
     triplets: list[Triplet] | None = None
     pairs: list[Pair] | None = None
     dataset: str | None = Field(default=None, max_length=4096)
-    loss: Literal["triplet", "mnrl"] = hyperparameter_field(hp.LOSS)
+    loss: Literal[hp.LOSS.choices] = hyperparameter_field(hp.LOSS)  # type: ignore[valid-type]
     epochs: int = hyperparameter_field(hp.EPOCHS)
     lr: float = hyperparameter_field(hp.LR)
     batch_size: int = hyperparameter_field(hp.BATCH_SIZE)
     margin: float = hyperparameter_field(hp.MARGIN)
     seed: int = hyperparameter_field(hp.SEED)
+    mini_batch_size: int = hyperparameter_field(hp.MINI_BATCH_SIZE)
+    matryoshka: bool = hyperparameter_field(hp.MATRYOSHKA)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     # Names the model version (<model>-<suffix>) and the ft: id (workers/model_names.py).
     suffix: str | None = Field(default=None, pattern=f"^{SUFFIX_PATTERN}$")
@@ -153,7 +155,9 @@ class FinetuneRequest(_Strict):
             if len(rows) > cap:
                 raise ValueError(f"{given[0]} has {len(rows)} rows, more than the cap of {cap}")
         if self.loss == "triplet" and self.pairs is not None:
-            raise ValueError("loss 'triplet' needs triplets; pairs train with loss 'mnrl'")
+            raise ValueError(
+                "loss 'triplet' needs triplets; pairs train with loss 'mnrl' or 'cached_mnrl'"
+            )
         return self
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from embedding.config import get_settings
 from embedding.hub import ensure_under_roots
+from embedding.specs import get_spec
 from workers.model_names import checked_model_name
-from workers.schemas import FinetuneRequest
+from workers.schemas import FinetuneRequest, PayloadError
 
 
 class DatasetNotFound(FileNotFoundError):
@@ -23,8 +24,14 @@ class DatasetNotFound(FileNotFoundError):
 
 def check_request(request: FinetuneRequest) -> None:
     """Raise ``UnknownModel``, ``PathNotAllowed`` or :class:`DatasetNotFound` for a request
-    that names what the workers may not or cannot use."""
-    checked_model_name(request.model)
+    that names what the workers may not or cannot use, and :class:`PayloadError` for
+    ``matryoshka`` on a model without Matryoshka dims."""
+    model = checked_model_name(request.model)
+    if request.matryoshka and not get_spec(model).matryoshka_dims:
+        raise PayloadError(
+            f"matryoshka: model {request.model!r} declares no Matryoshka dims; "
+            "submit without matryoshka"
+        )
     if request.dataset is not None:
         path = ensure_under_roots(request.dataset, get_settings().model_roots, what="dataset")
         if not Path(path).is_file():

@@ -14,7 +14,16 @@ import time
 from workers.cli.hyperparameter_options import add_hyperparameter_options, hyperparameters_from
 
 # The payload's hyper-parameters (FinetuneRequest); tests/test_hyperparameters.py checks it.
-SUBMIT_HYPERPARAMETERS = ("loss", "epochs", "lr", "batch_size", "margin", "seed")
+SUBMIT_HYPERPARAMETERS = (
+    "loss",
+    "epochs",
+    "lr",
+    "batch_size",
+    "margin",
+    "seed",
+    "mini_batch_size",
+    "matryoshka",
+)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
