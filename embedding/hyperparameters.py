@@ -22,7 +22,7 @@ from typing import Any
 @dataclass(frozen=True)
 class Hyperparameter:
     name: str
-    type: type  # int, float or str
+    type: type  # int, float, str or bool
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
@@ -44,6 +44,10 @@ class Hyperparameter:
             if value in self.choices:
                 return None
             return f"{self.name} must be one of {', '.join(map(repr, self.choices))}, got {value!r}"
+        if self.type is bool:
+            if isinstance(value, bool):
+                return None
+            return f"{self.name} must be true or false, got {value!r}"
         if self.type is int:
             if isinstance(value, bool) or not isinstance(value, int):
                 return f"{self.name} must be an integer, got {value!r}"
@@ -104,8 +108,44 @@ MAX_TOKENS = Hyperparameter(
     nullable=True,
 )
 
+# Both act on the per-epoch evaluation, which runs only with a validation set (the trainer's
+# ``eval_examples``, a job's ``validation_*`` field, the API's ``validation_file``): without
+# one there is nothing to choose by, so patience > 0 is refused and select_best_epoch is moot.
+EARLY_STOPPING_PATIENCE = Hyperparameter(
+    "early_stopping_patience",
+    int,
+    0,
+    "stop after this many epochs without a gain in the validation metric "
+    "(MRR@10 for pairs, triplet accuracy for triplets); 0: off; needs a validation set",
+    ge=0,
+    cap=1000,
+)
+SELECT_BEST_EPOCH = Hyperparameter(
+    "select_best_epoch",
+    bool,
+    True,
+    "export the epoch with the best validation metric instead of the last (with a validation set)",
+)
+
+# Not a user setting but the trainer's own knob (``TrainConfig.eval_sample_rows``), here so
+# the CLI's help can quote it without importing torch: without a validation set, "before
+# and after" is measured on at most this many training rows (seeded), enough for a stable
+# MRR@10 or accuracy at a fixed cost however large the training set is.
+DEFAULT_EVAL_SAMPLE_ROWS = 256
+
 HYPERPARAMETERS: dict[str, Hyperparameter] = {
-    h.name: h for h in (LOSS, EPOCHS, LR, BATCH_SIZE, MARGIN, SEED, MAX_TOKENS)
+    h.name: h
+    for h in (
+        LOSS,
+        EPOCHS,
+        LR,
+        BATCH_SIZE,
+        MARGIN,
+        SEED,
+        MAX_TOKENS,
+        EARLY_STOPPING_PATIENCE,
+        SELECT_BEST_EPOCH,
+    )
 }
 
 

@@ -20,6 +20,8 @@ def add_hyperparameter_options(parser: argparse.ArgumentParser, names: Iterable[
         options: dict[str, Any] = {"default": h.default, "help": f"{h.help} (default: {h.default})"}
         if h.choices:
             options["choices"] = h.choices
+        elif h.type is bool:  # --select-best-epoch / --no-select-best-epoch
+            options["action"] = argparse.BooleanOptionalAction
         else:
             options["type"] = h.type
         parser.add_argument(h.flag, dest=h.name, **options)
