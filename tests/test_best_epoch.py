@@ -12,8 +12,11 @@ is not the last, so none can pass by exporting the last epoch.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -239,3 +242,117 @@ def test_without_a_validation_set_a_bounded_sample_is_evaluated_and_named(tiny):
 def test_early_stopping_without_a_validation_set_is_refused_before_loading():
     with pytest.raises(ValueError, match="early_stopping_patience needs a validation set"):
         finetune("no-such-model-is-ever-loaded", PAIRS, _config(early_stopping_patience=1))
+
+
+# ------------------------------------------------------------------ the job
+@pytest.fixture
+def sandbox(tiny, tmp_path, monkeypatch):
+    from db import migrate
+    from embedding.config import get_settings
+
+    for key in list(os.environ):
+        if key.startswith("EMBEDDING_"):
+            monkeypatch.delenv(key)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    monkeypatch.setenv("EMBEDDING_DATABASE_URL", url)
+    monkeypatch.setenv("EMBEDDING_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("EMBEDDING_MODEL_ROOTS", json.dumps([str(Path(tiny).parent)]))
+    monkeypatch.setenv("EMBEDDING_JOB_KEEP_CHECKPOINTS", "3")  # every epoch, to compare
+    get_settings.cache_clear()
+    migrate.upgrade(url)
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def test_a_job_registers_the_best_epoch_and_says_which(tiny, sandbox):
+    from api.routes.fine_tuning import job_object
+    from db import repo
+    from db.models import ModelVersion
+    from db.session import session_scope
+    from workers import finetune_job
+    from workers.client import job_status
+
+    validation = Path(tiny).parent / "validation.jsonl"
+    validation.write_text(
+        "".join(json.dumps({"anchor": a, "positive": p}) + "\n" for a, p in AGAINST)
+    )
+    params = {
+        "loss": "mnrl",
+        "epochs": 3,
+        "lr": 1e-3,
+        "batch_size": 4,
+        "pairs": [{"anchor": a, "positive": p} for a, p in PAIRS],
+        # A file under the roots, as the API's validation_file arrives.
+        "validation_dataset": str(validation),
+    }
+    with session_scope() as session:
+        job_id = str(repo.create_job(session, tiny, params).id)
+    reply = finetune_job.run_finetune_job(job_id, hostname="test")
+    assert reply["status"] == "succeeded", reply
+
+    status = job_status(job_id)  # what `embedctl jobs show` prints
+    stored = [row["eval"] for row in status["epochs"]]
+    assert all("mrr@10" in figures for figures in stored), "per-epoch eval is in epoch_metrics"
+    best = _best_of(stored)
+    assert best != 3, stored
+    result = status["result"]
+    assert (result["best_epoch"], result["exported_epoch"]) == (best, best)
+    assert result["selected_by"] == "mrr@10" and result["eval_source"] == "validation"
+    assert result["best_value"] == stored[best - 1]["mrr@10"]
+    assert reply["result"] == result
+    (event,) = [e for e in status["events"] if e["event"] == "best_epoch"]
+    assert event["message"].startswith(f"best epoch {best} of 3 selected by validation mrr@10")
+
+    with session_scope() as session:
+        version = session.get(ModelVersion, status["model_version_id"])
+        metrics, path = dict(version.metrics), Path(version.path)
+        job = repo.get_job(session, job_id)
+        api_result = job_object(job, None).result
+    assert metrics["best_epoch"] == best and metrics["eval_after"] == stored[best - 1]
+    assert api_result is not None and api_result.best_epoch == best
+    checkpoints = Path(finetune_job.job_dir(job_id)) / "checkpoints"
+    exported = _weights(path)
+    assert _same(exported, _weights(checkpoints / f"epoch-{best:04d}"))
+    assert not _same(exported, _weights(checkpoints / "epoch-0003")), "the last epoch exported"
+    assert json.loads(json.dumps(result)) == result  # plain JSON all the way
+
+
+def test_the_payload_takes_one_validation_set_and_refuses_patience_without_one(tmp_path):
+    from workers.client import job_to_dict
+    from workers.schemas import FinetuneRequest, PayloadError, parse
+
+    rows = [{"anchor": a, "positive": p} for a, p in PAIRS]
+    base = {"model": "minilm", "loss": "mnrl", "pairs": rows}
+    request = parse(
+        FinetuneRequest, {**base, "validation_pairs": rows[:2], "early_stopping_patience": 2}
+    )
+    assert request.validation_rows() == PAIRS[:2]
+    assert request.hyperparameters()["early_stopping_patience"] == 2
+    with pytest.raises(PayloadError, match="early_stopping_patience needs a validation set"):
+        parse(FinetuneRequest, {**base, "early_stopping_patience": 1})
+    with pytest.raises(PayloadError, match="at most one of validation_pairs, validation_dataset"):
+        parse(
+            FinetuneRequest,
+            {**base, "validation_pairs": rows, "validation_dataset": str(tmp_path / "v.jsonl")},
+        )
+    with pytest.raises(PayloadError, match="validation_pairs is empty"):
+        parse(FinetuneRequest, {**base, "validation_pairs": []})
+
+    job = SimpleNamespace(  # the columns job_to_dict reads
+        id="j",
+        model="minilm",
+        status="queued",
+        error=None,
+        attempts=0,
+        worker=None,
+        params={**base, "validation_pairs": rows},
+        created_at=None,
+        started_at=None,
+        finished_at=None,
+        sent_at=None,
+        model_version_id=None,
+        model_version=None,
+        result=None,
+        epochs=[],
+    )
+    assert set(job_to_dict(job)["params"]) == {"model", "loss"}, "inline rows stay out"

@@ -58,7 +58,8 @@ def test_cli_options_are_generated_from_the_table(add, names):
     actions = {a.dest: a for a in parser._actions}
     for name in names:
         h = HYPERPARAMETERS[name]
-        assert actions[name].option_strings == [h.flag]
+        negation = ["--no-" + h.flag[2:]] if h.type is bool else []
+        assert actions[name].option_strings == [h.flag, *negation]
         assert actions[name].default == h.default
         assert h.help in actions[name].help
     required = ["--model", "m", "--data", "d"]
@@ -80,6 +81,10 @@ def test_cli_options_are_generated_from_the_table(add, names):
         ("margin", math.nan),
         ("loss", "hinge"),
         ("max_tokens", 2),
+        ("early_stopping_patience", -1),
+        ("early_stopping_patience", 1.5),
+        ("select_best_epoch", 1),
+        ("select_best_epoch", "yes"),
     ],
 )
 def test_core_and_payload_refuse_the_same_values(name, bad):
@@ -94,13 +99,23 @@ def test_core_and_payload_refuse_the_same_values(name, bad):
 
 def test_caps_hold_for_submitted_jobs_only():
     """A job from another service is capped; a local run is trusted past the cap."""
-    over = {"epochs": 1001, "lr": 1.5, "batch_size": 5000, "margin": 2.5}
+    over = {
+        "epochs": 1001,
+        "lr": 1.5,
+        "batch_size": 5000,
+        "margin": 2.5,
+        "early_stopping_patience": 1001,
+    }
     assert problems(over) == []
     assert len(problems(over, capped=True)) == len(over)
     TrainConfig(**over).check()
+    validation = {"validation_triplets": OK_ROWS}  # early stopping needs a validation set
     for name, value in over.items():
         with pytest.raises(PayloadError, match=f"{name}: Input should be less than or equal to"):
-            parse(FinetuneRequest, {"model": "minilm", "triplets": OK_ROWS, name: value})
+            parse(
+                FinetuneRequest,
+                {"model": "minilm", "triplets": OK_ROWS, **validation, name: value},
+            )
 
 
 def test_nan_learning_rate_is_called_not_finite():
@@ -114,3 +129,5 @@ def test_the_api_defaults_are_the_table_defaults():
     assert HYPERPARAMETERS["epochs"].default == fine_tuning.DEFAULT_EPOCHS
     assert HYPERPARAMETERS["batch_size"].default == fine_tuning.DEFAULT_BATCH_SIZE
     assert HYPERPARAMETERS["lr"].default == fine_tuning.DEFAULT_LR
+    assert HYPERPARAMETERS["early_stopping_patience"].default == fine_tuning.DEFAULT_PATIENCE
+    assert HYPERPARAMETERS["select_best_epoch"].default == fine_tuning.DEFAULT_SELECT_BEST

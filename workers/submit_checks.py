@@ -2,9 +2,9 @@
 
 The payload's shape is the schema's (:mod:`workers.schemas`); this checks what it names on
 the worker's side of the world: the model (a spec, a registered version, a folder under
-the roots, a hub id a spec names) and the dataset (an existing file under the roots). A
-request refused here leaves no row behind, instead of a job that is ``queued`` now and
-``failed`` later.
+the roots, a hub id a spec names) and the datasets, training and validation (existing
+files under the roots). A request refused here leaves no row behind, instead of a job that
+is ``queued`` now and ``failed`` later.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ def check_request(request: FinetuneRequest) -> None:
     """Raise ``UnknownModel``, ``PathNotAllowed`` or :class:`DatasetNotFound` for a request
     that names what the workers may not or cannot use."""
     checked_model_name(request.model)
-    if request.dataset is not None:
-        path = ensure_under_roots(request.dataset, get_settings().model_roots, what="dataset")
-        if not Path(path).is_file():
-            raise DatasetNotFound(f"dataset {request.dataset!r} is not a file")
+    for what in ("dataset", "validation_dataset"):
+        named = getattr(request, what)
+        if named is not None:
+            path = ensure_under_roots(named, get_settings().model_roots, what=what)
+            if not Path(path).is_file():
+                raise DatasetNotFound(f"{what} {named!r} is not a file")

@@ -14,7 +14,16 @@ import time
 from workers.cli.hyperparameter_options import add_hyperparameter_options, hyperparameters_from
 
 # The payload's hyper-parameters (FinetuneRequest); tests/test_hyperparameters.py checks it.
-SUBMIT_HYPERPARAMETERS = ("loss", "epochs", "lr", "batch_size", "margin", "seed")
+SUBMIT_HYPERPARAMETERS = (
+    "loss",
+    "epochs",
+    "lr",
+    "batch_size",
+    "margin",
+    "seed",
+    "early_stopping_patience",
+    "select_best_epoch",
+)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -53,6 +62,12 @@ def add_submit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data", required=True, help="JSONL: {anchor, positive, negative} or {anchor, positive}"
     )
+    p.add_argument(
+        "--validation-data",
+        default=None,
+        help="JSONL validation set: picks the best epoch, drives early stopping "
+        "(default: none; a sample of --data is evaluated before and after)",
+    )
     add_hyperparameter_options(p, SUBMIT_HYPERPARAMETERS)
     p.add_argument("--idempotency-key", default=None)
     p.add_argument(
@@ -78,9 +93,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     rows = _read_rows(args.data)
     kind = "triplets" if rows and isinstance(rows[0], dict) and "negative" in rows[0] else "pairs"
+    validation = _read_rows(args.validation_data) if args.validation_data else None
     job_id = submit_finetune(
         args.model,
         **{kind: rows},
+        validation=validation,
         idempotency_key=args.idempotency_key,
         **hyperparameters_from(args, SUBMIT_HYPERPARAMETERS),
         **({"suffix": args.suffix} if args.suffix else {}),
