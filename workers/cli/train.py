@@ -92,7 +92,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         print(
             f"{e.epoch:>5}  {e.loss:>10.6f}  {e.lr:>10.2e}  {e.samples_per_s:>8.1f}  {e.duration_s:>8.2f}"
         )
-    print(f"\neval on {result.eval_source}: before     after")
+    print(f"\neval on {result.eval_source}\n          before     after")
     for key in result.eval_before:
         print(
             f"{key:<9} {result.eval_before[key]:>7.4f}  {result.eval_after.get(key, float('nan')):>7.4f}"
