@@ -120,6 +120,10 @@ class Hyperparameters(_Request):
     batch_size: int | Literal["auto"] = "auto"
     learning_rate: float | Literal["auto"] = "auto"
     learning_rate_multiplier: float | Literal["auto"] = "auto"
+    # Ours (with a validation_file): stop after this many epochs without a validation gain,
+    # and export the best epoch rather than the last ("auto": embedding.hyperparameters).
+    early_stopping_patience: int | Literal["auto"] = "auto"
+    select_best_epoch: bool | Literal["auto"] = "auto"
 
 
 class FineTuningJobRequest(_Request):
@@ -143,6 +147,22 @@ class JobHyperparameters(BaseModel):
     batch_size: int
     learning_rate: float
     learning_rate_multiplier: float
+    early_stopping_patience: int  # ours
+    select_best_epoch: bool  # ours
+
+
+class JobResult(BaseModel):
+    """Ours (OpenAI's job has no such field): what training concluded, once it succeeded."""
+
+    eval_source: str  # "validation" or "train-sample:N of M": what eval_before/after measured
+    selected_by: str | None = None  # the validation metric: "mrr@10" or "triplet_accuracy"
+    best_epoch: int | None = None  # the epoch with the best validation metric
+    best_value: float | None = None
+    exported_epoch: int | None = None  # whose weights are fine_tuned_model
+    epochs_trained: int
+    stopped_early: bool
+    eval_before: dict[str, float | None] = {}
+    eval_after: dict[str, float | None] = {}
 
 
 class FineTuningJob(BaseModel):
@@ -166,6 +186,7 @@ class FineTuningJob(BaseModel):
     metadata: dict[str, str] | None = None
     loss: str
     suffix: str | None = None
+    result: JobResult | None = None  # ours: set when the job succeeds
 
 
 class FineTuningJobList(BaseModel):

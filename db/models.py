@@ -57,6 +57,7 @@ JOB_EVENT_KINDS = (
     "claimed",
     "epoch",
     "checkpoint",
+    "best_epoch",
     "released",
     "retried",
     "rescued",
@@ -179,6 +180,10 @@ class FinetuneJob(Base):
     model_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_versions.id", ondelete="SET NULL")
     )
+    # What training concluded, written with the model version (revision 0005): the eval set
+    # (``eval_source``), the best epoch and its metric, the epoch whose weights became the
+    # version, whether it stopped early, eval before/after. Null until the job succeeds.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     epochs: Mapped[list[EpochMetric]] = relationship(
         back_populates="job",

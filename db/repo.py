@@ -336,6 +336,36 @@ def finish_job(
     return changed
 
 
+def record_job_result(
+    session: Session, job_id: Id, result: dict[str, Any], event: str | None = None
+) -> bool:
+    """Store what training concluded (``finetune_jobs.result``) on a job still running, and
+    ``event``, when given, as its ``best_epoch`` step; True if this call stored it.
+
+    Once only: a job that already has a result, or has ended, keeps what it has (a
+    redelivered job that trains again writes nothing twice). Call it in the transaction
+    that registers the version and finishes the job.
+    """
+    jid = v.as_uuid(job_id, "job_id")
+    data = v.json_object(result, "result", strict=False)
+    stmt = (
+        update(FinetuneJob)
+        .where(
+            FinetuneJob.id == jid,
+            FinetuneJob.status.in_(_ACTIVE),
+            FinetuneJob.result.is_(None),
+        )
+        .values(result=data)
+    )
+    changed = _update(session, stmt) == 1
+    _forget(session, FinetuneJob, jid)
+    if not changed:
+        _require(session, FinetuneJob, jid, "fine-tune job")
+    elif event is not None:
+        add_job_event(session, jid, "best_epoch", event, data=data)
+    return changed
+
+
 def mark_sent(session: Session, job_id: Id) -> bool:
     """Take a job out of the outbox; the first send time is kept. True if it was unsent."""
     jid = v.as_uuid(job_id, "job_id")

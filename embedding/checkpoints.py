@@ -17,7 +17,10 @@ fingerprint of model, settings and data, and the eval before training).
 
 Each folder is written under a temporary name and renamed into place; ``LATEST`` is
 replaced the same way. A crash mid-write leaves the previous checkpoint intact. The names
-sort in training order, so pruning keeps the newest.
+sort in training order, so pruning keeps the newest, and spares one more when asked: the
+best epoch's folder (``keep``), whose weights the trainer exports at the end, also after a
+resume. Once it is no longer among the newest it loses its optimizer state (only its
+weights are ever read again).
 
 When a job ends, :func:`prune_after_job` removes every checkpoint but the last
 ``keep`` ones, and the optimizer state (twice the weights' size) of those it keeps.
@@ -78,9 +81,10 @@ def save_checkpoint(
     scheduler: Any,
     history: list[dict[str, Any]],
     partial: dict[str, Any] | None = None,
+    keep: str | None = None,
 ) -> Path:
     """Write a checkpoint after ``epoch`` finished epochs (and ``partial["step"]`` batches
-    of the next one, when given)."""
+    of the next one, when given). Pruning spares the folder named ``keep`` (the best epoch)."""
     directory.mkdir(parents=True, exist_ok=True)
     name = f"epoch-{epoch:04d}" + (f"-step-{partial['step']:06d}" if partial else "")
     final = directory / name
@@ -100,8 +104,35 @@ def save_checkpoint(
     os.replace(tmp, final)
     _write_atomic(directory / LATEST, final.name)
     for old in sorted(directory.glob("epoch-*"))[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.name == keep:
+            _drop_optimizer(old)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def epoch_folder(directory: Path, epoch: int) -> Path:
+    """The checkpoint folder written at the end of ``epoch``."""
+    return directory / f"epoch-{epoch:04d}"
+
+
+def load_weights(path: Path, model: torch.nn.Module) -> None:
+    """Put a checkpoint's trainable weights back into ``model`` (nothing else changes)."""
+    weights = load_file(str(path / "model.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
+    if missing:
+        raise ValueError(
+            f"checkpoint {path} lacks parameters {missing[:3]}: it is from another model"
+        )
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor)
+
+
+def _drop_optimizer(folder: Path) -> None:
+    for name in ("optimizer.safetensors", "optimizer.json"):
+        (folder / name).unlink(missing_ok=True)
 
 
 def latest_checkpoint(directory: Path | None) -> Path | None:
@@ -115,16 +146,7 @@ def load_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> dict[str, Any]:
     """Restore everything; returns ``trainer.json`` (epoch and history)."""
-    weights = load_file(str(path / "model.safetensors"))
-    params = dict(model.named_parameters())
-    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
-    if missing:
-        raise ValueError(
-            f"checkpoint {path} lacks parameters {missing[:3]}: it is from another model"
-        )
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            params[name].copy_(tensor)
+    load_weights(path, model)
     meta = json.loads((path / "optimizer.json").read_text())
     optimizer.load_state_dict(
         _optimizer_state(load_file(str(path / "optimizer.safetensors")), meta)
@@ -171,8 +193,7 @@ def prune_after_job(directory: Path, keep: int = 0) -> None:
     for old in [*folders[:-keep], *directory.glob(".epoch-*")]:
         shutil.rmtree(old, ignore_errors=True)
     for kept in folders[-keep:]:
-        for name in ("optimizer.safetensors", "optimizer.json"):
-            (kept / name).unlink(missing_ok=True)
+        _drop_optimizer(kept)
 
 
 def _write_atomic(path: Path, text: str) -> None:

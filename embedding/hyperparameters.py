@@ -128,6 +128,31 @@ MATRYOSHKA = Hyperparameter(
     "only for specs that declare them",
 )
 
+# Both act on the per-epoch evaluation, which runs only with a validation set (the trainer's
+# ``eval_examples``, a job's ``validation_*`` field, the API's ``validation_file``): without
+# one there is nothing to choose by, so patience > 0 is refused and select_best_epoch is moot.
+EARLY_STOPPING_PATIENCE = Hyperparameter(
+    "early_stopping_patience",
+    int,
+    0,
+    "stop after this many epochs without a gain in the validation metric "
+    "(MRR@10 for pairs, triplet accuracy for triplets); 0: off; needs a validation set",
+    ge=0,
+    cap=1000,
+)
+SELECT_BEST_EPOCH = Hyperparameter(
+    "select_best_epoch",
+    bool,
+    True,
+    "export the epoch with the best validation metric instead of the last (with a validation set)",
+)
+
+# Not a user setting but the trainer's own knob (``TrainConfig.eval_sample_rows``), here so
+# the CLI's help can quote it without importing torch: without a validation set, "before
+# and after" is measured on at most this many training rows (seeded), enough for a stable
+# MRR@10 or accuracy at a fixed cost however large the training set is.
+DEFAULT_EVAL_SAMPLE_ROWS = 256
+
 HYPERPARAMETERS: dict[str, Hyperparameter] = {
     h.name: h
     for h in (
@@ -140,6 +165,8 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
         MAX_TOKENS,
         MINI_BATCH_SIZE,
         MATRYOSHKA,
+        EARLY_STOPPING_PATIENCE,
+        SELECT_BEST_EPOCH,
     )
 }
 

@@ -1,12 +1,27 @@
 """Fine-tuning: one readable loop, top to bottom.
 
-    examples -> validate (before anything is loaded) -> load a *fresh* copy of the model
-    -> (LoRA adapters for large specs) -> eval before
+    examples -> validate (before anything is loaded) -> choose the eval set
+    -> load a *fresh* copy of the model -> (LoRA adapters for large specs) -> eval before
     -> for each epoch: shuffle (seeded) -> batches -> embed every text of the batch in ONE
        forward -> loss -> backward -> clip -> fused AdamW step -> linear warmup/decay
        (cached_mnrl: forward and backward in mini-batches, GradCache; see losses/)
-    -> end of epoch: mean loss, eval, checkpoint (atomic), ``on_epoch_end`` callback
-    -> eval after -> export in the sentence-transformers layout (LoRA merged into the base)
+    -> end of epoch: mean loss, eval (with a validation set), checkpoint (atomic),
+       ``on_epoch_end`` callback, early stop after ``early_stopping_patience`` epochs
+       without a gain
+    -> the best epoch's weights back in place -> eval after -> export in the
+       sentence-transformers layout (LoRA merged into the base)
+
+The eval set: the validation rows (``eval_examples``) when given; otherwise a seeded sample
+of at most ``eval_sample_rows`` training rows, so "before and after" never re-encodes a
+large training set. Results say which (``eval_source``: ``"validation"`` or
+``"train-sample:N of M"``). Only a validation set is evaluated after every epoch.
+
+Best epoch: with a validation set, the epoch with the best MRR@10 (pairs) or triplet
+accuracy (triplets) is the one exported (:mod:`embedding.epoch_selection`; ``select_best_epoch``
+off exports the last). Its weights come back from its own checkpoint, which pruning spares:
+no second copy of the model in memory, and the checkpoint has to be on disk anyway for the
+best to survive a resume. Only a run without a checkpoint directory (no resume possible)
+keeps a CPU copy of the best epoch's trainable weights instead.
 
 Which model is trained: the trainer always loads its own copy of the weights from disk
 (:func:`load_for_training`), also when handed an :class:`Encoder`; a model being served is
@@ -25,6 +40,7 @@ import copy
 import functools
 import hashlib
 import json
+import logging
 import math
 import random
 import statistics
@@ -40,14 +56,17 @@ import torch
 from embedding import hyperparameters as hp
 from embedding.checkpoints import (
     clear_checkpoints,
+    epoch_folder,
     latest_checkpoint,
     load_checkpoint,
+    load_weights,
     read_run,
     save_checkpoint,
     write_run,
 )
 from embedding.data import DataError, Example, validate_examples
 from embedding.encoder import Encoder
+from embedding.epoch_selection import Selection, select
 from embedding.evaluation import evaluate, evaluate_at_dims
 from embedding.losses import (
     DEFAULT_MNRL_SCALE,
@@ -59,6 +78,8 @@ from embedding.losses import (
 )
 from embedding.specs import ModelSpec, get_spec
 from embedding.st_layout import export_sentence_transformers
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -92,6 +113,9 @@ class TrainConfig:
     max_tokens: int | None = hp.MAX_TOKENS.default
     mini_batch_size: int = hp.MINI_BATCH_SIZE.default  # cached_mnrl: texts per forward pass
     matryoshka: bool = hp.MATRYOSHKA.default  # also train (and evaluate) at the spec's dims
+    early_stopping_patience: int = hp.EARLY_STOPPING_PATIENCE.default
+    select_best_epoch: bool = hp.SELECT_BEST_EPOCH.default
+    eval_sample_rows: int = hp.DEFAULT_EVAL_SAMPLE_ROWS  # the bound without a validation set
 
     def check(self) -> None:
         """Refuse settings that cannot train, all problems in one message."""
@@ -110,6 +134,7 @@ class TrainConfig:
         positive_number("scale", self.scale)
         positive_number("max_grad_norm", self.max_grad_norm)
         positive_int("lora_r", self.lora_r)
+        positive_int("eval_sample_rows", self.eval_sample_rows)
         if not (isinstance(self.warmup_ratio, int | float) and 0 <= self.warmup_ratio < 1):
             problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
@@ -129,7 +154,7 @@ class EpochStats:
     lr: float  # the learning rate of the epoch's last optimizer step
     samples_per_s: float
     duration_s: float  # training only: without eval and checkpoint
-    eval: dict[str, float] = field(default_factory=dict)  # only with eval_examples
+    eval: dict[str, float] = field(default_factory=dict)  # only with a validation set
 
 
 @dataclass
@@ -142,6 +167,11 @@ class TrainResult:
     seconds: float  # training loop time (excludes loading the model and the first eval)
     settings: dict[str, Any]
     stopped: bool = False  # should_stop() or stop_after_epoch ended it early: no export
+    eval_source: str = ""  # "validation" or "train-sample:N of M": what eval_* measured
+    best_epoch: int | None = None  # best validation metric (None: no per-epoch eval)
+    selected_by: str | None = None  # that metric: "mrr@10" or "triplet_accuracy"
+    exported_epoch: int | None = None  # whose weights are in output_dir (the best, or last)
+    stopped_early: bool = False  # early_stopping_patience ended it (exported all the same)
 
 
 # --------------------------------------------------------------------- setup
@@ -219,6 +249,42 @@ def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ra
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def eval_sample(rows: Sequence[Example], limit: int, seed: int) -> list[Example]:
+    """At most ``limit`` training rows to evaluate on, drawn with ``seed`` (the same rows on
+    a resume), in their original order."""
+    if len(rows) <= limit:
+        return list(rows)
+    picked = sorted(random.Random(seed).sample(range(len(rows)), limit))
+    return [rows[i] for i in picked]
+
+
+def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable weights, copied to the CPU (the best epoch, when no checkpoint keeps it)."""
+    return {
+        n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad
+    }
+
+
+def _restore(
+    model: torch.nn.Module,
+    epoch: int,
+    checkpoint_dir: Path | None,
+    kept: dict[str, torch.Tensor] | None,
+) -> bool:
+    """Put epoch ``epoch``'s weights back; False when they are nowhere to be found."""
+    if kept is not None:
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in kept.items():
+                params[name].copy_(tensor)
+        return True
+    folder = epoch_folder(checkpoint_dir, epoch) if checkpoint_dir is not None else None
+    if folder is None or not (folder / "model.safetensors").is_file():
+        return False
+    load_weights(folder, model)
+    return True
 
 
 # ------------------------------------------------------------------- batches
@@ -333,9 +399,26 @@ def _model_name(model: str | Path | ModelSpec | Encoder) -> str:
     return model.name if isinstance(model, ModelSpec) else str(model)
 
 
-def _fingerprint(model_name: str, config: TrainConfig, rows: Sequence[Example]) -> dict[str, Any]:
-    data = hashlib.sha256(json.dumps(list(rows), ensure_ascii=False).encode()).hexdigest()
-    return {"model": model_name, "config": asdict(config), "rows": len(rows), "data_sha256": data}
+def _sha256(rows: Sequence[Example] | None) -> str | None:
+    if rows is None:
+        return None
+    return hashlib.sha256(json.dumps(list(rows), ensure_ascii=False).encode()).hexdigest()
+
+
+def _fingerprint(
+    model_name: str,
+    config: TrainConfig,
+    rows: Sequence[Example],
+    validation: Sequence[Example] | None,
+) -> dict[str, Any]:
+    return {
+        "model": model_name,
+        "config": asdict(config),
+        "rows": len(rows),
+        "data_sha256": _sha256(rows),
+        # The best epoch so far was chosen on these rows: another set would mix two scales.
+        "eval_sha256": _sha256(validation),
+    }
 
 
 def _check_same_run(checkpoint_dir: Path, fingerprint: dict[str, Any]) -> None:
@@ -343,11 +426,15 @@ def _check_same_run(checkpoint_dir: Path, fingerprint: dict[str, Any]) -> None:
     if saved is None:  # checkpoints written before fingerprints existed
         return
     differ = [k for k in ("model", "rows", "data_sha256") if saved.get(k) != fingerprint[k]]
-    defaults = {f.name: f.default for f in fields(TrainConfig)}  # for settings added later
+    if "eval_sha256" in saved and saved["eval_sha256"] != fingerprint["eval_sha256"]:
+        differ.append("eval_sha256")  # (absent: written before the validation set counted)
+    # A setting added since the checkpoint was written counts as its default there.
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    saved_config = saved.get("config", {})
     differ += [
         f"config.{k}"
         for k, v in fingerprint["config"].items()
-        if saved.get("config", {}).get(k, defaults.get(k)) != v
+        if saved_config.get(k, defaults.get(k)) != v
     ]
     if differ:
         raise CheckpointMismatch(
@@ -376,11 +463,14 @@ def finetune(
     """Train, checkpoint every epoch, export. See the module docstring for the shape of it.
 
     ``examples``: triplets for ``loss="triplet"``, pairs or triplets for ``"mnrl"`` (the
-    third text is a hard negative). Without ``eval_examples`` the training rows are
-    evaluated. ``on_step(n_rows, loss)`` after every batch; ``should_stop()`` is asked
-    before every batch and ends the run without export (resume continues it);
-    ``stop_after_epoch`` simulates an interruption (tests). On resume, ``on_epoch_end`` is
-    called again for the epochs already done, so callers that upsert lose nothing.
+    third text is a hard negative). ``eval_examples``, the validation set, is evaluated
+    before, after every epoch (which chooses the best epoch and stops early) and after;
+    without it a seeded sample of at most ``config.eval_sample_rows`` training rows is
+    evaluated before and after only. ``on_step(n_rows, loss)`` after every batch;
+    ``should_stop()`` is asked before every batch and ends the run without export (resume
+    continues it); ``stop_after_epoch`` simulates an interruption (tests). On resume,
+    ``on_epoch_end`` is called again for the epochs already done, so callers that upsert
+    lose nothing. An early stop (``early_stopping_patience``) is a finish: it exports.
 
     Inside an epoch a checkpoint is also written every ``checkpoint_every_steps`` optimizer
     steps or ``checkpoint_every_s`` seconds (0: never), and at once when ``should_stop()``
@@ -393,9 +483,20 @@ def finetune(
     rows = validate_examples(examples)
     _check_loss_fits(rows, config)
     _check_matryoshka(model, config)
-    eval_rows = validate_examples(eval_examples, where="eval row") if eval_examples else rows
+    validation = validate_examples(eval_examples, where="eval row") if eval_examples else None
+    if validation is not None:
+        eval_rows, eval_source = validation, "validation"
+    else:
+        if config.early_stopping_patience > 0:
+            raise ValueError(
+                "early_stopping_patience needs a validation set (eval_examples): "
+                "without one no epoch is evaluated"
+            )
+        eval_rows = eval_sample(rows, config.eval_sample_rows, config.seed)
+        eval_source = f"train-sample:{len(eval_rows)} of {len(rows)}"
+    keep_best = validation is not None and config.select_best_epoch
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-    fingerprint = _fingerprint(_model_name(model), config, rows)
+    fingerprint = _fingerprint(_model_name(model), config, rows, validation)
     found = latest_checkpoint(checkpoint_dir) if resume else None
     if found is not None:
         _check_same_run(checkpoint_dir, fingerprint)  # type: ignore[arg-type]
@@ -434,9 +535,18 @@ def finetune(
         if checkpoint_dir is not None:
             write_run(checkpoint_dir, {"fingerprint": fingerprint, "eval_before": eval_before})
 
-    # 4. The epochs.
+    # 4. The epochs (none when a resumed run had already stopped early).
     stopped = False
+    selection = select(history)
+    stopped_early = selection.patience_exhausted(config.early_stopping_patience)
+    best_state: dict[str, torch.Tensor] | None = None  # only without a checkpoint directory
     started = last_save = time.perf_counter()
+
+    def kept_folder() -> str | None:
+        """The best epoch's checkpoint, spared by pruning: the export reads it back."""
+        if not keep_best or selection.best_epoch is None or checkpoint_dir is None:
+            return None
+        return epoch_folder(checkpoint_dir, selection.best_epoch).name
 
     def save_inside_epoch(
         epoch: int, step: int, losses: list[float], seen: int, lr: float, spent: float
@@ -446,13 +556,21 @@ def finetune(
             return
         part = {"step": step, "losses": losses, "seen": seen, "lr": lr, "duration_s": spent}
         path = save_checkpoint(
-            checkpoint_dir, epoch - 1, encoder.model, optimizer, scheduler, history, part
+            checkpoint_dir,
+            epoch - 1,
+            encoder.model,
+            optimizer,
+            scheduler,
+            history,
+            part,
+            keep=kept_folder(),
         )
         last_save = time.perf_counter()
         if on_checkpoint:
             on_checkpoint(path, epoch - 1, step)
 
-    for epoch in range(start_epoch, config.epochs + 1):
+    remaining = () if stopped_early else range(start_epoch, config.epochs + 1)
+    for epoch in remaining:
         encoder.model.train()
         epoch_start, losses, seen, lr_used = time.perf_counter(), [], 0, 0.0
         done_before, earlier_s = 0, 0.0
@@ -520,30 +638,48 @@ def finetune(
             lr=lr_used,
             samples_per_s=seen / duration if duration > 0 else 0.0,
             duration_s=duration,
-            eval=_evaluate(encoder, eval_rows, config) if eval_examples else {},
+            eval=_evaluate(encoder, eval_rows, config) if validation is not None else {},
         )
         history.append(asdict(stats))
+        selection = select(history)
         if checkpoint_dir is not None:
             path = save_checkpoint(
-                checkpoint_dir, epoch, encoder.model, optimizer, scheduler, history
+                checkpoint_dir,
+                epoch,
+                encoder.model,
+                optimizer,
+                scheduler,
+                history,
+                keep=kept_folder(),
             )
             last_save = time.perf_counter()
             if on_checkpoint:
                 on_checkpoint(path, epoch, 0)
+        elif keep_best and selection.best_epoch == epoch and epoch < config.epochs:
+            best_state = _cpu_copy(encoder.model)
         if on_epoch_end:
             on_epoch_end(stats)
+        if selection.patience_exhausted(config.early_stopping_patience):
+            stopped_early = True
+            break
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < config.epochs:
             stopped = True
             break
     seconds = time.perf_counter() - started
 
-    # 5. Eval after (the last epoch's eval when it ran on the same rows) and export.
+    # 5. The best epoch's weights back in place, eval after, export.
     epochs = [EpochStats(**h) for h in history]
     eval_after: dict[str, float] = {}
+    exported = None
     if not stopped:
         encoder.model.eval()
-        last = epochs[-1].eval if epochs and start_epoch <= config.epochs else {}
-        eval_after = dict(last) if last else _evaluate(encoder, eval_rows, config)
+        exported = epochs[-1].epoch if epochs else None
+        exported = _take_best(encoder, selection, exported, keep_best, checkpoint_dir, best_state)
+        best_state = None
+        figures = next((e.eval for e in epochs if e.epoch == exported), {})
+        # A validation set was evaluated at the end of the exported epoch: same rows, same
+        # weights, so no second pass. The training sample is evaluated here, once.
+        eval_after = dict(figures) if figures else _evaluate(encoder, eval_rows, config)
     output = None
     if out_dir is not None and not stopped:
         output = str(_export(encoder, Path(out_dir), use_lora))
@@ -561,9 +697,43 @@ def finetune(
             "precision": encoder.precision,
             "device": encoder.device,
             "rows": len(rows),
+            "eval_source": eval_source,
         },
         stopped=stopped,
+        eval_source=eval_source,
+        best_epoch=selection.best_epoch,
+        selected_by=selection.metric if selection.best_epoch is not None else None,
+        exported_epoch=exported,
+        stopped_early=stopped_early,
     )
+
+
+def _take_best(
+    encoder: Encoder,
+    selection: Selection,
+    last: int | None,
+    keep_best: bool,
+    checkpoint_dir: Path | None,
+    best_state: dict[str, torch.Tensor] | None,
+) -> int | None:
+    """Put the best epoch's weights in place of the last one's; returns the epoch exported.
+
+    A best epoch whose checkpoint is gone (pruned by a version that did not spare it) cannot
+    come back: the last epoch is exported, with a warning, and the result says so.
+    """
+    best = selection.best_epoch
+    if not keep_best or best is None or best == last:
+        return last
+    if _restore(encoder.model, best, checkpoint_dir, best_state):
+        return best
+    log.warning(
+        "best epoch %s (%s %.4f) has no checkpoint left: exporting the last epoch, %s",
+        best,
+        selection.metric,
+        selection.best_value,
+        last,
+    )
+    return last
 
 
 def _export(encoder: Encoder, out_dir: Path, merged_lora: bool) -> Path:
@@ -596,6 +766,7 @@ __all__ = [
     "batch_loss",
     "embeddings_loss",
     "epoch_batches",
+    "eval_sample",
     "finetune",
     "load_for_training",
     "make_optimizer",

@@ -85,6 +85,10 @@ def test_cli_options_are_generated_from_the_table(add, names):
         ("mini_batch_size", 1.5),
         ("matryoshka", "yes"),
         ("matryoshka", 1),
+        ("early_stopping_patience", -1),
+        ("early_stopping_patience", 1.5),
+        ("select_best_epoch", 1),
+        ("select_best_epoch", "yes"),
     ],
 )
 def test_core_and_payload_refuse_the_same_values(name, bad):
@@ -99,13 +103,23 @@ def test_core_and_payload_refuse_the_same_values(name, bad):
 
 def test_caps_hold_for_submitted_jobs_only():
     """A job from another service is capped; a local run is trusted past the cap."""
-    over = {"epochs": 1001, "lr": 1.5, "batch_size": 5000, "margin": 2.5}
+    over = {
+        "epochs": 1001,
+        "lr": 1.5,
+        "batch_size": 5000,
+        "margin": 2.5,
+        "early_stopping_patience": 1001,
+    }
     assert problems(over) == []
     assert len(problems(over, capped=True)) == len(over)
     TrainConfig(**over).check()
+    validation = {"validation_triplets": OK_ROWS}  # early stopping needs a validation set
     for name, value in over.items():
         with pytest.raises(PayloadError, match=f"{name}: Input should be less than or equal to"):
-            parse(FinetuneRequest, {"model": "minilm", "triplets": OK_ROWS, name: value})
+            parse(
+                FinetuneRequest,
+                {"model": "minilm", "triplets": OK_ROWS, **validation, name: value},
+            )
 
 
 def test_nan_learning_rate_is_called_not_finite():
@@ -155,3 +169,5 @@ def test_matryoshka_on_a_model_without_dims_is_refused_at_submission():
     check_request(
         parse(FinetuneRequest, {"model": "jina_v3", "triplets": OK_ROWS, "matryoshka": True})
     )
+    assert HYPERPARAMETERS["early_stopping_patience"].default == fine_tuning.DEFAULT_PATIENCE
+    assert HYPERPARAMETERS["select_best_epoch"].default == fine_tuning.DEFAULT_SELECT_BEST

@@ -27,13 +27,18 @@ def submit_finetune(
     pairs: list[dict[str, str]] | list[tuple[str, str]] | None = None,
     dataset: str | None = None,
     idempotency_key: str | None = None,
+    validation: list[dict[str, str]] | list[tuple[str, ...]] | None = None,
+    validation_dataset: str | None = None,
     **hyperparameters: Any,
 ) -> str:
     """Validate, record and enqueue a fine-tune job; returns its id (a UUID string).
 
+    ``validation`` (rows: triplets or pairs) or ``validation_dataset`` (a JSONL path under
+    the roots): the validation set that picks the best epoch and drives early stopping.
     ``hyperparameters`` (``epochs=``, ``lr=``, ``loss=``, ``batch_size=``, ``margin=``,
-    ``seed=``, ``mini_batch_size=``, ``matryoshka=``): those not given take the defaults of
-    :mod:`embedding.hyperparameters`.
+    ``seed=``, ``mini_batch_size=``, ``matryoshka=``, ``early_stopping_patience=``,
+    ``select_best_epoch=``): those not given take
+    the defaults of :mod:`embedding.hyperparameters`.
     ``suffix=`` names the model version ``<model>-<suffix>``. Raises ``PayloadError`` for a
     malformed request, ``UnknownModel`` / ``PathNotAllowed`` / ``DatasetNotFound`` for a model
     or dataset the workers may not use, and :class:`~workers.idempotency.IdempotencyConflict`
@@ -47,9 +52,23 @@ def submit_finetune(
         payload["pairs"] = [_row(p, ("anchor", "positive")) for p in pairs]
     if dataset is not None:
         payload["dataset"] = str(dataset)
+    if validation is not None:
+        triplets = bool(validation) and _width(validation[0]) == 3
+        names = ("anchor", "positive", "negative") if triplets else ("anchor", "positive")
+        kind = "validation_triplets" if triplets else "validation_pairs"
+        payload[kind] = [_row(r, names) for r in validation]
+    if validation_dataset is not None:
+        payload["validation_dataset"] = str(validation_dataset)
     if idempotency_key is not None:
         payload["idempotency_key"] = idempotency_key
     return submit_request(parse(FinetuneRequest, payload)).job_id
+
+
+def _width(row: Any) -> int:
+    """3 for a triplet (a dict with a negative, or three texts), else 2."""
+    if isinstance(row, dict):
+        return 3 if "negative" in row else 2
+    return len(row) if isinstance(row, list | tuple) else 2
 
 
 def _row(row: Any, names: tuple[str, ...]) -> Any:
@@ -80,6 +99,10 @@ def event_dicts(events: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
+# Inline rows stay out of a job's JSON: they can be thousands of texts.
+INLINE_ROWS = ("triplets", "pairs", "validation_triplets", "validation_pairs")
+
+
 def job_to_dict(job: Any) -> dict[str, Any]:
     def iso(value: Any) -> str | None:
         return value.isoformat() if value else None
@@ -91,7 +114,7 @@ def job_to_dict(job: Any) -> dict[str, Any]:
         "error": job.error,
         "attempts": job.attempts,
         "worker": job.worker,
-        "params": {k: v for k, v in job.params.items() if k not in ("triplets", "pairs")},
+        "params": {k: v for k, v in job.params.items() if k not in INLINE_ROWS},
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
@@ -102,6 +125,9 @@ def job_to_dict(job: Any) -> dict[str, Any]:
         if job.model_version is not None
         else None,
         "fine_tuned_model": job_fine_tuned_id(job) if job.model_version is not None else None,
+        # What training concluded (null until it succeeds): the eval set, the best epoch by
+        # the validation metric, the epoch whose weights are the version, early stop.
+        "result": job.result,
         "epochs": [
             {
                 "epoch": e.epoch,

@@ -2,9 +2,11 @@
 
 Claim the job atomically in the database (a live lease elsewhere means another worker has
 it), keep the lease fresh from a thread, train (resuming from the job's last checkpoint if
-one exists, inside an epoch too), upsert each epoch's row as it finishes, save the model,
-register a model version and mark the job succeeded — or failed with its reason, or
-cancelled. Every write that must survive a database restart goes through
+one exists, inside an epoch too), upsert each epoch's row as it finishes (with its
+validation figures when the job has a validation set), save the model (the best epoch's
+weights), register a model version and mark the job succeeded with what training concluded
+(``result``: eval set, best epoch, exported epoch, early stop; a ``best_epoch`` event says
+which epoch became the version) — or failed with its reason, or cancelled. Every write that must survive a database restart goes through
 :func:`workers.db_retry.with_db_retry`.
 
 Cancel is honoured in every phase: the trainer stops at its next batch, and the lease
@@ -181,13 +183,17 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
     from embedding.data import load_examples
 
     out = job_dir(job_id)
+    roots = get_settings().model_roots
     if request.dataset is not None:
-        path = ensure_under_roots(request.dataset, get_settings().model_roots, what="dataset")
-        examples = load_examples(path)
+        examples = load_examples(ensure_under_roots(request.dataset, roots, what="dataset"))
     elif request.triplets is not None:
         examples = [(t.anchor, t.positive, t.negative) for t in request.triplets]
     else:
         examples = [(p.anchor, p.positive) for p in request.pairs]
+    validation = request.validation_rows()
+    if request.validation_dataset is not None:
+        where = ensure_under_roots(request.validation_dataset, roots, what="validation_dataset")
+        validation = load_examples(where)
     last_check = [0.0]
 
     def should_stop() -> bool:
@@ -255,6 +261,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
         out_dir=out / "model",
         checkpoint_dir=out / "checkpoints",
         resume=True,
+        eval_examples=validation,
         on_epoch_end=on_epoch_end,
         should_stop=should_stop,
         checkpoint_every_steps=settings.checkpoint_every_steps,
@@ -265,6 +272,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
         raise JobReleased(job_id) if warm_shutdown.requested() else JobCancelled(job_id)
     model_path = Path(result.output_dir)
     digest = weights_sha256(model_path)
+    summary = training_summary(result)
 
     def register() -> int:
         with session_scope() as session:
@@ -274,8 +282,9 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
                 base_model=request.model,
                 path=str(model_path),
                 weights_sha256=digest,
-                metrics={"eval_before": result.eval_before, "eval_after": result.eval_after},
+                metrics=summary,
             )
+            repo.record_job_result(session, job_id, summary, selection_event(summary))
             repo.finish_job(session, job_id, "succeeded", model_version_id=version.id)
             return version.version
 
@@ -288,7 +297,43 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
         "model_version": version_number,
         "fine_tuned_model": fine_tuned_id(request.model, request.suffix, str(job_id)),
         "epoch_losses": list(result.epoch_losses),
+        "result": summary,
     }
+
+
+def training_summary(result: Any) -> dict[str, Any]:
+    """What training concluded, as the job's ``result`` and the version's ``metrics``."""
+    best = next((e for e in result.epochs if e.epoch == result.best_epoch), None)
+    return {
+        "eval_source": result.eval_source,
+        "selected_by": result.selected_by,
+        "best_epoch": result.best_epoch,
+        "best_value": best.eval.get(result.selected_by) if best and result.selected_by else None,
+        "exported_epoch": result.exported_epoch,
+        "epochs_trained": len(result.epochs),
+        "stopped_early": result.stopped_early,
+        "eval_before": result.eval_before,
+        "eval_after": result.eval_after,
+    }
+
+
+def selection_event(summary: dict[str, Any]) -> str | None:
+    """The timeline's words for the choice of epoch; None when nothing was chosen (no
+    validation set: the last epoch is the version, as ``result`` says)."""
+    best, exported = summary["best_epoch"], summary["exported_epoch"]
+    if best is None:
+        return None
+    text = (
+        f"best epoch {best} of {summary['epochs_trained']} selected by validation "
+        f"{summary['selected_by']} {summary['best_value']:.4f}"
+    )
+    if exported == best:
+        text += "; its weights are the model version"
+    else:  # select_best_epoch off, or the best epoch's checkpoint was gone
+        text += f"; epoch {exported}'s weights are the model version"
+    if summary["stopped_early"]:
+        text += f"; stopped early after epoch {summary['epochs_trained']}"
+    return text
 
 
 def _stale(job: Any) -> bool:

@@ -115,9 +115,19 @@ def hyperparameter_field(h: Hyperparameter) -> Any:
     )
 
 
+# Where a job's validation set may come from: at most one of them.
+VALIDATION_SOURCES = ("validation_triplets", "validation_pairs", "validation_dataset")
+
+
 class FinetuneRequest(_Strict):
     """A fine-tune job: a model, training data (inline triplets or pairs, or a dataset path
-    under the configured roots), and hyper-parameters."""
+    under the configured roots), optionally a validation set (the same three forms), and
+    hyper-parameters.
+
+    The validation set is evaluated before, after every epoch and after; it chooses the
+    epoch whose weights become the version (``select_best_epoch``) and can stop training
+    early (``early_stopping_patience``). Without one, a bounded sample of the training rows
+    is evaluated before and after (:func:`embedding.training.finetune`)."""
 
     model: str = Field(min_length=1, max_length=500)
     triplets: list[Triplet] | None = None
@@ -131,11 +141,16 @@ class FinetuneRequest(_Strict):
     seed: int = hyperparameter_field(hp.SEED)
     mini_batch_size: int = hyperparameter_field(hp.MINI_BATCH_SIZE)
     matryoshka: bool = hyperparameter_field(hp.MATRYOSHKA)
+    early_stopping_patience: int = hyperparameter_field(hp.EARLY_STOPPING_PATIENCE)
+    select_best_epoch: bool = hyperparameter_field(hp.SELECT_BEST_EPOCH)
+    validation_triplets: list[Triplet] | None = None
+    validation_pairs: list[Pair] | None = None
+    validation_dataset: str | None = Field(default=None, max_length=4096)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     # Names the model version (<model>-<suffix>) and the ft: id (workers/model_names.py).
     suffix: str | None = Field(default=None, pattern=f"^{SUFFIX_PATTERN}$")
 
-    @field_validator("model", "dataset", "idempotency_key")
+    @field_validator("model", "dataset", "validation_dataset", "idempotency_key")
     @classmethod
     def _storable(cls, value: str | None, info) -> str | None:
         return None if value is None else storable(value, info.field_name)
@@ -158,7 +173,34 @@ class FinetuneRequest(_Strict):
             raise ValueError(
                 "loss 'triplet' needs triplets; pairs train with loss 'mnrl' or 'cached_mnrl'"
             )
+        self._check_validation()
         return self
+
+    def _check_validation(self) -> None:
+        given = [n for n in VALIDATION_SOURCES if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of {', '.join(given)}")
+        rows = self.validation_triplets if self.validation_triplets is not None else None
+        rows = self.validation_pairs if self.validation_pairs is not None else rows
+        if rows is not None:
+            if not rows:
+                raise ValueError(f"{given[0]} is empty")
+            cap = get_settings().max_triplets_per_job
+            if len(rows) > cap:
+                raise ValueError(f"{given[0]} has {len(rows)} rows, more than the cap of {cap}")
+        if self.early_stopping_patience > 0 and not given:
+            raise ValueError(
+                "early_stopping_patience needs a validation set "
+                f"({', '.join(VALIDATION_SOURCES)}): without one no epoch is evaluated"
+            )
+
+    def validation_rows(self) -> list[tuple[str, ...]] | None:
+        """The inline validation rows as the trainer takes them (None: none inline)."""
+        if self.validation_triplets is not None:
+            return [(t.anchor, t.positive, t.negative) for t in self.validation_triplets]
+        if self.validation_pairs is not None:
+            return [(p.anchor, p.positive) for p in self.validation_pairs]
+        return None
 
     def hyperparameters(self) -> dict[str, Any]:
         """The shared hyper-parameters this request sets, as ``TrainConfig`` takes them."""

@@ -2,9 +2,9 @@
 
 The payload's shape is the schema's (:mod:`workers.schemas`); this checks what it names on
 the worker's side of the world: the model (a spec, a registered version, a folder under
-the roots, a hub id a spec names) and the dataset (an existing file under the roots). A
-request refused here leaves no row behind, instead of a job that is ``queued`` now and
-``failed`` later.
+the roots, a hub id a spec names) and the datasets, training and validation (existing
+files under the roots). A request refused here leaves no row behind, instead of a job that
+is ``queued`` now and ``failed`` later.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ def check_request(request: FinetuneRequest) -> None:
             f"matryoshka: model {request.model!r} declares no Matryoshka dims; "
             "submit without matryoshka"
         )
-    if request.dataset is not None:
-        path = ensure_under_roots(request.dataset, get_settings().model_roots, what="dataset")
-        if not Path(path).is_file():
-            raise DatasetNotFound(f"dataset {request.dataset!r} is not a file")
+    for what in ("dataset", "validation_dataset"):
+        named = getattr(request, what)
+        if named is not None:
+            path = ensure_under_roots(named, get_settings().model_roots, what=what)
+            if not Path(path).is_file():
+                raise DatasetNotFound(f"{what} {named!r} is not a file")

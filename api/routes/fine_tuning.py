@@ -29,6 +29,7 @@ from api.schemas import (
     Hyperparameters,
     JobError,
     JobHyperparameters,
+    JobResult,
     unix,
 )
 from api.security import require_api_key
@@ -43,6 +44,10 @@ DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, DEFAULT_LR = (
     hp.EPOCHS.default,
     hp.BATCH_SIZE.default,
     hp.LR.default,
+)
+DEFAULT_PATIENCE, DEFAULT_SELECT_BEST = (
+    hp.EARLY_STOPPING_PATIENCE.default,
+    hp.SELECT_BEST_EPOCH.default,
 )
 KEY_PREFIX = "api:"  # API idempotency keys live apart from send_task/CLI keys
 
@@ -64,6 +69,8 @@ def job_object(job: Any, request: Any) -> FineTuningJob:
             batch_size=int(params.get("batch_size", DEFAULT_BATCH_SIZE)),
             learning_rate=lr,
             learning_rate_multiplier=lr / DEFAULT_LR,
+            early_stopping_patience=int(params.get("early_stopping_patience", DEFAULT_PATIENCE)),
+            select_best_epoch=bool(params.get("select_best_epoch", DEFAULT_SELECT_BEST)),
         ),
         model=job.model,
         seed=int(params.get("seed", 0)),
@@ -72,6 +79,7 @@ def job_object(job: Any, request: Any) -> FineTuningJob:
         validation_file=request.validation_file if request else None,
         loss=str(params.get("loss", "triplet")),
         suffix=suffix,
+        result=JobResult.model_validate(job.result) if job.result else None,
     )
 
 
@@ -108,7 +116,7 @@ def _training_path(file_id: str, param: str) -> str:
     return row.path
 
 
-def _payload(body: FineTuningJobRequest, dataset: str) -> dict[str, Any]:
+def _payload(body: FineTuningJobRequest, dataset: str, validation: str | None) -> dict[str, Any]:
     hp = body.hyperparameters or Hyperparameters()
     if hp.learning_rate != "auto":
         lr = hp.learning_rate
@@ -126,6 +134,12 @@ def _payload(body: FineTuningJobRequest, dataset: str) -> dict[str, Any]:
     }
     if body.seed is not None:
         payload["seed"] = body.seed
+    if validation is not None:  # picks the best epoch, drives early stopping
+        payload["validation_dataset"] = validation
+    if hp.early_stopping_patience != "auto":
+        payload["early_stopping_patience"] = hp.early_stopping_patience
+    if hp.select_best_epoch != "auto":
+        payload["select_best_epoch"] = hp.select_best_epoch
     return payload
 
 
@@ -156,9 +170,10 @@ def create_job(
     if model_ids.resolve(body.model).name.startswith(FT_PREFIX):
         raise APIError(400, "Fine-tuning a fine-tuned model is not supported yet.", param="model")
     dataset = _training_path(body.training_file, "training_file")
+    validation = None
     if body.validation_file is not None:
-        _training_path(body.validation_file, "validation_file")
-    payload = _payload(body, dataset)
+        validation = _training_path(body.validation_file, "validation_file")
+    payload = _payload(body, dataset, validation)
     if body.suffix is not None:
         payload["suffix"] = body.suffix
     if idempotency_key:

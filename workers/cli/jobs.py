@@ -23,6 +23,8 @@ SUBMIT_HYPERPARAMETERS = (
     "seed",
     "mini_batch_size",
     "matryoshka",
+    "early_stopping_patience",
+    "select_best_epoch",
 )
 
 
@@ -62,6 +64,12 @@ def add_submit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data", required=True, help="JSONL: {anchor, positive, negative} or {anchor, positive}"
     )
+    p.add_argument(
+        "--validation-data",
+        default=None,
+        help="JSONL validation set: picks the best epoch, drives early stopping "
+        "(default: none; a sample of --data is evaluated before and after)",
+    )
     add_hyperparameter_options(p, SUBMIT_HYPERPARAMETERS)
     p.add_argument("--idempotency-key", default=None)
     p.add_argument(
@@ -87,9 +95,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     rows = _read_rows(args.data)
     kind = "triplets" if rows and isinstance(rows[0], dict) and "negative" in rows[0] else "pairs"
+    validation = _read_rows(args.validation_data) if args.validation_data else None
     job_id = submit_finetune(
         args.model,
         **{kind: rows},
+        validation=validation,
         idempotency_key=args.idempotency_key,
         **hyperparameters_from(args, SUBMIT_HYPERPARAMETERS),
         **({"suffix": args.suffix} if args.suffix else {}),

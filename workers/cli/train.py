@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from embedding.hyperparameters import HYPERPARAMETERS
+from embedding.hyperparameters import DEFAULT_EVAL_SAMPLE_ROWS, HYPERPARAMETERS
 from workers.cli.hyperparameter_options import add_hyperparameter_options, hyperparameters_from
 
 # A local run may set every shared hyper-parameter.
@@ -39,7 +39,11 @@ def add_finetune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="spec name or model folder")
     p.add_argument("--data", required=True, help="JSONL of {anchor, positive[, negative]}")
     p.add_argument(
-        "--eval-data", default=None, help="JSONL for eval before/after (default: --data)"
+        "--eval-data",
+        default=None,
+        help="JSONL validation set: evaluated before, after every epoch (picks the best "
+        "epoch, drives early stopping) and after (default: a seeded sample of at most "
+        f"{DEFAULT_EVAL_SAMPLE_ROWS} --data rows, before and after only)",
     )
     add_hyperparameter_options(p, FINETUNE_HYPERPARAMETERS)
     p.add_argument("--out", required=True, help="output folder (sentence-transformers layout)")
@@ -88,10 +92,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         print(
             f"{e.epoch:>5}  {e.loss:>10.6f}  {e.lr:>10.2e}  {e.samples_per_s:>8.1f}  {e.duration_s:>8.2f}"
         )
-    print("\neval      before     after")
+    print(f"\neval on {result.eval_source}\n          before     after")
     for key in result.eval_before:
         print(
             f"{key:<9} {result.eval_before[key]:>7.4f}  {result.eval_after.get(key, float('nan')):>7.4f}"
+        )
+    if result.best_epoch is not None:
+        print(
+            f"\nbest epoch {result.best_epoch} by {result.selected_by}; "
+            f"exported epoch {result.exported_epoch}"
+            + ("; stopped early" if result.stopped_early else "")
         )
     curve = _plot_losses(result, out / "model" / "loss_curve.png")
     print(f"\nmodel: {result.output_dir}\nloss curve: {curve}")
@@ -103,6 +113,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                     "epochs": [vars(e) for e in result.epochs],
                     "eval_before": result.eval_before,
                     "eval_after": result.eval_after,
+                    "eval_source": result.eval_source,
+                    "best_epoch": result.best_epoch,
+                    "selected_by": result.selected_by,
+                    "exported_epoch": result.exported_epoch,
+                    "stopped_early": result.stopped_early,
                     "train_seconds": result.seconds,
                     "settings": result.settings,
                 },
