@@ -133,6 +133,8 @@ def test_the_api_defaults_are_the_table_defaults():
     assert HYPERPARAMETERS["epochs"].default == fine_tuning.DEFAULT_EPOCHS
     assert HYPERPARAMETERS["batch_size"].default == fine_tuning.DEFAULT_BATCH_SIZE
     assert HYPERPARAMETERS["lr"].default == fine_tuning.DEFAULT_LR
+    assert HYPERPARAMETERS["early_stopping_patience"].default == fine_tuning.DEFAULT_PATIENCE
+    assert HYPERPARAMETERS["select_best_epoch"].default == fine_tuning.DEFAULT_SELECT_BEST
 
 
 def test_cached_mnrl_and_matryoshka_flow_from_cli_and_payload_into_the_config():
@@ -169,5 +171,3 @@ def test_matryoshka_on_a_model_without_dims_is_refused_at_submission():
     check_request(
         parse(FinetuneRequest, {"model": "jina_v3", "triplets": OK_ROWS, "matryoshka": True})
     )
-    assert HYPERPARAMETERS["early_stopping_patience"].default == fine_tuning.DEFAULT_PATIENCE
-    assert HYPERPARAMETERS["select_best_epoch"].default == fine_tuning.DEFAULT_SELECT_BEST
