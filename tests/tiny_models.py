@@ -70,6 +70,29 @@ def build_tiny_qwen2(folder: Path, sharded: bool = False, padding_side: str = "l
     return folder
 
 
+def build_tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer BERT with random weights and minilm's tokenizer: a model that loads and
+    embeds like minilm but has learned nothing (the "damaged copy" of A/B tests)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _bert_tokenizer()
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def build_tiny_jina_v3(folder: Path, sharded: bool = False) -> Path:
     """A 2-layer native-transformers JinaEmbeddingsV3Model with a real (BERT) tokenizer."""
     import torch

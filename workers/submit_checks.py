@@ -26,6 +26,13 @@ def check_request(request: FinetuneRequest) -> None:
     that names what the workers may not or cannot use."""
     checked_model_name(request.model)
     if request.dataset is not None:
-        path = ensure_under_roots(request.dataset, get_settings().model_roots, what="dataset")
-        if not Path(path).is_file():
-            raise DatasetNotFound(f"dataset {request.dataset!r} is not a file")
+        checked_dataset(request.dataset)
+
+
+def checked_dataset(dataset: str) -> Path:
+    """The file a payload's ``dataset`` names: under the roots (``PathNotAllowed``) and a
+    file (:class:`DatasetNotFound`)."""
+    path = Path(ensure_under_roots(dataset, get_settings().model_roots, what="dataset"))
+    if not path.is_file():
+        raise DatasetNotFound(f"dataset {dataset!r} is not a file")
+    return path
