@@ -17,7 +17,17 @@ from fastapi.openapi.utils import get_openapi
 from api import errors
 from api.limits import BodyCapMiddleware
 from api.metrics import Metrics, MetricsMiddleware
-from api.routes import batches, embeddings, files, fine_tuning, health, models, page, validations
+from api.routes import (
+    batches,
+    embeddings,
+    evaluations,
+    files,
+    fine_tuning,
+    health,
+    models,
+    page,
+    validations,
+)
 from api.schemas import ErrorResponse
 from embedding.config import get_settings
 
@@ -67,13 +77,14 @@ def create_app() -> FastAPI:
     app = FastAPI(
         title="embedding-infra",
         version="1.0",
-        description="OpenAI-compatible API for embeddings, files, fine-tuning, batches and "
-        "validation runs. See docs/api.md.",
+        description="OpenAI-compatible API for embeddings, files, fine-tuning, batches, "
+        "validation runs and A/B evaluations. See docs/api.md.",
         lifespan=_lifespan,
     )
     app.state.metrics = Metrics()
     errors.install(app)
-    for module in (health, embeddings, models, files, fine_tuning, batches, validations, page):
+    routers = (health, embeddings, models, files, fine_tuning, batches, validations, evaluations)
+    for module in (*routers, page):
         app.include_router(module.router)
     app.add_middleware(BodyCapMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

@@ -17,8 +17,10 @@ from typing import Any, BinaryIO
 
 from pydantic import ValidationError
 
-from api.errors import APIError
+from api.errors import APIError, not_found
 from api.schemas import EmbeddingRequest
+from db import repo
+from db.session import session_scope
 from embedding.config import get_settings
 from embedding.data import DataError, check_row, row_from_json
 
@@ -107,6 +109,28 @@ def check_training_file(path: Path) -> int:
     if rows == 0:
         raise APIError(400, "The file has no rows.", param="file", code="invalid_file")
     return rows
+
+
+def fine_tune_file_path(file_id: str, param: str) -> str:
+    """Where a ``fine-tune`` file's bytes are: 404 for an unknown id, 400 for a file of
+    another purpose (``param`` names the request field that gave the id)."""
+    with session_scope() as session:
+        row = repo.get_file(session, file_id)
+    if row is None:
+        raise not_found("file", file_id, param=param)
+    if row.purpose != "fine-tune":
+        raise APIError(
+            400, f"File {file_id!r} has purpose {row.purpose!r}, not 'fine-tune'.", param=param
+        )
+    return row.path
+
+
+def training_row_width(path: Path) -> int:
+    """2 for a file of pairs, 3 for triplets (uploads are checked: every row has the first
+    row's width)."""
+    for number, line in _lines(path):
+        return len(row_from_json(_json(number, line), "row"))
+    raise APIError(400, "The file has no rows.", param="file", code="invalid_file")
 
 
 def batch_requests(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from embedding import compare as cmp
 from embedding import hyperparameters as hp
 from workers.model_names import SUFFIX_PATTERN
 from workers.schemas import check_text_caps
@@ -271,6 +272,70 @@ class ValidationRun(BaseModel):
     created_at: int
     finished_at: int | None = None
     checks: list[ValidationCheck]
+
+
+# ---------------------------------------------------------------- A/B evaluations
+class EvaluationRequest(_Request):
+    model_a: str = Field(min_length=1, max_length=500, description="Model A: any model name.")
+    model_b: str = Field(min_length=1, max_length=500, description="Model B: any model name.")
+    data_file: str = Field(
+        min_length=1,
+        max_length=64,
+        description="A file of purpose fine-tune holding (query, document) pairs.",
+    )
+    n_resamples: int = Field(
+        default=cmp.DEFAULT_RESAMPLES, ge=cmp.MIN_RESAMPLES, le=cmp.MAX_RESAMPLES
+    )
+    seed: int = Field(default=0, ge=0, le=cmp.MAX_SEED)
+
+
+class EvaluatedModel(BaseModel):
+    name: str
+    loaded: str | None = Field(default=None, description="The spec or folder the worker loaded.")
+    version: str | None = Field(default=None, description="name:N of a registered version.")
+
+
+class EvaluationData(BaseModel):
+    file: str
+    sha256: str | None = None
+    rows: int | None = None
+
+
+class EvaluationInterval(BaseModel):
+    b_minus_a: float
+    ci_low: float
+    ci_high: float
+
+
+class Evaluation(BaseModel):
+    id: str
+    object: Literal["evaluation"] = "evaluation"
+    status: Literal["queued", "running", "succeeded", "failed"]
+    created_at: int
+    started_at: int | None = None
+    finished_at: int | None = None
+    model_a: EvaluatedModel
+    model_b: EvaluatedModel
+    data: EvaluationData
+    primary_metric: str
+    metrics_a: dict[str, float] | None = None
+    metrics_b: dict[str, float] | None = None
+    differences: dict[str, EvaluationInterval] | None = Field(
+        default=None, description="Per metric: B - A and its 95 % paired bootstrap interval."
+    )
+    verdict: Literal["A better", "B better", "no significant difference"] | None = None
+    n_resamples: int
+    seed: int
+    trigger: str
+    error: str | None = None
+
+
+class EvaluationList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Evaluation]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
 
 
 # ---------------------------------------------------------------- batches

@@ -50,6 +50,12 @@ RUN_TRIGGERS = ("cli", "ci", "api")
 RUN_STATUSES = ("running", "passed", "failed", "error")
 RUN_FINAL_STATUSES = ("passed", "failed", "error")
 CHECK_STATUSES = ("passed", "failed", "unavailable", "error")
+EVALUATION_TRIGGERS = ("cli", "task", "api")
+EVALUATION_STATUSES = ("queued", "running", "succeeded", "failed")
+EVALUATION_FINAL_STATUSES = ("succeeded", "failed")
+# The verdicts of embedding/compare.py (db/ keeps its own copy for the CHECK constraint;
+# tests/test_compare.py holds the two equal).
+EVALUATION_VERDICTS = ("A better", "B better", "no significant difference")
 # What can happen to a fine-tune job, in the order a timeline usually shows them.
 JOB_EVENT_KINDS = (
     "created",
@@ -314,6 +320,58 @@ class ValidationCheck(Base):
     created_at: Mapped[datetime] = _created_at()
 
     run: Mapped[ValidationRun] = relationship(back_populates="checks")
+
+
+class Evaluation(Base):
+    """An A/B comparison of two models on (query, document) pairs (``embedding.compare``).
+
+    Created ``queued`` (API, task) or straight ``running`` (CLI); ``running`` records what
+    was loaded for each name and the data's digest and row count as the run read them;
+    ``succeeded`` holds both models' metrics, the differences (B - A) with their confidence
+    intervals, and the verdict on the primary metric.
+    """
+
+    __tablename__ = "evaluations"
+    __table_args__ = (
+        CheckConstraint(_in("trigger", EVALUATION_TRIGGERS), name="trigger"),
+        CheckConstraint(_in("status", EVALUATION_STATUSES), name="status"),
+        CheckConstraint(
+            f"verdict IS NULL OR {_in('verdict', EVALUATION_VERDICTS)}", name="verdict"
+        ),
+        CheckConstraint("n_resamples >= 1", name="n_resamples_positive"),
+        CheckConstraint("seed >= 0", name="seed_non_negative"),
+        CheckConstraint("data_rows IS NULL OR data_rows >= 1", name="data_rows_positive"),
+        Index("ix_evaluations_created_at", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    trigger: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
+    # The names as given, and what each resolved to: the spec or folder loaded, and the
+    # registered version ("name:N") when the name was one.
+    model_a: Mapped[str] = mapped_column(String(500))
+    model_b: Mapped[str] = mapped_column(String(500))
+    model_a_loaded: Mapped[str | None] = mapped_column(Text)
+    model_b_loaded: Mapped[str | None] = mapped_column(Text)
+    model_a_version: Mapped[str | None] = mapped_column(String(500))
+    model_b_version: Mapped[str | None] = mapped_column(String(500))
+    # The data: a path, an API file id, or "inline"; its sha256 and rows as the run read it.
+    data_name: Mapped[str] = mapped_column(Text)
+    data_sha256: Mapped[str | None] = mapped_column(String(64))
+    data_rows: Mapped[int | None] = mapped_column(Integer)
+    n_resamples: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    primary_metric: Mapped[str] = mapped_column(String(32))
+    metrics_a: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    metrics_b: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # metric -> {"b_minus_a", "ci_low", "ci_high"}
+    differences: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    verdict: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = _created_at()
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 # ------------------------------------------------------------------ the HTTP API's records

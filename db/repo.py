@@ -33,6 +33,9 @@ from db import values as v
 from db.models import (
     BATCH_STATUSES,
     CHECK_STATUSES,
+    EVALUATION_STATUSES,
+    EVALUATION_TRIGGERS,
+    EVALUATION_VERDICTS,
     FILE_PURPOSES,
     JOB_EVENT_KINDS,
     JOB_FINAL_STATUSES,
@@ -44,6 +47,7 @@ from db.models import (
     BatchChunk,
     BenchmarkResult,
     EpochMetric,
+    Evaluation,
     FinetuneJob,
     FinetuneJobRequest,
     JobEvent,
@@ -66,13 +70,17 @@ __all__ = [
     "claim_job",
     "count_jobs_by_status",
     "create_batch",
+    "create_evaluation",
     "create_job",
     "create_validation_run",
     "delete_file",
     "delete_model_version",
+    "fail_evaluation",
+    "finish_evaluation",
     "finish_job",
     "finish_validation_run",
     "get_batch",
+    "get_evaluation",
     "get_file",
     "get_job",
     "get_job_request",
@@ -85,6 +93,7 @@ __all__ = [
     "latest_model_version",
     "latest_validation_run",
     "list_batches",
+    "list_evaluations",
     "list_files",
     "list_jobs",
     "list_jobs_page",
@@ -100,6 +109,7 @@ __all__ = [
     "release_job",
     "request_cancel",
     "set_batch_status",
+    "start_evaluation",
     "unsent_jobs",
 ]
 
@@ -1001,3 +1011,134 @@ def list_validation_runs(session: Session, limit: int = 20) -> list[ValidationRu
         .limit(v.integer(limit, "limit", minimum=1))
     )
     return list(session.scalars(query))
+
+
+# ------------------------------------------------------------------ A/B evaluations
+def create_evaluation(
+    session: Session,
+    trigger: str,
+    model_a: str,
+    model_b: str,
+    data_name: str,
+    n_resamples: int,
+    seed: int,
+    primary_metric: str,
+) -> Evaluation:
+    """Record a comparison to run (``queued``): the names as given and the data's name."""
+    row = Evaluation(
+        trigger=v.choice(trigger, EVALUATION_TRIGGERS, "evaluation trigger"),
+        model_a=v.text(model_a, "model_a", max_len=500),
+        model_b=v.text(model_b, "model_b", max_len=500),
+        data_name=v.text(data_name, "data_name"),
+        n_resamples=v.integer(n_resamples, "n_resamples", minimum=1),
+        seed=v.integer(seed, "seed", minimum=0),
+        primary_metric=v.text(primary_metric, "primary_metric", max_len=32),
+        status="queued",
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def start_evaluation(
+    session: Session,
+    evaluation_id: Id,
+    model_a_loaded: str,
+    model_b_loaded: str,
+    data_sha256: str,
+    data_rows: int,
+    model_a_version: str | None = None,
+    model_b_version: str | None = None,
+) -> bool:
+    """Claim a ``queued`` evaluation (``running``), recording what each name loaded and the
+    data's digest and rows as read; True only for the one caller that claimed it."""
+    eid = v.as_uuid(evaluation_id, "evaluation_id")
+    values = {
+        "model_a_loaded": v.text(model_a_loaded, "model_a_loaded"),
+        "model_b_loaded": v.text(model_b_loaded, "model_b_loaded"),
+        "model_a_version": v.optional_text(model_a_version, "model_a_version", max_len=500),
+        "model_b_version": v.optional_text(model_b_version, "model_b_version", max_len=500),
+        "data_sha256": _sha256(data_sha256, "data_sha256"),
+        "data_rows": v.integer(data_rows, "data_rows", minimum=1),
+    }
+    stmt = (
+        update(Evaluation)
+        .where(Evaluation.id == eid, Evaluation.status == "queued")
+        .values(status="running", started_at=utcnow(), **values)
+    )
+    claimed = _update(session, stmt) == 1
+    _forget(session, Evaluation, eid)
+    if not claimed:
+        _require(session, Evaluation, eid, "evaluation")
+    return claimed
+
+
+def finish_evaluation(
+    session: Session,
+    evaluation_id: Id,
+    metrics_a: dict[str, Any],
+    metrics_b: dict[str, Any],
+    differences: dict[str, Any],
+    verdict: str,
+    duration_s: float | None = None,
+) -> bool:
+    """A running evaluation ``succeeded`` with its figures; True if this call finished it
+    (the first outcome wins)."""
+    eid = v.as_uuid(evaluation_id, "evaluation_id")
+    values = {
+        "metrics_a": v.json_object(metrics_a, "metrics_a", strict=True),
+        "metrics_b": v.json_object(metrics_b, "metrics_b", strict=True),
+        "differences": v.json_object(differences, "differences", strict=True),
+        "verdict": v.choice(verdict, EVALUATION_VERDICTS, "verdict"),
+        "duration_s": v.optional_number(duration_s, "duration_s", minimum=0.0),
+    }
+    stmt = (
+        update(Evaluation)
+        .where(Evaluation.id == eid, Evaluation.status == "running")
+        .values(status="succeeded", finished_at=utcnow(), **values)
+    )
+    changed = _update(session, stmt) == 1
+    _forget(session, Evaluation, eid)
+    if not changed:
+        _require(session, Evaluation, eid, "evaluation")
+    return changed
+
+
+def fail_evaluation(session: Session, evaluation_id: Id, error: str) -> bool:
+    """A queued or running evaluation ``failed`` with its reason; True if this call ended it."""
+    eid = v.as_uuid(evaluation_id, "evaluation_id")
+    error = v.text(error, "error")
+    stmt = (
+        update(Evaluation)
+        .where(Evaluation.id == eid, Evaluation.status.in_(("queued", "running")))
+        .values(status="failed", error=error, finished_at=utcnow())
+    )
+    changed = _update(session, stmt) == 1
+    _forget(session, Evaluation, eid)
+    if not changed:
+        _require(session, Evaluation, eid, "evaluation")
+    return changed
+
+
+def get_evaluation(session: Session, evaluation_id: Id) -> Evaluation | None:
+    eid = v.as_uuid(evaluation_id, "evaluation_id")
+    query = select(Evaluation).where(Evaluation.id == eid)
+    return session.scalars(query.execution_options(populate_existing=True)).one_or_none()
+
+
+def list_evaluations(
+    session: Session, after: Id | None = None, limit: int = 20, status: str | None = None
+) -> list[Evaluation]:
+    """Newest first; ``after`` an evaluation id (cursor paging), ``status`` one of
+    ``queued``, ``running``, ``succeeded``, ``failed``."""
+    cursor = None if after is None else v.as_uuid(after, "after")
+    if status is not None:
+        v.choice(status, EVALUATION_STATUSES, "evaluation status")
+    return _page(session, Evaluation, cursor, limit, status=status)
+
+
+def _sha256(value: object, what: str) -> str:
+    digest = v.text(value, what).lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise InvalidValue(f"{what} must be 64 hex digits, got {value!r}")
+    return digest

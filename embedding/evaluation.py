@@ -1,9 +1,13 @@
-"""Evaluation: triplet accuracy, and retrieval MRR@10 / recall@1 for (query, document) pairs;
-for Matryoshka models also at each truncated width (:func:`evaluate_at_dims`).
+"""Evaluation: triplet accuracy, and retrieval MRR@10 / recall@1 / nDCG@10 for (query,
+document) pairs; for Matryoshka models also at each truncated width (:func:`evaluate_at_dims`).
 
 Ties count against the model (a strict ``>`` for triplets, a pessimistic rank for
 retrieval): a collapsed model that maps every text to the same vector scores 0 accuracy and
 the worst rank, never a perfect score.
+
+The retrieval metrics are also given per query (:func:`per_query_metrics`): a paired test
+of two models (:mod:`embedding.compare`) resamples queries, so it needs each query's score,
+not only the mean.
 
 Works with anything that has ``encode(texts) -> unit vectors`` (an :class:`Encoder`, a
 combined encoder, or a stub in tests).
@@ -46,17 +50,41 @@ def retrieval_ranks(encoder: Any, pairs: Sequence[Sequence[str]]) -> np.ndarray:
     return (scores >= gold_scores[:, None]).sum(axis=1)  # the gold document counts itself
 
 
+def per_query_metrics(ranks: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
+    """Each query's score from the rank of its gold document; the mean of each is the metric.
+
+    ``mrr@k``: the reciprocal rank, 0 past rank k. ``recall@1``: 1 if the gold document is
+    first (hit@1). ``ndcg@k``: with one relevant document the ideal DCG is 1, so nDCG is
+    1 / log2(rank + 1), 0 past rank k.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    ranks = np.asarray(ranks, dtype=np.float64)
+    inside = ranks <= k
+    return {
+        f"mrr@{k}": np.where(inside, 1.0 / ranks, 0.0),
+        "recall@1": (ranks == 1).astype(np.float64),
+        f"ndcg@{k}": np.where(inside, 1.0 / np.log2(ranks + 1.0), 0.0),
+    }
+
+
+def retrieval_scores(
+    encoder: Any, pairs: Sequence[Sequence[str]], k: int = 10
+) -> dict[str, np.ndarray]:
+    """:func:`per_query_metrics` of ``encoder`` on (query, document) pairs, in pair order."""
+    return per_query_metrics(retrieval_ranks(encoder, pairs), k)
+
+
 def retrieval_metrics(
     encoder: Any, pairs: Sequence[Sequence[str]], k: int = 10
 ) -> dict[str, float]:
-    """MRR@k (reciprocal rank, 0 past rank k) and recall@1 over (query, document) pairs."""
-    ranks = retrieval_ranks(encoder, pairs)
-    reciprocal = np.where(ranks <= k, 1.0 / ranks, 0.0)
-    return {f"mrr@{k}": float(reciprocal.mean()), "recall@1": float((ranks == 1).mean())}
+    """MRR@k (reciprocal rank, 0 past rank k), recall@1 and nDCG@k over (query, document)
+    pairs: the means of :func:`retrieval_scores`."""
+    return {name: float(v.mean()) for name, v in retrieval_scores(encoder, pairs, k).items()}
 
 
 def evaluate(encoder: Any, examples: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Triplet accuracy for triplets; MRR@10 and recall@1 for pairs (anchor, positive)."""
+    """Triplet accuracy for triplets; MRR@10, recall@1 and nDCG@10 for pairs (anchor, positive)."""
     if not examples:
         return {}
     if len(examples[0]) == 3:

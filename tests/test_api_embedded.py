@@ -1,10 +1,11 @@
 """The HTTP API on the embedded default (no broker: the in-process worker and SQLite), on a
 real port: every bad input refused with the right status in OpenAI's error shape, the
-schema held to by property-based tests, a fine-tune through the ``openai`` SDK, and the
-jobs page in headless Chromium."""
+schema held to by property-based tests, a fine-tune through the ``openai`` SDK, the jobs
+page in headless Chromium, and an A/B evaluation (our route: httpx)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -77,6 +78,7 @@ def _jsonl(rows: list[dict]) -> bytes:
 TRIPLETS = _jsonl(
     [dict(zip(("anchor", "positive", "negative"), t, strict=True)) for t in SEED_TRIPLETS]
 )
+PAIRS = _jsonl([{"query": a, "document": p} for a, p, _ in SEED_TRIPLETS])
 
 
 def _batch_line(**over) -> dict:
@@ -91,21 +93,27 @@ def _batch_line(**over) -> dict:
 
 @pytest.fixture(scope="module")
 def files(api):
-    """A good training file and a good batch file, uploaded once."""
+    """A good training file (triplets), a file of pairs and a good batch file, uploaded once."""
     ids = {}
-    for purpose, content in (("fine-tune", TRIPLETS), ("batch", _jsonl([_batch_line()]))):
+    uploads = (
+        ("fine-tune", "fine-tune", TRIPLETS),
+        ("pairs", "fine-tune", PAIRS),
+        ("batch", "batch", _jsonl([_batch_line()])),
+    )
+    for name, purpose, content in uploads:
         reply = httpx.post(
             f"{api.base}/v1/files",
             files={"file": ("f.jsonl", content)},
             data={"purpose": purpose},
         )
         assert reply.status_code == 200, reply.text
-        ids[purpose] = reply.json()["id"]
+        ids[name] = reply.json()["id"]
     return ids
 
 
 EMBED = "/v1/embeddings"
 JOBS = "/v1/fine_tuning/jobs"
+EVALS = "/v1/evaluations"
 # (name, method, path, json body, status, error param or code it names)
 JSON_CASES = [
     ("empty input list", "POST", EMBED, {"input": [], "model": "minilm"}, 400, "input"),
@@ -283,6 +291,81 @@ JSON_CASES = [
         "input_file_id",
     ),
     ("unknown check", "POST", "/v1/validations", {"checks": ["nope"]}, 400, "checks"),
+    (
+        "evaluation of an unknown file",
+        "POST",
+        EVALS,
+        {"model_a": "minilm", "model_b": "minilm", "data_file": "file-nope"},
+        404,
+        "data_file",
+    ),
+    (
+        "evaluation on triplets",
+        "POST",
+        EVALS,
+        {"model_a": "minilm", "model_b": "minilm", "data_file": "FT"},
+        400,
+        "data_file",
+    ),
+    (
+        "evaluation on a batch file",
+        "POST",
+        EVALS,
+        {"model_a": "minilm", "model_b": "minilm", "data_file": "BATCH"},
+        400,
+        "data_file",
+    ),
+    (
+        "evaluation of an unknown model",
+        "POST",
+        EVALS,
+        {"model_a": "minilm", "model_b": "no-such-model", "data_file": "PAIRS"},
+        404,
+        "model_not_found",
+    ),
+    (
+        "evaluation of a folder outside the roots",
+        "POST",
+        EVALS,
+        {"model_a": "/etc", "model_b": "minilm", "data_file": "PAIRS"},
+        400,
+        "model_not_allowed",
+    ),
+    (
+        "evaluation with too few resamples",
+        "POST",
+        EVALS,
+        {"model_a": "minilm", "model_b": "minilm", "data_file": "PAIRS", "n_resamples": 10},
+        400,
+        "n_resamples",
+    ),
+    (
+        "evaluation with a negative seed",
+        "POST",
+        EVALS,
+        {"model_a": "minilm", "model_b": "minilm", "data_file": "PAIRS", "seed": -1},
+        400,
+        "seed",
+    ),
+    (
+        "evaluation with an unknown field",
+        "POST",
+        EVALS,
+        {"model_a": "minilm", "model_b": "minilm", "data_file": "PAIRS", "k": 5},
+        400,
+        "k",
+    ),
+    ("evaluation without model_b", "POST", EVALS, {"model_a": "minilm"}, 400, "model_b"),
+    (
+        "unknown evaluation",
+        "GET",
+        f"{EVALS}/0d9a4ac2-96b5-4a53-8d5c-2f5f1c1e1f6e",
+        None,
+        404,
+        "not_found",
+    ),
+    ("evaluation id not a uuid", "GET", f"{EVALS}/eval-1", None, 404, "not_found"),
+    ("evaluations after an unknown id", "GET", f"{EVALS}?after=nope", None, 404, "after"),
     ("unknown route", "GET", "/v1/chat/completions", None, 404, "unknown_url"),
     ("wrong method", "DELETE", "/v1/embeddings", None, 405, "method_not_allowed"),
     ("spec not deletable", "DELETE", "/v1/models/minilm", None, 403, "model_not_deletable"),
@@ -300,6 +383,7 @@ def test_bad_requests_are_refused_in_the_openai_shape(
         body = json.loads(
             json.dumps(body)
             .replace('"FT"', json.dumps(files["fine-tune"]))
+            .replace('"PAIRS"', json.dumps(files["pairs"]))
             .replace('"BATCH"', json.dumps(files["batch"]))
         )
     reply = httpx.request(method, f"{api.base}{path}", json=body, timeout=60)
@@ -443,6 +527,35 @@ def test_fine_tune_and_embed_through_the_sdk_embedded_and_the_jobs_page(api, fil
         timeout=120,
     )
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_an_evaluation_of_minilm_against_itself(api, files):
+    """POST records it and the in-process worker runs it: the same model twice differs by
+    exactly nothing, so the verdict is no significant difference with a [0, 0] interval."""
+    body = {"model_a": "minilm", "model_b": "minilm", "data_file": files["pairs"], "seed": 5}
+    created = httpx.post(f"{api.base}{EVALS}", json=body, timeout=60)
+    assert created.status_code == 200, created.text
+    evaluation = created.json()
+    assert evaluation["object"] == "evaluation" and evaluation["trigger"] == "api"
+    assert evaluation["status"] in ("queued", "running", "succeeded")
+    assert (evaluation["n_resamples"], evaluation["seed"]) == (1000, 5)
+    deadline = time.monotonic() + 120
+    while evaluation["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        evaluation = httpx.get(f"{api.base}{EVALS}/{evaluation['id']}", timeout=30).json()
+    assert evaluation["status"] == "succeeded", evaluation
+    assert evaluation["verdict"] == "no significant difference"
+    assert evaluation["primary_metric"] == "mrr@10"
+    assert set(evaluation["differences"]) == {"mrr@10", "recall@1", "ndcg@10"}
+    for interval in evaluation["differences"].values():
+        assert interval == {"b_minus_a": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    assert evaluation["metrics_a"] == evaluation["metrics_b"]
+    assert evaluation["data"]["file"] == files["pairs"]
+    assert evaluation["data"]["rows"] == len(SEED_TRIPLETS)
+    assert evaluation["data"]["sha256"] == hashlib.sha256(PAIRS).hexdigest()
+    assert evaluation["model_a"] == {"name": "minilm", "loaded": "minilm", "version": None}
+    listed = httpx.get(f"{api.base}{EVALS}", params={"limit": 1}, timeout=30).json()
+    assert listed["first_id"] == evaluation["id"] and listed["data"][0] == evaluation
 
 
 def test_the_published_schema_holds_under_generated_requests(api):

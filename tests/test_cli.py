@@ -41,6 +41,7 @@ COMMANDS = {
     "db",
     "finetune",
     "eval",
+    "compare",
     "data",
     "worker",
     "beat",

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedding.evaluation import evaluate, retrieval_metrics, retrieval_ranks, triplet_accuracy
+from embedding.evaluation import (
+    evaluate,
+    per_query_metrics,
+    retrieval_metrics,
+    retrieval_ranks,
+    retrieval_scores,
+    triplet_accuracy,
+)
 
 
 class TableEncoder:
@@ -42,18 +49,40 @@ def test_retrieval_ranks_and_mrr_are_exact():
     )
     pairs = [("q1", "d1"), ("q2", "d2"), ("q3", "d3")]
     assert retrieval_ranks(enc, pairs).tolist() == [1, 2, 3]
+    # nDCG with one relevant document: 1 / log2(rank + 1), so 1, 1/log2(3), 1/2.
     assert retrieval_metrics(enc, pairs) == {
         "mrr@10": pytest.approx((1 + 1 / 2 + 1 / 3) / 3),
         "recall@1": pytest.approx(1 / 3),
+        "ndcg@10": pytest.approx((1 + 1 / np.log2(3) + 1 / 2) / 3),
     }
+    per_query = retrieval_scores(enc, pairs)
+    assert per_query["mrr@10"].tolist() == pytest.approx([1, 1 / 2, 1 / 3])
+    assert per_query["recall@1"].tolist() == [1.0, 0.0, 0.0]
+    assert per_query["ndcg@10"].tolist() == pytest.approx([1, 0.6309297535714575, 0.5])
     # Past k a query scores 0: at k=2 the third query adds nothing.
     assert retrieval_metrics(enc, pairs, k=2)["mrr@2"] == pytest.approx((1 + 1 / 2) / 3)
+    assert retrieval_metrics(enc, pairs, k=2)["ndcg@2"] == pytest.approx((1 + 1 / np.log2(3)) / 3)
+
+
+def test_per_query_metrics_by_hand_past_k():
+    scores = per_query_metrics(np.array([1, 3, 7, 10, 11, 200]), k=10)
+    assert scores["mrr@10"].tolist() == pytest.approx([1, 1 / 3, 1 / 7, 1 / 10, 0, 0])
+    assert scores["recall@1"].tolist() == [1, 0, 0, 0, 0, 0]
+    assert scores["ndcg@10"].tolist() == pytest.approx(
+        [1, 1 / 2, 1 / 3, 1 / np.log2(11), 0, 0]  # log2(3+1) = 2, log2(7+1) = 3
+    )
+    with pytest.raises(ValueError, match="k must be"):
+        per_query_metrics(np.array([1]), k=0)
 
 
 def test_a_collapsed_model_gets_the_worst_rank_not_the_best():
     enc = TableEncoder({t: [1.0, 1.0] for t in ("q1", "q2", "q3", "d1", "d2", "d3")})
     metrics = retrieval_metrics(enc, [("q1", "d1"), ("q2", "d2"), ("q3", "d3")])
-    assert metrics == {"mrr@10": pytest.approx(1 / 3), "recall@1": 0.0}
+    assert metrics == {
+        "mrr@10": pytest.approx(1 / 3),
+        "recall@1": 0.0,
+        "ndcg@10": pytest.approx(1 / 2),  # every query at rank 3: 1 / log2(4)
+    }
     assert triplet_accuracy(enc, [("q1", "d1", "d2")]) == 0.0
 
 
@@ -79,8 +108,12 @@ def test_on_the_real_model(minilm_fp32):
         ("open a file", "def read(p): return open(p).read()"),
     ]
     metrics = retrieval_metrics(minilm_fp32, pairs)
-    assert metrics == {"mrr@10": 1.0, "recall@1": 1.0}
+    assert metrics == {"mrr@10": 1.0, "recall@1": 1.0, "ndcg@10": 1.0}
     swapped = [(q, d) for (q, _), (_, d) in zip(pairs, reversed(pairs), strict=True)]
-    assert retrieval_metrics(minilm_fp32, swapped) == {"mrr@10": 0.5, "recall@1": 0.0}
-    assert set(evaluate(minilm_fp32, pairs)) == {"mrr@10", "recall@1"}
+    assert retrieval_metrics(minilm_fp32, swapped) == {
+        "mrr@10": 0.5,
+        "recall@1": 0.0,
+        "ndcg@10": pytest.approx(1 / np.log2(3)),
+    }
+    assert set(evaluate(minilm_fp32, pairs)) == {"mrr@10", "recall@1", "ndcg@10"}
     assert set(evaluate(minilm_fp32, triplets)) == {"triplet_accuracy"}

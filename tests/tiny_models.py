@@ -94,16 +94,18 @@ def build_tiny_jina_v3(folder: Path, sharded: bool = False) -> Path:
     return folder
 
 
-def build_tiny_bert(folder: Path, hidden: int = 32) -> Path:
+def build_tiny_bert(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
     """A 2-layer BERT (minilm's architecture and tokenizer, random weights, mean pooling):
-    a full fine-tune in a fraction of a second per epoch, checkpoints of a few MB."""
+    a full fine-tune in a fraction of a second per epoch, checkpoints of a few MB; and a
+    model that loads and embeds like minilm but has learned nothing (A/B tests' "damaged
+    copy")."""
     import torch
     from transformers import BertConfig, BertModel
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _bert_tokenizer()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=hidden,

@@ -36,6 +36,7 @@ TASK_ROUTES = {
     "embedding.embed": {"queue": EMBED_QUEUE},
     "embedding.finetune": {"queue": GPU_QUEUE},
     "embedding.benchmark": {"queue": GPU_QUEUE},
+    "embedding.compare": {"queue": GPU_QUEUE},
     "embedding.check_model_loading": {"queue": GPU_QUEUE},
     "embedding.check_inference_quality": {"queue": GPU_QUEUE},
     "embedding.check_convergence": {"queue": GPU_QUEUE},

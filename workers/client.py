@@ -1,8 +1,10 @@
-"""The public Python client: what other services call to fine-tune, follow, cancel, validate.
+"""The public Python client: what other services call to fine-tune, follow, cancel, validate
+and compare.
 
 Submitting goes through the outbox (:mod:`workers.outbox`): the job is recorded first, then
-sent. Validation records a run (:mod:`workers.validation_run`) and sends its chord. Every
-message is sent by task name, so a client never imports the task definitions.
+sent. Validation records a run (:mod:`workers.validation_run`) and sends its chord. An A/B
+evaluation records its row (:mod:`workers.evaluation_run`) and sends ``embedding.compare``.
+Every message is sent by task name, so a client never imports the task definitions.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from typing import Any
 
 from db import repo
 from db.session import session_scope
-from workers import validation_run
+from workers import evaluation_run, validation_run
 from workers.lifeline import cancel_orphaned
 from workers.model_names import job_fine_tuned_id
 from workers.outbox import submit_request
-from workers.schemas import FinetuneRequest, parse
+from workers.schemas import CompareRequest, FinetuneRequest, parse
 
 log = logging.getLogger(__name__)
 
@@ -237,3 +239,64 @@ def abandon_validation(run_id: str, result: Any, reason: str) -> None:
         app.control.revoke(ids)
     except Exception as exc:  # the run is already ended in the database
         log.warning("could not revoke the tasks of run %s: %s", run_id, type(exc).__name__)
+
+
+# ------------------------------------------------------------------ A/B evaluations
+COMPARE_TASK = "embedding.compare"
+
+
+class NotSent(RuntimeError):
+    """The broker refused the message; the evaluation is recorded as ``failed``."""
+
+
+def start_evaluation(
+    model_a: str,
+    model_b: str,
+    dataset: str | None = None,
+    pairs: list[dict[str, str]] | list[tuple[str, str]] | None = None,
+    n_resamples: int | None = None,
+    seed: int = 0,
+    data_name: str | None = None,
+    trigger: str = "api",
+) -> str:
+    """Record an A/B evaluation of ``model_a`` and ``model_b`` and send it to a worker;
+    returns its id (follow it with :func:`evaluation_status`).
+
+    The data: a ``dataset`` path under the model roots, or inline ``pairs``; ``data_name``
+    is how the record names it (default: the path, or ``inline``). Raises ``PayloadError``
+    for a malformed request, ``UnknownModel`` / ``PathNotAllowed`` / ``DatasetNotFound`` for
+    a model or dataset the workers may not use (nothing recorded), and :class:`NotSent` when
+    the broker is unavailable (recorded as ``failed``).
+    """
+    from workers.app import GPU_QUEUE, app
+
+    payload: dict[str, Any] = {"model_a": model_a, "model_b": model_b, "seed": seed}
+    if n_resamples is not None:
+        payload["n_resamples"] = n_resamples
+    if dataset is not None:
+        payload["dataset"] = str(dataset)
+    if pairs is not None:
+        payload["pairs"] = [_row(p, ("anchor", "positive")) for p in pairs]
+    request = parse(CompareRequest, payload)
+    evaluation_run.check_request(request)
+    name = data_name or (request.dataset if request.dataset is not None else "inline")
+    evaluation_id = evaluation_run.create(
+        trigger, request.model_a, request.model_b, name, request.n_resamples, request.seed
+    )
+    message = request.model_dump(mode="json", exclude_none=True)
+    try:
+        app.send_task(
+            COMPARE_TASK,
+            kwargs={**message, "evaluation_id": evaluation_id},
+            task_id=evaluation_id,
+            queue=GPU_QUEUE,
+        )
+    except Exception as exc:
+        evaluation_run.fail(evaluation_id, f"not sent: broker unavailable ({type(exc).__name__})")
+        raise NotSent(f"evaluation {evaluation_id} not sent: broker unavailable") from exc
+    return evaluation_id
+
+
+def evaluation_status(evaluation_id: str) -> dict[str, Any]:
+    """An evaluation as JSON (``LookupError`` for an unknown id)."""
+    return evaluation_run.read(evaluation_id)

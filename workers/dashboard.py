@@ -1,8 +1,8 @@
 """The dashboard behind ``embedctl report``: PNG charts and an ``index.html`` that shows them.
 
-Three views of what the database holds: loss curves per fine-tune job, benchmark trends
-per model, and the latest validation run's criteria. Static files only, so the page can be
-archived as a CI artifact and opened anywhere.
+Four views of what the database holds: loss curves per fine-tune job, benchmark trends
+per model, the latest validation run's criteria, and the recent A/B evaluations (a table).
+Static files only, so the page can be archived as a CI artifact and opened anywhere.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 
-def _collect(jobs: int) -> dict[str, Any]:
+def _collect(jobs: int, evaluations: int) -> dict[str, Any]:
     from db import repo
     from db.session import session_scope
     from workers.client import job_to_dict
+    from workers.evaluation_run import recent
     from workers.validation_run import read_run
 
     with session_scope() as session:
@@ -38,10 +39,11 @@ def _collect(jobs: int) -> dict[str, Any]:
         "jobs": [j for j in job_rows if j["epochs"]],
         "bench": bench,
         "validation": read_run(latest_id) if latest_id else None,
+        "evaluations": recent(evaluations) if evaluations > 0 else [],
     }
 
 
-def write_report(out: Path, jobs: int = 10) -> Path:
+def write_report(out: Path, jobs: int = 10, evaluations: int = 10) -> Path:
     """Write the three charts and ``index.html`` into ``out``; return the page's path."""
     import matplotlib
 
@@ -49,7 +51,7 @@ def write_report(out: Path, jobs: int = 10) -> Path:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    data = _collect(jobs)
+    data = _collect(jobs, evaluations)
     sections: list[str] = []
 
     # Loss curves, one line per job.
@@ -125,6 +127,7 @@ def write_report(out: Path, jobs: int = 10) -> Path:
             f"<th>threshold</th><th>actual</th><th></th></tr>{rows}</table>"
         )
     sections.append(_img("Latest validation run", "validation.png") + detail)
+    sections.append(_evaluations_table(data["evaluations"]))
 
     index = out / "index.html"
     index.write_text(
@@ -140,6 +143,40 @@ def write_report(out: Path, jobs: int = 10) -> Path:
         encoding="utf-8",
     )
     return index
+
+
+def _evaluations_table(evaluations: list[dict[str, Any]]) -> str:
+    """Recent A/B evaluations: the primary metric's difference B - A, its CI, the verdict."""
+    title = "<h2>Recent A/B evaluations (B - A, 95% CI)</h2>"
+    if not evaluations:
+        return title + "<p>no A/B evaluations yet</p>"
+    rows = []
+    for e in evaluations:
+        cells = [
+            (e.get("created_at") or "")[:19].replace("T", " "),
+            e["model_a"]["name"],
+            e["model_b"]["name"],
+            str((e.get("data") or {}).get("rows") or ""),
+        ]
+        if e["status"] == "succeeded":
+            metric = e["primary_metric"]
+            diff = e["differences"][metric]
+            cells += [
+                f"{metric} {e['metrics_a'][metric]:.4f} → {e['metrics_b'][metric]:.4f}",
+                f"{diff['b_minus_a']:+.4f} [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]",
+                e["verdict"],
+            ]
+        else:
+            cells += ["", "", f"{e['status']}: {e.get('error') or ''}"]
+        rows.append(
+            f"<tr data-evaluation='{html.escape(e['id'])}'>"
+            + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+            + "</tr>"
+        )
+    return (
+        title + "<table><tr><th>created</th><th>A</th><th>B</th><th>pairs</th><th>A → B</th>"
+        "<th>B - A [CI]</th><th>verdict</th></tr>" + "".join(rows) + "</table>"
+    )
 
 
 def _img(title: str, name: str) -> str:

@@ -1,8 +1,14 @@
-"""Validation results as a readable console report and as JUnit XML for CI.
+"""Validation results as a readable console report and as JUnit XML for CI; A/B
+evaluations as a table.
 
 The report keeps the seed guide's shape — one section per check with its figures, then a
 summary — and adds what the seed lacked: every criterion with its threshold and actual
 value, and plain statuses (``unavailable`` is not ``passed``).
+
+An evaluation (``workers.evaluation_run.read``) renders as one table of both models'
+metrics and the differences B - A with their intervals, then the verdict
+(:func:`render_evaluation`, what ``embedctl compare`` prints); recent evaluations as one
+line each (:func:`render_evaluations`, in ``embedctl report``).
 """
 
 from __future__ import annotations
@@ -172,3 +178,67 @@ def render_junit(summary: dict[str, Any]) -> str:
         suite.set(key, str(value))
     suite.set("time", f"{total_time:.3f}")
     return ET.tostring(suite, encoding="unicode", xml_declaration=True)
+
+
+# ------------------------------------------------------------------ A/B evaluations
+def _model_label(model: dict[str, Any]) -> str:
+    loaded = model.get("version") or model.get("loaded")
+    name = model.get("name", "?")
+    return f"{name} ({loaded})" if loaded and loaded != name else str(name)
+
+
+def render_evaluation(evaluation: dict[str, Any]) -> str:
+    """One evaluation: what was compared on what, the metrics table, the verdict."""
+    data = evaluation.get("data") or {}
+    digest = (data.get("sha256") or "")[:12]
+    lines = [
+        f"evaluation {evaluation['id']} ({evaluation['status']})",
+        f"  A: {_model_label(evaluation['model_a'])}",
+        f"  B: {_model_label(evaluation['model_b'])}",
+        f"  data: {data.get('name')}, {data.get('rows') or '?'} pairs, sha256 {digest or '?'}",
+    ]
+    if evaluation["status"] != "succeeded":
+        if evaluation.get("error"):
+            lines.append(f"  error: {evaluation['error']}")
+        return "\n".join(lines)
+    a, b = evaluation["metrics_a"], evaluation["metrics_b"]
+    differences = evaluation["differences"]
+    lines += [
+        "",
+        f"  {'metric':<10} {'A':>8} {'B':>8} {'B - A':>9}   95% CI (paired bootstrap)",
+    ]
+    for metric, diff in differences.items():
+        mark = " *" if metric == evaluation["primary_metric"] else ""
+        lines.append(
+            f"  {metric + mark:<10} {a[metric]:>8.4f} {b[metric]:>8.4f} "
+            f"{diff['b_minus_a']:>+9.4f}   [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]"
+        )
+    lines += [
+        "",
+        f"  * the verdict's metric; {evaluation['n_resamples']} resamples of the queries, "
+        f"seed {evaluation['seed']}",
+        f"VERDICT: {evaluation['verdict']} (on {evaluation['primary_metric']})",
+    ]
+    return "\n".join(lines)
+
+
+def render_evaluations(evaluations: list[dict[str, Any]]) -> str:
+    """Recent evaluations, newest first, one line each."""
+    if not evaluations:
+        return "no A/B evaluations yet (embedctl compare A B --data pairs.jsonl)"
+    lines = ["recent A/B evaluations (differences B - A, 95% CI)"]
+    for e in evaluations:
+        when = (e.get("created_at") or "")[:19].replace("T", " ")
+        head = f"  {when}  {e['id'][:8]}  A={e['model_a']['name']}  B={e['model_b']['name']}"
+        rows = (e.get("data") or {}).get("rows")
+        if e["status"] == "succeeded":
+            metric = e["primary_metric"]
+            diff = e["differences"][metric]
+            lines.append(
+                f"{head}  {rows} pairs  {metric} {diff['b_minus_a']:+.4f} "
+                f"[{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]  {e['verdict']}"
+            )
+        else:
+            reason = f": {e['error']}" if e.get("error") else ""
+            lines.append(f"{head}  {e['status']}{reason}")
+    return "\n".join(lines)

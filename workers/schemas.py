@@ -8,10 +8,12 @@ documented schema for ``send_task("embedding.finetune_request", kwargs=...)``.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from embedding import compare as cmp
 from embedding import hyperparameters as hp
 from embedding.config import get_settings
 from embedding.hyperparameters import Hyperparameter
@@ -21,6 +23,7 @@ T = TypeVar("T", bound=BaseModel)
 
 __all__ = [
     "BenchmarkRequest",
+    "CompareRequest",
     "EmbedRequest",
     "FinetuneRequest",
     "LoadModelRequest",
@@ -238,6 +241,52 @@ class BenchmarkRequest(_Strict):
     model: str = Field(min_length=1, max_length=500)
     iterations: int = Field(default=20, ge=10, le=10_000)
     batch_size: int = Field(default=64, ge=1, le=4096)
+
+
+class CompareRequest(_Strict):
+    """An A/B comparison (``embedding.compare``): two model names, (query, document) pairs
+    inline or a dataset path under the roots, and the bootstrap's resamples and seed.
+
+    ``evaluation_id`` names an evaluation already recorded (``queued``) by the API or the
+    client; without it the task records one of its own.
+    """
+
+    model_a: str = Field(min_length=1, max_length=500)
+    model_b: str = Field(min_length=1, max_length=500)
+    pairs: list[Pair] | None = None
+    dataset: str | None = Field(default=None, min_length=1, max_length=4096)
+    n_resamples: int = Field(
+        default=cmp.DEFAULT_RESAMPLES, ge=cmp.MIN_RESAMPLES, le=cmp.MAX_RESAMPLES
+    )
+    seed: int = Field(default=0, ge=0, le=cmp.MAX_SEED)
+    evaluation_id: str | None = Field(default=None, max_length=64)
+
+    @field_validator("model_a", "model_b", "dataset")
+    @classmethod
+    def _storable(cls, value: str | None, info) -> str | None:
+        return None if value is None else storable(value, info.field_name)
+
+    @field_validator("evaluation_id")
+    @classmethod
+    def _uuid(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError(f"evaluation_id must be a UUID, got {value!r}") from None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CompareRequest:
+        if (self.pairs is None) == (self.dataset is None):
+            raise ValueError("give exactly one of pairs or dataset")
+        if self.pairs is not None:
+            if not self.pairs:
+                raise ValueError("pairs is empty")
+            cap = get_settings().max_triplets_per_job
+            if len(self.pairs) > cap:
+                raise ValueError(f"pairs has {len(self.pairs)} rows, more than the cap of {cap}")
+        return self
 
 
 def parse(schema: type[T], payload: object) -> T:

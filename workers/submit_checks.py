@@ -35,6 +35,13 @@ def check_request(request: FinetuneRequest) -> None:
     for what in ("dataset", "validation_dataset"):
         named = getattr(request, what)
         if named is not None:
-            path = ensure_under_roots(named, get_settings().model_roots, what=what)
-            if not Path(path).is_file():
-                raise DatasetNotFound(f"{what} {named!r} is not a file")
+            checked_dataset(named, what)
+
+
+def checked_dataset(dataset: str, what: str = "dataset") -> Path:
+    """The file a payload's ``dataset`` (or ``validation_dataset``) names: under the roots
+    (``PathNotAllowed``) and a file (:class:`DatasetNotFound`)."""
+    path = Path(ensure_under_roots(dataset, get_settings().model_roots, what=what))
+    if not path.is_file():
+        raise DatasetNotFound(f"{what} {dataset!r} is not a file")
+    return path

@@ -14,7 +14,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from embedding.config import get_settings
-from workers import embed_service, finetune_job, lifeline, validation_run
+from workers import embed_service, evaluation_run, finetune_job, lifeline, validation_run
 from workers.app import app
 from workers.benchmark_record import record_benchmark_from_check, run_and_record_benchmark
 from workers.model_cache import model_cache
@@ -22,6 +22,7 @@ from workers.model_names import checked_model_name
 from workers.outbox import relay_unsent, submit_request
 from workers.schemas import (
     BenchmarkRequest,
+    CompareRequest,
     EmbedRequest,
     FinetuneRequest,
     LoadModelRequest,
@@ -91,6 +92,38 @@ def benchmark(**payload: Any) -> dict[str, Any]:
     return run_and_record_benchmark(
         checked_model_name(request.model), request.iterations, request.batch_size
     )
+
+
+@app.task(name="embedding.compare")
+def compare(**payload: Any) -> dict[str, Any]:
+    """A/B comparison of two models on (query, document) pairs (:mod:`embedding.compare`).
+
+    ``send_task("embedding.compare", kwargs={...})`` with the schema of
+    :class:`workers.schemas.CompareRequest`. Returns the evaluation as JSON
+    (``workers.evaluation_run.read``): ``succeeded`` with both models' metrics, the
+    differences B - A with their 95 % intervals and the verdict, or ``failed`` with the
+    reason. A request refused before anything is recorded returns ``{"evaluation_id": null,
+    "status": "rejected", "error": ...}``.
+    """
+    from embedding.hub import PathNotAllowed
+    from embedding.specs import UnknownModel
+    from workers.submit_checks import DatasetNotFound
+
+    try:
+        request = parse(CompareRequest, payload)
+        return evaluation_run.run_request(request, load=model_cache().get)
+    except (
+        PayloadError,
+        UnknownModel,
+        PathNotAllowed,
+        DatasetNotFound,
+        evaluation_run.EvaluationRefused,
+    ) as exc:
+        return {
+            "evaluation_id": None,
+            "status": "rejected",
+            "error": f"{type(exc).__name__}: {exc}",
+        }
 
 
 # ---------------------------------------------------------- fine-tune tasks

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
 
-from api import model_ids
+from api import files_store, model_ids
 from api.errors import APIError, not_found
 from api.schemas import (
     CheckpointList,
@@ -104,18 +104,6 @@ def _load(job_id: str) -> tuple[Any, Any]:
 
 
 # ------------------------------------------------------------------ create
-def _training_path(file_id: str, param: str) -> str:
-    with session_scope() as session:
-        row = repo.get_file(session, file_id)
-    if row is None:
-        raise not_found("file", file_id, param=param)
-    if row.purpose != "fine-tune":
-        raise APIError(
-            400, f"File {file_id!r} has purpose {row.purpose!r}, not 'fine-tune'.", param=param
-        )
-    return row.path
-
-
 def _payload(body: FineTuningJobRequest, dataset: str, validation: str | None) -> dict[str, Any]:
     hp = body.hyperparameters or Hyperparameters()
     if hp.learning_rate != "auto":
@@ -169,10 +157,10 @@ def create_job(
 
     if model_ids.resolve(body.model).name.startswith(FT_PREFIX):
         raise APIError(400, "Fine-tuning a fine-tuned model is not supported yet.", param="model")
-    dataset = _training_path(body.training_file, "training_file")
+    dataset = files_store.fine_tune_file_path(body.training_file, "training_file")
     validation = None
     if body.validation_file is not None:
-        validation = _training_path(body.validation_file, "validation_file")
+        validation = files_store.fine_tune_file_path(body.validation_file, "validation_file")
     payload = _payload(body, dataset, validation)
     if body.suffix is not None:
         payload["suffix"] = body.suffix

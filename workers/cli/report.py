@@ -1,4 +1,5 @@
-"""``embedctl report --out DIR``: write the dashboard (:mod:`workers.dashboard`) from the database."""
+"""``embedctl report --out DIR``: print the recent A/B evaluations and write the dashboard
+(:mod:`workers.dashboard`) from the database."""
 
 from __future__ import annotations
 
@@ -9,15 +10,22 @@ from workers.cli.db import ensure_schema
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write PNG charts and an index.html from the database")
+    p = sub.add_parser(
+        "report",
+        help="print recent A/B evaluations; write PNG charts and an index.html from the database",
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--jobs", type=int, default=10, help="latest N fine-tune jobs")
+    p.add_argument("--evaluations", type=int, default=10, help="latest N A/B evaluations")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from workers.dashboard import write_report
+    from workers.evaluation_run import recent
+    from workers.report import render_evaluations
 
     ensure_schema()
-    print(write_report(Path(args.out), jobs=args.jobs))
+    print(render_evaluations(recent(args.evaluations)))
+    print(write_report(Path(args.out), jobs=args.jobs, evaluations=args.evaluations))
     return 0
