@@ -15,7 +15,19 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from workers.cli import bench, db, embed, jobs, models, report, serve, train, validate, worker
+from workers.cli import (
+    bench,
+    data,
+    db,
+    embed,
+    jobs,
+    models,
+    report,
+    serve,
+    train,
+    validate,
+    worker,
+)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -26,7 +38,7 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 # In the order ``embedctl --help`` lists them.
-COMMAND_MODULES = (models, embed, db, train, worker, jobs, bench, validate, report, serve)
+COMMAND_MODULES = (models, embed, db, train, data, worker, jobs, bench, validate, report, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
