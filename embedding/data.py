@@ -8,6 +8,7 @@ A row is ``{"anchor", "positive", "negative"}`` (a triplet) or ``{"anchor", "pos
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -110,8 +111,46 @@ def load_examples(path: str | Path) -> list[Example]:
     return validate_examples(rows, where=f"{path} row")
 
 
+def load_texts(path: str | Path) -> list[str]:
+    """Texts from a JSONL file, one JSON string a line (blank lines skipped); errors name
+    the line. A mining corpus, say: code has newlines, so plain lines would not do."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    texts: list[str] = []
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)
+            except ValueError as exc:
+                raise DataError(f"{where}: not JSON ({exc.args[0]})") from None
+            if not isinstance(text, str):
+                raise DataError(f"{where}: expected a JSON string, got {type(text).__name__}")
+            if not text.strip():
+                raise DataError(f"{where}: the text is empty")
+            texts.append(text)
+    if not texts:
+        raise DataError(f"{path}: no texts")
+    return texts
+
+
 def write_examples(path: str | Path, rows: Sequence[Example]) -> None:
+    """JSONL that :func:`load_examples` reads back; written whole or not at all (a temporary
+    file beside it, renamed into place), so an interrupted run leaves no half file."""
+    path = Path(path)
     names = ("anchor", "positive", "negative")
-    with Path(path).open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(dict(zip(names, row, strict=False))) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(dict(zip(names, row, strict=False))) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -7,6 +7,7 @@ runs ours and the peer, and prints its ratios, so a figure in RESULTS.md can be 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -88,3 +89,17 @@ def test_serve_benchmark_runs_ours_and_infinity():
     out = run_script("serve.py", "--requests", "1", "--warmup", "0", timeout=1500)
     assert "Infinity" in out and "cache hit through the API" in out, out
     assert len(ratios(out)) == 12 and all(r > 0 for r in ratios(out)), out
+
+
+@pytest.mark.slow
+def test_recipes_benchmark_prints_both_recipes_and_the_gain_ratio(tmp_path):
+    """Tiny sizes: the gains are noise here, so the ratio may be 'n/a'; the shape is checked."""
+    figures = tmp_path / "recipes.json"
+    out = run_script(
+        "recipes.py",
+        *("--n-train", "16", "--n-eval", "16", "--batch-size", "8", "--json", str(figures)),
+    )
+    assert re.search(r"^plain\s+16 ", out, re.M) and re.search(r"^mined\s+16 ", out, re.M), out
+    assert re.search(r"ratio mined/plain mrr@10 gain: (\d+\.\d+x|n/a)", out), out
+    saved = json.loads(figures.read_text())
+    assert saved["mining"]["pairs"] == 16 and set(saved["after"]) == {"plain", "mined"}

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from workers.cli import (
     bench,
     compare,
+    data,
     db,
     embed,
     jobs,
@@ -38,7 +39,20 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 # In the order ``embedctl --help`` lists them.
-COMMAND_MODULES = (models, embed, db, train, compare, worker, jobs, bench, validate, report, serve)
+COMMAND_MODULES = (
+    models,
+    embed,
+    db,
+    train,
+    data,
+    compare,
+    worker,
+    jobs,
+    bench,
+    validate,
+    report,
+    serve,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

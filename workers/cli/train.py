@@ -1,4 +1,4 @@
-"""``embedctl finetune``, ``embedctl eval`` and ``embedctl data codesearch`` (local, no queue)."""
+"""``embedctl finetune`` and ``embedctl eval`` (local, no queue)."""
 
 from __future__ import annotations
 
@@ -25,13 +25,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
     p.set_defaults(func=cmd_eval)
-
-    data = sub.add_parser("data", help="build training data")
-    dsub = data.add_subparsers(dest="data_command", metavar="KIND", required=True)
-    p = dsub.add_parser("codesearch", help="docstring -> code pairs, split by module")
-    p.add_argument("--source", default="stdlib", help="'stdlib' or a folder of Python files")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_codesearch)
 
 
 def add_finetune_options(p: argparse.ArgumentParser) -> None:
@@ -152,12 +145,4 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate(load_encoder(local_model_name(args.model)), rows)
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}")
-    return 0
-
-
-def cmd_codesearch(args: argparse.Namespace) -> int:
-    from embedding.codesearch import write_codesearch
-
-    counts = write_codesearch(Path(args.out), source=args.source)
-    print(json.dumps(counts))
     return 0

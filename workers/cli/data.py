@@ -1,0 +1,132 @@
+"""``embedctl data codesearch`` and ``embedctl data mine-negatives``: build training data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from embedding.mining import SAMPLING, MiningConfig
+
+_MINING = MiningConfig()  # the defaults the options show
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="build training data")
+    dsub = data.add_subparsers(dest="data_command", metavar="KIND", required=True)
+    p = dsub.add_parser("codesearch", help="docstring -> code pairs, split by module")
+    p.add_argument("--source", default="stdlib", help="'stdlib' or a folder of Python files")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_codesearch)
+
+    p = dsub.add_parser(
+        "mine-negatives",
+        help="pairs -> triplets: hard negatives mined with a base model",
+        description="Add a hard negative to each (anchor, positive) pair: the corpus text the "
+        "model scores highest for the anchor, never a positive of it, and (the false-negative "
+        "guard) not scored within --margin of its positive. The output trains with loss "
+        "triplet or mnrl. See embedding/mining.py for each rule and why.",
+    )
+    p.add_argument("--data", required=True, help="JSONL of {anchor, positive} pairs")
+    p.add_argument("--out", required=True, help="JSONL of {anchor, positive, negative}")
+    p.add_argument("--model", default="minilm", help="the model that scores candidates")
+    p.add_argument(
+        "--corpus",
+        default=None,
+        help="JSONL of extra candidate texts, one JSON string a line (the positives always are candidates)",
+    )
+    p.add_argument(
+        "--num-negatives",
+        type=int,
+        default=_MINING.num_negatives,
+        help=f"negatives per pair, one output row each (default: {_MINING.num_negatives})",
+    )
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=_MINING.top_k,
+        help=f"pool of the hardest valid candidates to take them from (default: {_MINING.top_k})",
+    )
+    p.add_argument(
+        "--margin",
+        type=_optional_float,
+        default=_MINING.margin,
+        help="skip candidates scored above the positive's cosine minus this; 'none' turns the "
+        f"guard off (default: {_MINING.margin})",
+    )
+    p.add_argument(
+        "--max-score",
+        type=_optional_float,
+        default=_MINING.max_score,
+        help="also skip candidates scored above this cosine (default: none)",
+    )
+    p.add_argument(
+        "--sampling",
+        choices=SAMPLING,
+        default=_MINING.sampling,
+        help="top: the hardest of the pool; random: drawn from it with --seed "
+        f"(default: {_MINING.sampling})",
+    )
+    p.add_argument("--seed", type=int, default=_MINING.seed, help="seed of random sampling")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=_MINING.chunk_size,
+        help=f"anchors scored at once; memory only (default: {_MINING.chunk_size})",
+    )
+    p.set_defaults(func=cmd_mine_negatives)
+
+
+def _optional_float(text: str) -> float | None:
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def cmd_codesearch(args: argparse.Namespace) -> int:
+    from embedding.codesearch import write_codesearch
+
+    counts = write_codesearch(Path(args.out), source=args.source)
+    print(json.dumps(counts))
+    return 0
+
+
+def cmd_mine_negatives(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from embedding.data import load_examples, load_texts, write_examples
+    from embedding.encoder import load_encoder
+    from embedding.mining import check_pairs, mine_hard_negatives
+    from workers.model_names import local_model_name
+
+    # Data, corpus and settings are checked before the model is loaded.
+    rows = check_pairs(load_examples(args.data), where=f"{args.data} row")
+    corpus = load_texts(args.corpus) if args.corpus else []
+    config = MiningConfig(
+        num_negatives=args.num_negatives,
+        top_k=args.top_k,
+        margin=args.margin,
+        max_score=args.max_score,
+        sampling=args.sampling,
+        seed=args.seed,
+        chunk_size=args.chunk_size,
+    )
+    config.check()
+    encoder = load_encoder(local_model_name(args.model))
+
+    def progress(desc: str, total: int) -> tqdm:
+        return tqdm(total=total, desc=desc, unit="text", file=sys.stderr, leave=False)
+
+    mined = mine_hard_negatives(rows, encoder, config, corpus=corpus, progress=progress)
+    if not mined.triplets:
+        raise ValueError(
+            f"no pair of {args.data} has a valid negative ({mined.stats.corpus} candidate "
+            "texts): add texts with --corpus, or loosen --margin / --max-score; nothing written"
+        )
+    write_examples(args.out, mined.triplets)
+    print(json.dumps({"out": str(args.out), **mined.stats.as_dict()}))
+    return 0
