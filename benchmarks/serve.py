@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -142,10 +143,27 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p * len(values)))] * 1000
 
 
+def print_peer_ratios(results: dict) -> None:
+    peer_results = results["Infinity"]
+    for clients, k in LOADS:
+        for name in ("ours, HTTP API", "ours, send_task"):
+            ours, peer_tps = results[name][(clients, k)][0], peer_results[(clients, k)][0]
+            print(f"ratio {name} / Infinity, {clients}x{k} throughput: {ours / peer_tps:.2f}x")
+    for name in ("ours, HTTP API", "ours, send_task"):
+        p99, peer99 = pct(results[name][(32, 1)][1], 0.99), pct(peer_results[(32, 1)][1], 0.99)
+        print(f"ratio {name} / Infinity, 32x1 p99 latency: {p99 / peer99:.2f}x (floor <= 1)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=40, help="requests per client")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--peer",
+        choices=("infinity", "none"),
+        default="infinity",
+        help="none: our side only, no Infinity virtualenv (the test suite's quick run)",
+    )
     args = parser.parse_args()
 
     from celery import Celery
@@ -169,13 +187,18 @@ def main() -> None:
     with (
         celery_worker(env, tmp / "worker.log", queues="embed", concurrency=None),
         api_server(env, tmp / "api.log") as api,
-        infinity_server(str(MINILM_DIR), tmp / "infinity.log") as peer,
+        (
+            infinity_server(str(MINILM_DIR), tmp / "infinity.log")
+            if args.peer == "infinity"
+            else contextlib.nullcontext()
+        ) as peer,
     ):
         systems = {
             "ours, HTTP API": http_client(api, "/v1/embeddings", {"cache": False}),
             "ours, send_task": send_task,
-            "Infinity": http_client(peer, "/embeddings", {}),
         }
+        if peer is not None:
+            systems["Infinity"] = http_client(peer, "/embeddings", {})
         for name, call in systems.items():
             for _ in range(args.warmup):
                 call(texts[:32])
@@ -209,14 +232,8 @@ def main() -> None:
         f"{'1 client x 1, cached':<22}{'ours, HTTP API':<18}{'':>9}{pct(hit_lat, 0.5):>9.2f}"
         f"{pct(hit_lat, 0.95):>9.2f}{pct(hit_lat, 0.99):>9.2f}"
     )
-    peer_results = results["Infinity"]
-    for clients, k in LOADS:
-        for name in ("ours, HTTP API", "ours, send_task"):
-            ours, peer_tps = results[name][(clients, k)][0], peer_results[(clients, k)][0]
-            print(f"ratio {name} / Infinity, {clients}x{k} throughput: {ours / peer_tps:.2f}x")
-    for name in ("ours, HTTP API", "ours, send_task"):
-        p99, peer99 = pct(results[name][(32, 1)][1], 0.99), pct(peer_results[(32, 1)][1], 0.99)
-        print(f"ratio {name} / Infinity, 32x1 p99 latency: {p99 / peer99:.2f}x (floor <= 1)")
+    if "Infinity" in results:
+        print_peer_ratios(results)
     for name in ("ours, HTTP API", "ours, send_task"):
         tps = results[name][(4, 32)][0]
         print(

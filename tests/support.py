@@ -23,6 +23,7 @@ PG_ADMIN_URL = os.environ.get(
     "EMBEDDING_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_HOST = "127.0.0.1"
+ALL_QUEUES = "gpu,cpu,embed"  # as `embedctl worker` consumes by default
 # A second checkout running its tests beside this one points them at its own redis-server.
 REDIS_PORT = int(os.environ.get("EMBEDDING_TEST_REDIS_PORT", "6379"))
 
@@ -90,12 +91,15 @@ def service_env(
 def celery_worker(
     env: dict[str, str],
     log_path: Path,
-    queues: str = "gpu,cpu,embed",
+    queues: str = "gpu,cpu",
     name: str | None = None,
     ready_timeout: float = 60.0,
     concurrency: int | None = 1,
 ) -> Iterator[subprocess.Popen]:
     """A real ``embedctl worker`` subprocess; waits until it answers a ping.
+
+    By default the gpu and cpu queues (a pool each); tests that embed through the worker
+    add ``embed`` (its own pool of threads), the others save its start.
 
     ``concurrency=None`` leaves it to ``embedctl worker`` (the embed queue's threads).
     """

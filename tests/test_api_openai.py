@@ -15,6 +15,7 @@ import pytest
 
 from embedding.data import SEED_TRIPLETS, write_examples
 from tests.support import (
+    ALL_QUEUES,
     ROOT,
     api_server,
     celery_worker,
@@ -47,7 +48,10 @@ def stack(tmp_path_factory):
             EMBEDDING_BATCH_CHUNK_TEXTS="4",
             TOKENIZERS_PARALLELISM="false",
         )
-        with celery_worker(env, tmp / "worker.log"), api_server(env, tmp / "api.log") as base:
+        with (
+            celery_worker(env, tmp / "worker.log", queues=ALL_QUEUES),
+            api_server(env, tmp / "api.log") as base,
+        ):
             yield SimpleNamespace(base=base, env=env, tmp=tmp, artifacts=artifacts)
 
 

@@ -82,13 +82,16 @@ def test_queue_benchmark_runs_against_a_real_worker():
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_serve_benchmark_runs_ours_and_infinity():
-    """Starts a real embed worker, the API and Infinity (installed into its own virtualenv
-    on first use: minutes, once), then one request per client and load. About a minute on
-    a quiet 2-core machine, mostly the three servers starting."""
-    out = run_script("serve.py", "--requests", "1", "--warmup", "0", timeout=1500)
-    assert "Infinity" in out and "cache hit through the API" in out, out
-    assert len(ratios(out)) == 12 and all(r > 0 for r in ratios(out)), out
+def test_serve_benchmark_runs_our_side_of_every_load():
+    """Starts a real embed worker and the API, then one request per client and load, and the
+    cache pass. Infinity's side (``--peer infinity``, the default) is left to the benchmark
+    run whose figures go in benchmarks/RESULTS.md: installing its virtualenv costs minutes
+    on a fresh clone, which the 20-minute bound of the suite cannot afford."""
+    out = run_script("serve.py", "--requests", "1", "--warmup", "0", "--peer", "none")
+    assert "Infinity" not in out and "cache hit through the API" in out, out
+    for clients, k in ((32, 1), (4, 32), (1, 1)):
+        assert re.search(rf"^{clients} clients x {k} texts?\s+ours, send_task", out, re.M), out
+    assert len(ratios(out)) == 4 and all(r > 0 for r in ratios(out)), out
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from tests.support import (
+    ALL_QUEUES,
     ROOT,
     celery_worker,
     free_port,
@@ -51,7 +52,7 @@ def system(tmp_path_factory):
         broker = redis_url(9)
         env = service_env(db_url, broker, artifacts)
         del env["EMBEDDING_MODEL_ROOTS"]  # the default: the artifacts directory
-        with celery_worker(env, artifacts / "worker.log") as proc:
+        with celery_worker(env, artifacts / "worker.log", queues=ALL_QUEUES) as proc:
             yield {
                 "env": env,
                 "db_url": db_url,

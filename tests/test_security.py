@@ -10,6 +10,7 @@ import pytest
 from embedding.config import redact_url
 from tests.servers import RedisServer
 from tests.support import (
+    ALL_QUEUES,
     ROOT,
     celery_worker,
     postgres_database,
@@ -39,7 +40,7 @@ def test_a_password_in_the_broker_url_never_reaches_the_log(tmp_path):
             migrate.upgrade(db_url)
             env = service_env(db_url, broker, tmp_path)
             log = tmp_path / "worker.log"
-            with celery_worker(env, log):
+            with celery_worker(env, log, queues=ALL_QUEUES):
                 from celery import Celery
 
                 client = Celery(broker=broker, backend=broker)

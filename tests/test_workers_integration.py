@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.support import (
+    ALL_QUEUES,
     ROOT,
     celery_worker,
     free_port,
@@ -38,7 +39,7 @@ def system(tmp_path_factory):
         migrate.upgrade(db_url)
         broker = redis_url(11)
         env = service_env(db_url, broker, artifacts)
-        with celery_worker(env, artifacts / "worker.log") as proc:
+        with celery_worker(env, artifacts / "worker.log", queues=ALL_QUEUES) as proc:
             yield {
                 "env": env,
                 "db_url": db_url,
