@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 Example = tuple[str, ...]  # (anchor, positive) or (anchor, positive, negative)
@@ -79,10 +79,13 @@ def row_from_json(obj: object, where: str) -> Example:
     return tuple(fields[n] for n in names)  # type: ignore[return-value]
 
 
-def load_examples(path: str | Path) -> list[Example]:
-    """Triplets or pairs from a JSONL file, validated; errors name the line."""
+def jsonl_objects(path: str | Path) -> Iterator[tuple[str, object]]:
+    """``(where, value)`` for each non-blank line of a JSONL file; ``where`` is ``path:line``.
+
+    Every problem of the file itself (missing, not UTF-8, not JSON) is a :class:`DataError`
+    naming the line; what the values must be is the caller's to check.
+    """
     path = Path(path)
-    rows: list[Example] = []
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     with path.open("rb") as fh:
@@ -95,17 +98,24 @@ def load_examples(path: str | Path) -> list[Example]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                yield where, json.loads(line)
             except ValueError as exc:
                 raise DataError(f"{where}: not JSON ({exc.args[0]})") from None
-            row = check_row(row_from_json(obj, where), where)
-            if rows and len(row) != len(rows[0]):
-                kind = {2: "pair", 3: "triplet"}
-                raise DataError(
-                    f"{where}: a {kind[len(row)]}, but earlier lines are "
-                    f"{kind[len(rows[0])]}s: mixes pairs and triplets"
-                )
-            rows.append(row)
+
+
+def load_examples(path: str | Path) -> list[Example]:
+    """Triplets or pairs from a JSONL file, validated; errors name the line."""
+    path = Path(path)
+    rows: list[Example] = []
+    for where, obj in jsonl_objects(path):
+        row = check_row(row_from_json(obj, where), where)
+        if rows and len(row) != len(rows[0]):
+            kind = {2: "pair", 3: "triplet"}
+            raise DataError(
+                f"{where}: a {kind[len(row)]}, but earlier lines are "
+                f"{kind[len(rows[0])]}s: mixes pairs and triplets"
+            )
+        rows.append(row)
     if not rows:
         raise DataError(f"{path}: no rows")
     return validate_examples(rows, where=f"{path} row")
@@ -115,27 +125,13 @@ def load_texts(path: str | Path) -> list[str]:
     """Texts from a JSONL file, one JSON string a line (blank lines skipped); errors name
     the line. A mining corpus, say: code has newlines, so plain lines would not do."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
     texts: list[str] = []
-    with path.open("rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            where = f"{path}:{number}"
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-            if not line.strip():
-                continue
-            try:
-                text = json.loads(line)
-            except ValueError as exc:
-                raise DataError(f"{where}: not JSON ({exc.args[0]})") from None
-            if not isinstance(text, str):
-                raise DataError(f"{where}: expected a JSON string, got {type(text).__name__}")
-            if not text.strip():
-                raise DataError(f"{where}: the text is empty")
-            texts.append(text)
+    for where, text in jsonl_objects(path):
+        if not isinstance(text, str):
+            raise DataError(f"{where}: expected a JSON string, got {type(text).__name__}")
+        if not text.strip():
+            raise DataError(f"{where}: the text is empty")
+        texts.append(text)
     if not texts:
         raise DataError(f"{path}: no texts")
     return texts
