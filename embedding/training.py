@@ -72,6 +72,7 @@ from embedding.losses import (
     DEFAULT_MNRL_SCALE,
     MatryoshkaLoss,
     cached_mnrl_backward,
+    false_negative_mask,
     multiple_negatives_ranking_loss,
     training_dims,
     triplet_loss,
@@ -338,17 +339,23 @@ def _training_view(encoder: Encoder, max_tokens: int | None) -> Encoder:
 
 
 def embeddings_loss(
-    encoder: Encoder, config: TrainConfig, width: int
+    encoder: Encoder, config: TrainConfig, rows: Sequence[Example]
 ) -> Callable[..., torch.Tensor]:
-    """The configured loss over a batch's embedded columns (anchors, positives[, negatives]),
-    summed over the spec's Matryoshka dims with ``matryoshka``."""
+    """The configured loss over the embedded columns of ``rows`` (anchors, positives[,
+    negatives]), summed over the spec's Matryoshka dims with ``matryoshka``. MNRL never
+    counts the anchor's own positive text, seen again in the batch, as a negative."""
     loss: Callable[..., torch.Tensor]
+    width = len(rows[0])
     if config.loss == "triplet":
         if width != 3:
             raise DataError("loss 'triplet' needs triplets (anchor, positive, negative)")
         loss = functools.partial(triplet_loss, margin=config.margin)
     else:  # mnrl, cached_mnrl
-        loss = functools.partial(multiple_negatives_ranking_loss, scale=config.scale)
+        columns = [[row[i] for row in rows] for i in range(width)]
+        exclude = false_negative_mask(columns)
+        loss = functools.partial(
+            multiple_negatives_ranking_loss, scale=config.scale, exclude=exclude
+        )
     if config.matryoshka:
         loss = MatryoshkaLoss(loss, training_dims(encoder.spec.matryoshka_dims, encoder.dim))
     return loss
@@ -364,7 +371,7 @@ def batch_loss(encoder: Encoder, rows: Sequence[Example], config: TrainConfig) -
     texts = [row[i] for i in range(width) for row in rows]  # column-major: a's, p's, n's
     view = _training_view(encoder, config.max_tokens)
     embeddings = view.embed(view.tokenize(texts))
-    return embeddings_loss(encoder, config, width)(*embeddings.split(len(rows)))
+    return embeddings_loss(encoder, config, rows)(*embeddings.split(len(rows)))
 
 
 def batch_backward(
@@ -378,7 +385,7 @@ def batch_backward(
     if config.loss == "cached_mnrl":
         columns = [[row[i] for row in rows] for i in range(len(rows[0]))]
         view = _training_view(encoder, config.max_tokens)
-        loss = embeddings_loss(encoder, config, len(columns))
+        loss = embeddings_loss(encoder, config, rows)
         return float(cached_mnrl_backward(view, columns, loss, config.mini_batch_size, weight))
     loss_value = batch_loss(encoder, rows, config)
     (loss_value * weight).backward()

@@ -75,3 +75,38 @@ def test_triplet_loss_is_zero_only_past_the_margin():
     n = torch.tensor([[0.0, 1.0]])  # distance 1 further than the positive
     assert triplet_loss(a, p, n, margin=0.5).item() == 0.0
     assert abs(triplet_loss(a, p, n, margin=1.5).item() - 0.5) < 1e-6
+
+
+def test_a_repeated_positive_is_not_its_own_negative():
+    """Row 2 repeats row 0's positive, and row 1's hard negative is that same text: for
+    anchor 0 those two candidates are masked, so its loss is the loss over the batch without
+    them; anchors whose positive is not repeated keep every candidate."""
+    from embedding.losses import false_negative_mask
+
+    torch.manual_seed(0)
+    positives, negatives = torch.randn(3, 8), torch.randn(3, 8)
+    positives[2] = positives[0]
+    negatives[1] = positives[0]
+    anchors = positives + 0.3 * torch.randn(3, 8)  # each near its positive: losses are small
+    columns = [["a0", "a1", "a2"], ["p", "q", "p"], ["n0", "p", "n2"]]
+    mask = false_negative_mask(columns)
+    assert mask.tolist() == [
+        [False, False, True, False, True, False],
+        [False, False, False, False, False, False],
+        [True, False, False, False, True, False],
+    ]
+    masked = multiple_negatives_ranking_loss(anchors, positives, negatives, exclude=mask)
+    # By hand: each anchor's cross-entropy over the candidates it keeps.
+    candidates = torch.cat([positives, negatives])
+    scores = (
+        20.0
+        * torch.nn.functional.normalize(anchors, dim=-1)
+        @ (torch.nn.functional.normalize(candidates, dim=-1).T)
+    )
+    by_hand = torch.stack(
+        [torch.logsumexp(scores[i][~mask[i]], dim=0) - scores[i, i] for i in range(3)]
+    ).mean()
+    assert torch.allclose(masked, by_hand, atol=1e-6)
+    plain = multiple_negatives_ranking_loss(anchors, positives, negatives)
+    assert masked < plain  # the repeats only ever added to the loss
+    assert false_negative_mask([["a", "b"], ["p", "q"], ["n", "m"]]) is None

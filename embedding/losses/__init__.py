@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from embedding.losses.cached_mnrl import cached_mnrl_backward, gradcache_backward
 from embedding.losses.matryoshka import MatryoshkaLoss, training_dims, truncate
-from embedding.losses.mnrl import DEFAULT_MNRL_SCALE, multiple_negatives_ranking_loss
+from embedding.losses.mnrl import (
+    DEFAULT_MNRL_SCALE,
+    false_negative_mask,
+    multiple_negatives_ranking_loss,
+)
 from embedding.losses.triplet import DEFAULT_TRIPLET_MARGIN, cosine_distance, triplet_loss
 
 __all__ = [
@@ -22,6 +26,7 @@ __all__ = [
     "MatryoshkaLoss",
     "cached_mnrl_backward",
     "cosine_distance",
+    "false_negative_mask",
     "gradcache_backward",
     "multiple_negatives_ranking_loss",
     "training_dims",

@@ -5,6 +5,8 @@ Equal to the peer's on the same batch (``tests/test_losses.py`` checks it to 1e-
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -16,13 +18,43 @@ def multiple_negatives_ranking_loss(
     positive: torch.Tensor,
     negative: torch.Tensor | None = None,
     scale: float = DEFAULT_MNRL_SCALE,
+    exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """In-batch negatives: anchor i must pick positive i among all positives (and negatives).
 
     Cross-entropy over ``scale * cos(anchor_i, candidate_j)``; an optional hard negative per
-    anchor joins the candidates (ST ``MultipleNegativesRankingLoss``).
+    anchor joins the candidates (ST ``MultipleNegativesRankingLoss``). ``exclude`` (bool,
+    anchors x candidates, see :func:`false_negative_mask`) drops candidates that are not
+    negatives at all: the anchor's own positive text seen again elsewhere in the batch.
     """
     candidates = positive if negative is None else torch.cat([positive, negative], dim=0)
     scores = scale * F.normalize(anchor, dim=-1) @ F.normalize(candidates, dim=-1).T
+    if exclude is not None:
+        scores = scores.masked_fill(exclude.to(scores.device), float("-inf"))
     labels = torch.arange(anchor.shape[0], device=anchor.device)
     return F.cross_entropy(scores, labels)
+
+
+def false_negative_mask(columns: Sequence[Sequence[str]]) -> torch.Tensor | None:
+    """Which in-batch candidates repeat the anchor's own positive text (None: none do).
+
+    ``columns``: the batch's anchors, positives[, negatives]. Candidate j (the positives, then
+    the negatives) is excluded for anchor i when its text equals positive i and it is not
+    positive i itself. Without this, a pair seen twice in a batch, or a mined hard negative
+    that is another row's positive, teaches the model to push a text away from itself: the
+    loss of such an anchor cannot go below log 2. sentence-transformers avoids the case with
+    its ``NoDuplicatesBatchSampler``; masking keeps our batches (and exact resume) as they are.
+    With no repeats the loss is exactly the plain one.
+    """
+    positives = list(columns[1])
+    candidates = positives + (list(columns[2]) if len(columns) > 2 else [])
+    where: dict[str, list[int]] = {}
+    for j, text in enumerate(candidates):
+        where.setdefault(text, []).append(j)
+    hits = [(i, j) for i, text in enumerate(positives) for j in where[text] if j != i]
+    if not hits:
+        return None
+    mask = torch.zeros(len(positives), len(candidates), dtype=torch.bool)
+    rows, cols = zip(*hits, strict=True)
+    mask[list(rows), list(cols)] = True
+    return mask
