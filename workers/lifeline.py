@@ -184,11 +184,6 @@ def _stop_in_process_duties(sender: Any = None, **_: Any) -> None:
         loop.stop()
 
 
-def in_process_duties() -> DutyLoop | None:
-    """The duty loop the embedded workers run, if any (one per process)."""
-    return _in_process["loop"]
-
-
 def _on_memory_broker(worker: Any) -> bool:
     return str(worker.app.conf.broker_url).startswith("memory://")
 
