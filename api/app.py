@@ -64,7 +64,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     from workers.app import app as celery
 
     # The memory broker is polled, once a second by default: a second of latency on every
-    # embeddings call. Served over HTTP, the embedded worker polls every 10 ms instead.
+    # embeddings call. Served over HTTP, the embedded workers poll every 10 ms instead.
     celery.conf.broker_transport_options = {
         **celery.conf.broker_transport_options,
         "polling_interval": EMBEDDED_POLL_S,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, literal, select, update
@@ -212,9 +212,9 @@ def claim_job(
     hostname = v.text(hostname, "hostname", max_len=255)
     claimable = _ACTIVE if allow_reclaim_running else ("queued",)
     seen = session.execute(
-        select(FinetuneJob.status, FinetuneJob.attempts, FinetuneJob.heartbeat_at).where(
-            FinetuneJob.id == jid
-        )
+        select(
+            FinetuneJob.status, FinetuneJob.attempts, FinetuneJob.heartbeat_at, FinetuneJob.worker
+        ).where(FinetuneJob.id == jid)
     ).one_or_none()
     if seen is None:
         raise NotFound(f"no fine-tune job {jid}")
@@ -246,6 +246,8 @@ def claim_job(
     )
     won = _update(session, stmt) == 1
     _forget(session, FinetuneJob, jid)
+    if won and seen.status == "running":
+        add_job_event(session, jid, "retried", *_retry_reason(seen, now))
     if won:
         add_job_event(
             session,
@@ -256,6 +258,20 @@ def claim_job(
             data={"attempt": seen.attempts + 1, "taken_over": seen.status == "running"},
         )
     return won
+
+
+def _retry_reason(seen: Any, now: datetime) -> tuple[str, str | None, dict[str, Any]]:
+    """Why a running job is claimed again: its worker was lost (the message came back after
+    a kill, a crash or a rescue), said with the lease's age; message, worker and data of
+    the ``retried`` event."""
+    lease = None if seen.heartbeat_at is None else (now - seen.heartbeat_at).total_seconds()
+    said = "no lease" if lease is None else f"its lease last renewed {lease:.1f} s ago"
+    message = f"attempt {seen.attempts + 1}: worker {seen.worker} was lost ({said})"
+    return (
+        message,
+        None,
+        {"attempt": seen.attempts + 1, "lost_worker": seen.worker, "lease_age_s": lease},
+    )
 
 
 def heartbeat(session: Session, job_id: Id) -> bool:

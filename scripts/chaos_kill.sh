@@ -1,28 +1,25 @@
 #!/usr/bin/env bash
-# Kill -9 a whole worker (its process group) at a random moment of a fine-tune, N times
-# (default 10): during loading, a step, a checkpoint write or registration. Each trial is
-# tests/test_lifeline.py's kill trial (beat running, a new worker started after the kill):
-# the job must end `succeeded` with each epoch recorded once. Prints a table and
-# "N passed, M failed". Needs the local PostgreSQL and Redis (scripts/ensure_services.sh).
+# Kill -9 a whole worker (its process group) at random moments of fine-tunes, N times
+# (default 10): during a training step, during a checkpoint write, during export and
+# registration. Runs tests/test_chaos.py with CHAOS_TRIALS=N (one Redis, one PostgreSQL
+# database, one beat, a chain of N+1 workers: each trial's rescuer is the next trial's
+# victim); every job must end `succeeded` with each epoch recorded once. Prints the table
+# (trial, moment, outcome) and pytest's verdict. CHAOS_SEED=<n> replays a run's moments.
+# Needs the local PostgreSQL (scripts/ensure_services.sh); the test starts its own Redis.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-10}"
 py="${PYTHON:-.venv/bin/python}"
-failed=0
-printf '%-6s %-12s %s\n' trial "kill at (s)" outcome
-for trial in $(seq 1 "$n"); do
-  moment=$(awk -v s="$RANDOM" 'BEGIN { srand(s); printf "%.1f", rand() * 25 }')
-  log="$(mktemp)"
-  if CHAOS_KILL_AFTER_S="$moment" "$py" -m pytest -q -p no:cacheprovider tests/test_lifeline.py \
-      -k "test_whole_worker_killed_in_epoch_2_is_finished_by_a_new_worker and not flush" \
-      >"$log" 2>&1; then
-    outcome="succeeded, each epoch once"
-  else
-    outcome="FAILED: $(grep -m1 -E 'AssertionError|Error' "$log" | cut -c1-80)"
-    failed=$((failed + 1))
-  fi
-  printf '%-6s %-12s %s\n' "$trial" "$moment" "$outcome"
-  rm -f "$log"
-done
-echo "$((n - failed)) passed, ${failed} failed"
-[ "$failed" -eq 0 ]
+table="$(mktemp)"
+log="$(mktemp)"
+trap 'rm -f "$table" "$log"' EXIT
+CHAOS_TRIALS="$n" CHAOS_TABLE="$table" PYTHONPATH="$PWD" HF_HUB_OFFLINE=1 \
+  "$py" -m pytest -q -p no:cacheprovider tests/test_chaos.py >"$log" 2>&1
+status=$?
+if [ -s "$table" ]; then
+  cat "$table"
+else
+  tail -n 40 "$log"
+fi
+tail -n 1 "$log"
+exit "$status"

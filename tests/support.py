@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get(
@@ -103,6 +104,26 @@ def celery_worker(
 
     ``concurrency=None`` leaves it to ``embedctl worker`` (the embed queue's threads).
     """
+    proc, log = spawn_worker(env, log_path, queues, name, concurrency)
+    try:
+        # Several queues: `embedctl worker` runs one pool per queue, each says "ready.".
+        pools = len(set(queues.split(",")))
+        wait_for_worker(env, proc, log_path, ready_timeout, pools=pools)
+        yield proc
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+def spawn_worker(
+    env: dict[str, str],
+    log_path: Path,
+    queues: str = "gpu,cpu",
+    name: str | None = None,
+    concurrency: int | None = 1,
+) -> tuple[subprocess.Popen, Any]:
+    """Start an ``embedctl worker`` in a session of its own and return at once (with its
+    open log): for a test that lets it start while something else runs."""
     hostname = name or f"it-{uuid.uuid4().hex[:6]}@%h"
     log = log_path.open("wb")
     threads = [] if concurrency is None else ["--concurrency", str(concurrency)]
@@ -126,14 +147,7 @@ def celery_worker(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    try:
-        # Several queues: `embedctl worker` runs one pool per queue, each says "ready.".
-        pools = len(set(queues.split(",")))
-        wait_for_worker(env, proc, log_path, ready_timeout, pools=pools)
-        yield proc
-    finally:
-        stop_process(proc)
-        log.close()
+    return proc, log
 
 
 def wait_for_worker(

@@ -155,6 +155,11 @@ def test_a_live_lease_keeps_the_job_a_stale_one_lets_it_go(new_session: Factory)
         session.commit()
         job = repo.get_job(session, job_id)
         assert (job.worker, job.attempts) == ("host-b", 2)
+        events = [(e.kind, e.data) for e in repo.job_events(session, job_id)]
+        assert [kind for kind, _ in events] == ["created", "claimed", "retried", "claimed"]
+        retried = events[2][1]
+        assert (retried["attempt"], retried["lost_worker"]) == (2, "host-a")
+        assert retried["lease_age_s"] >= 0.2
         repo.finish_job(session, job_id, "succeeded")
         session.commit()
         assert not repo.heartbeat(session, job_id)  # only running jobs hold a lease

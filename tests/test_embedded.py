@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -65,6 +66,53 @@ def test_embedded_fine_tune_with_no_services(embedded):
     with pytest.raises(IdempotencyConflict) as info:
         submit_finetune("minilm", triplets=[("x", "y", "z")], idempotency_key="embedded-1")
     assert info.value.job_id == job_id
+
+
+ROWS = [
+    (f"def process_{i}(data): return transform(data, {i})", f"def handle_{i}(items)", f"DROP {i}")
+    for i in range(200)
+]
+
+
+def test_bookkeeping_is_answered_while_a_fine_tune_runs(embedded, monkeypatch):
+    """The embedded default runs the gpu queue in a worker thread of its own: a cpu-queue
+    ``finetune_request`` is answered within a second while a fine-tune trains (one thread
+    for every queue made it wait for the whole job); then the job is cancelled."""
+    from workers.app import app, embedded_worker
+    from workers.client import cancel_job, job_status, submit_finetune
+
+    # Polled as the embedded API polls it (the memory broker's default is once a second).
+    options = {**app.conf.broker_transport_options, "polling_interval": 0.01}
+    monkeypatch.setitem(app.conf, "broker_transport_options", options)
+    with embedded_worker():
+        job_id = submit_finetune("minilm", triplets=ROWS, epochs=5, batch_size=4, lr=1e-5)
+        deadline = time.monotonic() + 60
+        while job_status(job_id)["status"] == "queued" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert job_status(job_id)["status"] == "running"
+        duties = [t for t in threading.enumerate() if t.name == "lifeline" and t.is_alive()]
+        assert len(duties) == 1, "two workers, one duty loop"
+        payload = {
+            "model": "minilm",
+            "triplets": [
+                dict(zip(("anchor", "positive", "negative"), r, strict=True)) for r in ROWS[:2]
+            ],
+        }
+        start = time.monotonic()
+        reply = app.send_task("embedding.finetune_request", kwargs=payload).get(
+            timeout=10, interval=0.01, disable_sync_subtasks=False
+        )
+        took = time.monotonic() - start
+        assert job_status(job_id)["status"] == "running", "the fine-tune must still be training"
+        assert took < 1.0, f"finetune_request took {took:.2f} s behind a running fine-tune"
+        assert reply["status"] == "queued" and reply["job_id"] != job_id, reply
+        assert cancel_job(reply["job_id"])["status"] == "cancelled"  # queued: at once
+        cancel_job(job_id)
+        deadline = time.monotonic() + 30
+        while job_status(job_id)["status"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+    job = job_status(job_id)
+    assert job["status"] == "cancelled", job
 
 
 @pytest.mark.embedding_validation

@@ -100,6 +100,7 @@ def _job(stack, job_id: str) -> dict:
             "epochs": [e.epoch for e in job.epochs],
             "heartbeat_at": job.heartbeat_at,
             "path": job.model_version.path if job.model_version else None,
+            "events": [e.kind for e in repo.job_events(session, job_id)],
         }
 
 
@@ -127,6 +128,7 @@ def test_worker_killed_after_an_epoch_resumes_and_finishes(stack, trial):
     assert job["status"] == "succeeded", job
     assert job["epochs"] == [1, 2, 3, 4]  # each exactly once (unique per job and epoch)
     assert job["attempts"] == 2
+    assert job["events"].count("retried") == 1, job["events"]  # the take-over says why
     vectors = Encoder.load(job["path"], device="cpu").encode(["def f(): pass"])
     assert vectors.shape == (1, 384)
 

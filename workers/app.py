@@ -8,12 +8,15 @@ results are only transport. (ARCHITECTURE.md said the result backend "follows th
 database"; it follows the broker instead, for that reason.)
 
 With no ``EMBEDDING_BROKER_URL`` the same app runs on ``memory://`` with the
-``cache+memory://`` backend and an in-process worker thread (:func:`embedded_worker`):
-the same tasks and chords, no services.
+``cache+memory://`` backend and in-process worker threads (:func:`embedded_worker`: the
+gpu queue in one, the cpu and embed queues in another): the same tasks and chords, no
+services.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from contextlib import contextmanager
 from typing import Any
@@ -155,15 +158,25 @@ class _EmbeddedWorkController:
         return Controller
 
 
+# The embedded default's worker threads: the gpu queue alone (one fine-tune, benchmark or
+# check at a time), and beside it the bookkeeping and embedding requests, so that a
+# ``finetune_request``, ``job_status`` or ``cancel_job`` never waits behind training.
+EMBEDDED_THREADS: tuple[tuple[str, ...], ...] = ((GPU_QUEUE,), (CPU_QUEUE, EMBED_QUEUE))
+
+
 @contextmanager
 def embedded_worker(
-    celery: Celery | None = None, queues: tuple[str, ...] = (GPU_QUEUE, CPU_QUEUE, EMBED_QUEUE)
+    celery: Celery | None = None,
+    threads: tuple[tuple[str, ...], ...] = EMBEDDED_THREADS,
 ):
-    """Run a real Celery worker in a thread of this process (solo pool), for the memory broker.
+    """Run real Celery workers in threads of this process (solo pool), for the memory broker.
 
-    Used when no broker is configured: ``embedctl validate`` and the client then work with
-    no services, through the same tasks and chords. The periodic duties run beside it in a
-    thread (``workers.lifeline``, started by the ``worker_init`` signal).
+    Used when no broker is configured: ``embedctl validate``, the API and the client then
+    work with no services, through the same tasks and chords. One worker per entry of
+    ``threads``, each consuming those queues with a hostname of its own (``gpu-<pid>@...``):
+    by default the gpu queue in one thread and the cpu and embed queues in another. The
+    periodic duties run beside them in one more thread (``workers.lifeline``, started by
+    the first worker's ``worker_init``). Yields the workers.
     """
     celery = celery or app
     # Chord bookkeeping in the worker uses the *current* app: make it ours, or Celery's
@@ -172,25 +185,39 @@ def embedded_worker(
     celery.set_current()
     celery.set_default()
     controller = _EmbeddedWorkController.get(celery)
-    worker = controller(
-        app=celery,
-        pool_cls="solo",
-        concurrency=1,
-        loglevel="WARNING",
-        queues=list(queues),
-        without_heartbeat=True,
-        without_mingle=True,
-        without_gossip=True,
-    )
-    thread = threading.Thread(target=worker.start, name="embedded-celery-worker", daemon=True)
-    thread.start()
+    host = f"{os.getpid()}@{socket.gethostname()}"
+    workers: list[Any] = []
+    started: list[threading.Thread] = []
     try:
-        if not worker.ready_event.wait(timeout=30):
-            raise RuntimeError("the embedded Celery worker did not start within 30 s")
-        yield worker
+        # One at a time: a worker selects its queues on the app's one queue table, and its
+        # consumer reads the selection when it starts; once started it keeps its own (the
+        # memory transport never reconnects), and the next worker may select others.
+        for queues in threads:
+            worker = controller(
+                app=celery,
+                hostname=f"{queues[0]}-{host}",
+                pool_cls="solo",
+                concurrency=1,
+                loglevel="WARNING",
+                queues=list(queues),
+                without_heartbeat=True,
+                without_mingle=True,
+                without_gossip=True,
+            )
+            workers.append(worker)
+            thread = threading.Thread(
+                target=worker.start, name=f"embedded-celery-{queues[0]}", daemon=True
+            )
+            started.append(thread)
+            thread.start()
+            if not worker.ready_event.wait(timeout=30):
+                raise RuntimeError(f"the embedded Celery worker for {queues} did not start in 30 s")
+        yield workers
     finally:
-        worker.stop(in_sighandler=False)
-        thread.join(timeout=10)
+        for worker in workers:
+            worker.stop(in_sighandler=False)
+        for thread in started:
+            thread.join(timeout=10)
         # A worker marks its process as "inside a task" (joins would block); this process
         # goes on as a client, so undo that, and the tracing shortcuts the worker installed.
         from celery._state import _set_task_join_will_block

@@ -156,21 +156,41 @@ def cancel_orphaned(job_id: str) -> bool:
         )
 
 
+_in_process: dict[str, Any] = {"loop": None, "workers": set()}
+_in_process_lock = threading.Lock()
+
+
 def _start_in_process_duties(sender: Any = None, **_: Any) -> None:
-    """``worker_init``: a worker on the memory broker (the embedded default) has no beat;
-    it runs the duties itself until ``worker_shutdown``."""
-    if sender is not None and str(sender.app.conf.broker_url).startswith("memory://"):
-        sender.lifeline = DutyLoop().start()
+    """``worker_init``: workers on the memory broker (the embedded default) have no beat;
+    the first of them starts the duties in a thread, which runs until the last one's
+    ``worker_shutdown`` (the embedded default runs two workers: one loop, not two)."""
+    if sender is None or not _on_memory_broker(sender):
+        return
+    with _in_process_lock:
+        _in_process["workers"].add(id(sender))
+        if _in_process["loop"] is None:
+            _in_process["loop"] = DutyLoop().start()
 
 
 def _stop_in_process_duties(sender: Any = None, **_: Any) -> None:
-    loop = getattr(sender, "lifeline", None)
+    if sender is None or not _on_memory_broker(sender):
+        return
+    with _in_process_lock:
+        _in_process["workers"].discard(id(sender))  # stop() may signal more than once
+        loop = None if _in_process["workers"] else _in_process["loop"]
+        if loop is not None:
+            _in_process["loop"] = None
     if loop is not None:
         loop.stop()
 
 
+def _on_memory_broker(worker: Any) -> bool:
+    return str(worker.app.conf.broker_url).startswith("memory://")
+
+
 def relay_at_worker_start(**_: Any) -> None:
-    """``worker_ready``: send what the outbox holds, in a thread (never delay the start)."""
+    """``worker_ready``: send what the outbox holds, in a thread (never delay the start).
+    (Sent by ``celery worker`` only: the embedded workers' duty loop relays at once.)"""
 
     def run() -> None:
         try:

@@ -1,7 +1,7 @@
 """``embedctl validate``: run the validation chord, print the report, exit 0 only on a pass.
 
 With a broker configured the chord goes to the workers and the CLI waits; without one, an
-embedded worker in this process runs the very same chord on the memory transport.
+embedded workers in this process run the very same chord on the memory transport.
 """
 
 from __future__ import annotations
