@@ -103,6 +103,10 @@ class Encoder:
         self._head, self._tail = _special_token_frame(tokenizer)
         self.dim = spec.dim or int(model.config.hidden_size)
         self.adapters: tuple[str, ...] = tuple(load_report.adapters)  # see embedding/adapters.py
+        # Whether inference may build the low-precision twin (see _inference_model). The
+        # trainer turns it off on its copy: a second copy of the linear weights is dead
+        # weight while training changes them every step (3 GB on a 1.5 B model).
+        self.inference_twin = True
         self._twin: Any = None
         self._twin_versions: tuple = ()
 
@@ -306,7 +310,8 @@ class Encoder:
 
         import torch
 
-        if self.precision not in ("bf16", "fp16"):
+        if self.precision not in ("bf16", "fp16") or not self.inference_twin:
+            self._twin, self._twin_versions = None, ()
             return self.model
         linear = [
             p

@@ -73,6 +73,20 @@ def test_train_memory_benchmark_prints_both_peaks_and_the_ratio():
 
 
 @pytest.mark.slow
+def test_realistic_train_benchmark_runs_both_trainers_each_in_its_own_process():
+    """One epoch of MNRL on a few stdlib pairs, ours and SentenceTransformerTrainer (which
+    needs the `datasets` package), each a child process with its own peak RSS."""
+    out = run_script(
+        "train.py", "--realistic", "--n", "24", "--batches", "8", "--no-precision-check"
+    )
+    assert "ratio ours/ST pairs/s in training" in out and "peak RSS ours/ST" in out, out
+    rss = [
+        float(x) for x in re.findall(r"^\s+8 (?:ours|ST)\s.*\s(\d+)\s+\d+\s+\d+\.\d%$", out, re.M)
+    ]
+    assert len(rss) == 2 and all(r > 100 for r in rss), out  # each side's own VmHWM, in MB
+
+
+@pytest.mark.slow
 @pytest.mark.integration
 def test_queue_benchmark_runs_against_a_real_worker():
     out = run_script("queue.py", "--repeats", "3", "--batch", "16", "--rounds", "1")
