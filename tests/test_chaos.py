@@ -32,18 +32,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import RedisServer
 from tests.support import (
-    postgres_database,
-    service_env,
     spawn_worker,
     stop_process,
     wait_for_worker,
 )
 from tests.test_lifeline import (
     LEASE_S,
-    RELAY_EVERY_S,
-    RESCUE_AFTER_S,
     RESCUE_EVERY_S,
     TRIPLETS,
     _finished,
@@ -51,6 +46,7 @@ from tests.test_lifeline import (
     _submit,
     _wait,
     beat,
+    lifeline_stack,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -64,23 +60,8 @@ AIMS = ("step", "checkpoint write", "registration")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from db import migrate
-
-    artifacts = tmp_path_factory.mktemp("chaos")
-    with RedisServer() as redis, postgres_database("emb_chaos") as db_url:
-        migrate.upgrade(db_url)
-        env = service_env(
-            db_url,
-            redis.url(),
-            artifacts,
-            EMBEDDING_JOB_LEASE_S=str(LEASE_S),
-            EMBEDDING_RESCUE_EVERY_S=str(RESCUE_EVERY_S),
-            EMBEDDING_RESCUE_AFTER_S=str(RESCUE_AFTER_S),
-            EMBEDDING_RELAY_EVERY_S=str(RELAY_EVERY_S),
-            EMBEDDING_CHECKPOINT_EVERY_STEPS="2",
-            EMBEDDING_BEAT_REDIS_URL=redis.url(1),
-        )
-        yield {"env": env, "db_url": db_url, "artifacts": artifacts, "redis": redis}
+    with lifeline_stack(tmp_path_factory.mktemp("chaos"), "emb_chaos") as stack:
+        yield stack
 
 
 def _checkpoint_writes(stack, job_id: str) -> list[str]:

@@ -33,12 +33,13 @@ TRIPLETS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+@contextlib.contextmanager
+def lifeline_stack(artifacts, prefix: str):
+    """Its own Redis, a migrated PostgreSQL database, and the short lease and duty periods
+    that keep a trial under a minute (tests/test_chaos.py uses it too)."""
     from db import migrate
 
-    artifacts = tmp_path_factory.mktemp("lifeline")
-    with RedisServer() as redis, postgres_database("emb_life") as db_url:
+    with RedisServer() as redis, postgres_database(prefix) as db_url:
         migrate.upgrade(db_url)
         env = service_env(
             db_url,
@@ -52,6 +53,12 @@ def stack(tmp_path_factory):
             EMBEDDING_BEAT_REDIS_URL=redis.url(1),
         )
         yield {"env": env, "db_url": db_url, "artifacts": artifacts, "redis": redis}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with lifeline_stack(tmp_path_factory.mktemp("lifeline"), "emb_life") as stack:
+        yield stack
 
 
 @contextlib.contextmanager
