@@ -211,16 +211,6 @@ def child_peer(data: Path, batch: int, model_path: str, out: Path) -> dict:
 
 
 # ------------------------------------------------------------- realistic: parent
-def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
-    """The same measurement as benchmarks/encode.py: one big square matmul, best effort."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
 def write_data(folder: Path, n: int) -> list[tuple[str, str]]:
     """The first ``n`` training pairs of the stdlib code-search set, and a 2-row eval file."""
     from embedding.codesearch import build_pairs, stdlib_root
@@ -272,6 +262,8 @@ def realistic_benchmark(args: argparse.Namespace) -> None:
             p.numel() for name, p in encoder.model.named_parameters() if "embeddings" not in name
         )
         del encoder
+        from benchmarks.encode import matmul_peak_gflops  # the one measurement of the peak
+
         peak = max(matmul_peak_gflops(torch.bfloat16) for _ in range(5))  # best of 5: noise
 
         runs: dict[tuple[int, str], list[dict]] = {}
