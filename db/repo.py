@@ -1077,16 +1077,9 @@ def start_evaluation(
         "data_sha256": _sha256(data_sha256, "data_sha256"),
         "data_rows": v.integer(data_rows, "data_rows", minimum=1),
     }
-    stmt = (
-        update(Evaluation)
-        .where(Evaluation.id == eid, Evaluation.status == "queued")
-        .values(status="running", started_at=utcnow(), **values)
+    return _move_evaluation(
+        session, eid, ("queued",), status="running", started_at=utcnow(), **values
     )
-    claimed = _update(session, stmt) == 1
-    _forget(session, Evaluation, eid)
-    if not claimed:
-        _require(session, Evaluation, eid, "evaluation")
-    return claimed
 
 
 def finish_evaluation(
@@ -1108,32 +1101,35 @@ def finish_evaluation(
         "verdict": v.choice(verdict, EVALUATION_VERDICTS, "verdict"),
         "duration_s": v.optional_number(duration_s, "duration_s", minimum=0.0),
     }
-    stmt = (
-        update(Evaluation)
-        .where(Evaluation.id == eid, Evaluation.status == "running")
-        .values(status="succeeded", finished_at=utcnow(), **values)
+    return _move_evaluation(
+        session, eid, ("running",), status="succeeded", finished_at=utcnow(), **values
     )
-    changed = _update(session, stmt) == 1
-    _forget(session, Evaluation, eid)
-    if not changed:
-        _require(session, Evaluation, eid, "evaluation")
-    return changed
 
 
 def fail_evaluation(session: Session, evaluation_id: Id, error: str) -> bool:
     """A queued or running evaluation ``failed`` with its reason; True if this call ended it."""
     eid = v.as_uuid(evaluation_id, "evaluation_id")
     error = v.text(error, "error")
+    return _move_evaluation(
+        session, eid, ("queued", "running"), status="failed", error=error, finished_at=utcnow()
+    )
+
+
+def _move_evaluation(
+    session: Session, eid: Any, from_statuses: tuple[str, ...], **values: Any
+) -> bool:
+    """Set ``values`` on the evaluation if its status is one of ``from_statuses``, in one
+    compare-and-swap UPDATE; True if this call moved it (an unknown id raises)."""
     stmt = (
         update(Evaluation)
-        .where(Evaluation.id == eid, Evaluation.status.in_(("queued", "running")))
-        .values(status="failed", error=error, finished_at=utcnow())
+        .where(Evaluation.id == eid, Evaluation.status.in_(from_statuses))
+        .values(**values)
     )
-    changed = _update(session, stmt) == 1
+    moved = _update(session, stmt) == 1
     _forget(session, Evaluation, eid)
-    if not changed:
+    if not moved:
         _require(session, Evaluation, eid, "evaluation")
-    return changed
+    return moved
 
 
 def get_evaluation(session: Session, evaluation_id: Id) -> Evaluation | None:
