@@ -125,6 +125,10 @@ class Hyperparameters(_Request):
     # and export the best epoch rather than the last ("auto": embedding.hyperparameters).
     early_stopping_patience: int | Literal["auto"] = "auto"
     select_best_epoch: bool | Literal["auto"] = "auto"
+    # Ours: the cached_mnrl loss's texts per forward pass (memory), and Matryoshka training
+    # for models whose spec declares Matryoshka dims.
+    mini_batch_size: int | Literal["auto"] = "auto"
+    matryoshka: bool | Literal["auto"] = "auto"
 
 
 class FineTuningJobRequest(_Request):
@@ -150,6 +154,8 @@ class JobHyperparameters(BaseModel):
     learning_rate_multiplier: float
     early_stopping_patience: int  # ours
     select_best_epoch: bool  # ours
+    mini_batch_size: int  # ours (cached_mnrl)
+    matryoshka: bool  # ours
 
 
 class JobResult(BaseModel):

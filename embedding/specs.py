@@ -215,6 +215,9 @@ def spec_from_folder(folder: Path, name: str | None = None) -> ModelSpec:
         task_adapters=has_task_adapters(folder),
         normalize=bool(st.get("normalize", True)),
         default_precision=extra.get("default_precision", "fp32"),
+        matryoshka_dims=tuple(
+            int(d) for d in extra.get("matryoshka_dims") or () if 0 < int(d) <= dim
+        ),
         notes=str(extra.get("notes", "read from folder")),
     )
 

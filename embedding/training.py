@@ -764,6 +764,9 @@ def _export(encoder: Encoder, out_dir: Path, merged_lora: bool) -> Path:
             "name": out_dir.name,
             "base_model": spec.name,
             "default_precision": spec.default_precision,
+            # A fine-tune keeps the base's Matryoshka dims: truncating to them stays valid
+            # (and `matryoshka` training optimized exactly those widths).
+            "matryoshka_dims": list(spec.matryoshka_dims),
         },
     )
 

@@ -217,6 +217,22 @@ JSON_CASES = [
         "invalid_value",
     ),
     (
+        "mini-batch size 0",
+        "POST",
+        JOBS,
+        {"model": "minilm", "training_file": "FT", "hyperparameters": {"mini_batch_size": 0}},
+        400,
+        "invalid_value",
+    ),
+    (
+        "matryoshka on a model without Matryoshka dims",
+        "POST",
+        JOBS,
+        {"model": "minilm", "training_file": "FT", "hyperparameters": {"matryoshka": True}},
+        400,
+        "invalid_value",
+    ),
+    (
         "negative lr",
         "POST",
         JOBS,
@@ -481,6 +497,7 @@ def test_fine_tune_and_embed_through_the_sdk_embedded_and_the_jobs_page(api, fil
     job = client.fine_tuning.jobs.create(
         model="minilm",
         training_file=files["fine-tune"],
+        validation_file=files["fine-tune"],  # picks the best epoch, which the page shows
         hyperparameters={"n_epochs": 2, "batch_size": 5, "learning_rate": 1e-4},
         suffix="embedded",
     )
@@ -521,6 +538,8 @@ def test_fine_tune_and_embed_through_the_sdk_embedded_and_the_jobs_page(api, fil
     assert 'data-points="2"' in page and "succeeded" in page
     assert 'data-refreshed="' in page  # the polling script ran and redrew the table
     assert job.fine_tuned_model in page
+    best = job.model_extra["result"]["best_epoch"]  # the SDK keeps our extra field
+    assert best in (1, 2) and f'data-best-epoch="{best}"' in page
     subprocess.run(
         [*common, "--window-size=1280,800", f"--screenshot={shot}", f"{api.base}/"],
         capture_output=True,

@@ -112,16 +112,24 @@ def test_cached_equals_plain_with_matryoshka(tiny_matryoshka):
     assert worst < 1e-5
 
 
-def test_matryoshka_training_runs_and_reports_each_dim(tiny_matryoshka):
+def test_matryoshka_training_runs_and_reports_each_dim(tiny_matryoshka, tmp_path):
     result = finetune(
         tiny_matryoshka,
         PAIRS,
         TrainConfig(
             loss="cached_mnrl", mini_batch_size=4, matryoshka=True, epochs=2, batch_size=6, lr=1e-3
         ),
+        out_dir=tmp_path / "tuned",
         eval_examples=PAIRS,
     )
     assert all(np.isfinite(result.epoch_losses))
     assert result.epoch_losses[-1] < result.epoch_losses[0]
     for metrics in (result.eval_before, result.epochs[-1].eval, result.eval_after):
         assert {"mrr@10", "mrr@10@dim16", "recall@1@dim32"} <= metrics.keys()
+    # The saved model keeps the dims it was trained at: serving may truncate to them.
+    saved = spec_from_folder(tmp_path / "tuned")
+    assert saved.matryoshka_dims == DIMS
+    tuned = Encoder.load(saved, device="cpu", precision="fp32")
+    assert tuned.encode(["read a file"], truncate_dim=16).shape == (1, 16)
+    with pytest.raises(ValueError, match="not allowed"):
+        tuned.encode(["read a file"], truncate_dim=20)

@@ -71,6 +71,8 @@ def job_object(job: Any, request: Any) -> FineTuningJob:
             learning_rate_multiplier=lr / DEFAULT_LR,
             early_stopping_patience=int(params.get("early_stopping_patience", DEFAULT_PATIENCE)),
             select_best_epoch=bool(params.get("select_best_epoch", DEFAULT_SELECT_BEST)),
+            mini_batch_size=int(params.get("mini_batch_size", hp.MINI_BATCH_SIZE.default)),
+            matryoshka=bool(params.get("matryoshka", hp.MATRYOSHKA.default)),
         ),
         model=job.model,
         seed=int(params.get("seed", 0)),
@@ -128,6 +130,10 @@ def _payload(body: FineTuningJobRequest, dataset: str, validation: str | None) -
         payload["early_stopping_patience"] = hp.early_stopping_patience
     if hp.select_best_epoch != "auto":
         payload["select_best_epoch"] = hp.select_best_epoch
+    if hp.mini_batch_size != "auto":
+        payload["mini_batch_size"] = hp.mini_batch_size
+    if hp.matryoshka != "auto":
+        payload["matryoshka"] = hp.matryoshka
     return payload
 
 

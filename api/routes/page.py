@@ -39,6 +39,11 @@ function curve(losses){
   return `<svg class="curve" width="${w}" height="${h}" data-points="${losses.length}">`+
     `<polyline fill="none" stroke="#3367d6" stroke-width="2" points="${pts}"/></svg>`;
 }
+function best(r){
+  if(!r || r.best_epoch == null) return '';
+  const v = r.best_value == null ? '' : ` (${esc(r.selected_by)} ${Number(r.best_value).toFixed(4)})`;
+  return `<span data-best-epoch="${esc(r.best_epoch)}">${esc(r.best_epoch)}${v}</span>`;
+}
 async function refresh(){
   try{
     const r = await fetch('/v1/fine_tuning/jobs?limit=20'); if(!r.ok) return;
@@ -50,7 +55,7 @@ async function refresh(){
       rows.push(`<tr data-job="${esc(j.id)}"><td><code>${esc(j.id)}</code></td><td>${esc(j.model)}</td>`+
         `<td class="${esc(j.status)}">${esc(j.status)}</td><td>${losses.length}/${j.hyperparameters.n_epochs}</td>`+
         `<td>${losses.length? losses[losses.length-1].toFixed(4):''}</td><td>${curve(losses)}</td>`+
-        `<td><code>${esc(j.fine_tuned_model)}</code></td></tr>`);
+        `<td>${best(j.result)}</td><td><code>${esc(j.fine_tuned_model)}</code></td></tr>`);
     }
     document.getElementById('jobs').innerHTML = rows.join('');
     document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
@@ -86,8 +91,19 @@ def _job_row(job: Any) -> str:
         f'<tr data-job="{e(str(job.id))}"><td><code>{e(str(job.id))}</code></td>'
         f"<td>{e(job.model)}</td><td class='{e(job.status)}'>{e(job.status)}</td>"
         f"<td>{len(losses)}/{total}</td><td>{f'{losses[-1]:.4f}' if losses else ''}</td>"
-        f"<td>{_curve(losses)}</td><td><code>{e(ft)}</code></td></tr>"
+        f"<td>{_curve(losses)}</td><td>{_best_epoch(job.result)}</td><td><code>{e(ft)}</code></td></tr>"
     )
+
+
+def _best_epoch(result: dict[str, Any] | None) -> str:
+    """The epoch whose weights won on the validation set, and by what (empty without one)."""
+    if not result or result.get("best_epoch") is None:
+        return ""
+    e = html.escape
+    value = result.get("best_value")
+    by = f" ({e(str(result.get('selected_by')))} {value:.4f})" if value is not None else ""
+    epoch = e(str(result["best_epoch"]))
+    return f'<span data-best-epoch="{epoch}">{epoch}{by}</span>'
 
 
 def _run_row(run: Any) -> str:
@@ -120,7 +136,7 @@ def jobs_page() -> HTMLResponse:
 <h1>Embedding service</h1>
 <h2>Fine-tuning jobs</h2>
 <table><thead><tr><th>job</th><th>model</th><th>state</th><th>epochs</th><th>loss</th>
-<th>loss curve</th><th>fine-tuned model</th></tr></thead>
+<th>loss curve</th><th>best epoch</th><th>fine-tuned model</th></tr></thead>
 <tbody id="jobs">{jobs}</tbody></table>
 <h2>Recent validation runs</h2>
 <table><thead><tr><th>run</th><th>status</th><th>models</th><th>verdict</th><th>checks</th><th>started</th></tr></thead>
