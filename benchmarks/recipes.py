@@ -63,6 +63,16 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=mining.margin, help="mining guard")
     parser.add_argument("--top-k", type=int, default=mining.top_k, help="mining pool")
     parser.add_argument(
+        "--sampling", choices=("top", "random"), default=mining.sampling, help="from the pool"
+    )
+    parser.add_argument(
+        "--corpus",
+        choices=("sample", "train"),
+        default="sample",
+        help="mining candidates: the sampled pairs' positives, or every training positive "
+        "(never a held-out text either way)",
+    )
+    parser.add_argument(
         "--data", default=None, help="a folder from `embedctl data codesearch` (default: build)"
     )
     parser.add_argument("--json", default=None, help="also write the figures here")
@@ -82,8 +92,11 @@ def main() -> None:
 
     started = time.perf_counter()
     base = Encoder.load(MODEL)
-    config = MiningConfig(margin=args.margin, top_k=args.top_k, seed=args.seed)
-    mined = mine_hard_negatives(rows, base, config)
+    config = MiningConfig(
+        margin=args.margin, top_k=args.top_k, sampling=args.sampling, seed=args.seed
+    )
+    corpus = [positive for _, positive in train] if args.corpus == "train" else []
+    mined = mine_hard_negatives(rows, base, config, corpus=corpus)
     del base
     mine_s = time.perf_counter() - started
     print(f"mined in {mine_s:.0f} s: {json.dumps(mined.stats.as_dict())}")

@@ -21,7 +21,7 @@ fixed unit vector, so callers never get an exception or a zero vector for ``""``
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ import numpy as np
 
 from embedding.adapters import adapter_for_task, attach_task_adapters, find_task_adapters
 from embedding.hub import ResolvedModel, resolve
+from embedding.length_batching import length_batches
 from embedding.pooling import pool
 from embedding.specs import ModelSpec, get_spec
 from embedding.st_layout import read_sentence_transformers_files
@@ -436,25 +437,6 @@ def load_encoder(
         members = [Encoder.load(m, device=device, precision=precision) for m in spec.members]
         return CombinedEncoder(spec, members)
     return Encoder.load(spec, device=device, precision=precision)
-
-
-def length_batches(
-    lengths: Sequence[int], batch_size: int, token_budget: int
-) -> Iterable[list[int]]:
-    """Indices grouped into batches of similar length, each under the token budget.
-
-    Longest first, so the biggest allocation happens once at the start.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batch: list[int] = []
-    for i in order:
-        width = lengths[batch[0]] if batch else lengths[i]
-        if batch and (len(batch) >= batch_size or (len(batch) + 1) * width > token_budget):
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:

@@ -29,7 +29,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from embedding.encoder import length_batches
+from embedding.length_batching import length_batches
 
 if TYPE_CHECKING:
     import torch

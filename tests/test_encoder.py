@@ -11,7 +11,6 @@ from embedding.corpus import code_corpus
 from embedding.encoder import (
     CombinedEncoder,
     Encoder,
-    length_batches,
     load_encoder,
     similarity,
     similarity_matrix,
@@ -165,15 +164,6 @@ def test_combined_encoder_concatenates_members(tiny_qwen2_dir, tiny_jina_dir):
     finally:
         for name in ("tq", "tj", "tcombo"):
             specs._registry.pop(name)
-
-
-def test_length_batches_respect_count_and_budget():
-    lengths = [5, 300, 20, 20, 7, 256, 1]
-    batches = list(length_batches(lengths, batch_size=3, token_budget=600))
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    for batch in batches:
-        assert len(batch) <= 3
-        assert len(batch) == 1 or max(lengths[i] for i in batch) * len(batch) <= 600
 
 
 def test_similarity_helpers():

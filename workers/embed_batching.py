@@ -145,7 +145,7 @@ class EmbedBatcher:
                 self._run([item])
             return
         self.batches += 1
-        log.debug(
+        log.info(
             "embed batch: %d requests, %d texts, %.1f ms",
             len(batch),
             len(texts),
