@@ -8,7 +8,8 @@ so it cannot share ours), when missing, and serves the same minilm folder, offli
 Ours: a real ``embedctl worker --queues embed`` (threads pool, batching) on loopback Redis,
 and ``embedctl serve`` in front of it (coalescing, cache in its own Redis database).
 
-The same closed-loop load generator drives all three: C clients, each sending its next
+The same closed-loop load generator drives all three, one after the other in one run, each
+system up alone (an idle server still takes CPU from the one measured): C clients, each sending its next
 request when the previous one is answered, K texts per request (distinct code snippets;
 ``"cache": false`` on our side, so every text is computed). Loads: 32 clients x 1 text,
 4 x 32, 1 x 1, and a cache-hit run (texts already in the cache) through the API. Prints
@@ -26,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 
 import argparse
-import contextlib
 import http.client
 import json
 import os
@@ -193,38 +193,38 @@ def main() -> None:
     del local
 
     results: dict[str, dict[tuple[int, int], tuple[float, list[float]]]] = {}
+
+    def measure(name: str, call: Callable[[list[str]], None]) -> None:
+        for _ in range(args.warmup):
+            call(texts[:32])
+            call(texts[:1])
+        results[name] = {}
+        for clients, k in LOADS:
+            results[name][(clients, k)] = closed_loop(call, clients, args.requests, k, texts)
+
+    # One system up at a time: an idle server still takes CPU on 2 cores (Infinity's batch
+    # loop polls), and whichever ran beside it would pay for it.
+    names = ["ours, HTTP API", "ours, send_task"]
     with (
         celery_worker(env, tmp / "worker.log", queues="embed", concurrency=None),
         api_server(env, tmp / "api.log") as api,
-        (
-            infinity_server(str(MINILM_DIR), tmp / "infinity.log")
-            if args.peer == "infinity"
-            else contextlib.nullcontext()
-        ) as peer,
     ):
-        systems = {
-            "ours, HTTP API": http_client(api, "/v1/embeddings", {"cache": False}),
-            "ours, send_task": send_task,
-        }
-        if peer is not None:
-            systems["Infinity"] = http_client(peer, "/embeddings", {})
-        for name, call in systems.items():
-            for _ in range(args.warmup):
-                call(texts[:32])
-                call(texts[:1])
-            results[name] = {}
-            for clients, k in LOADS:
-                results[name][(clients, k)] = closed_loop(call, clients, args.requests, k, texts)
+        measure(names[0], http_client(api, "/v1/embeddings", {"cache": False}))
+        measure(names[1], send_task)
         # Cache hits: the texts are in the cache after one pass; the second pass is timed.
         cached = http_client(api, "/v1/embeddings", {})
         hot = texts[: args.requests]
         for text in hot:
             cached([text])
         _, hit_lat = closed_loop(cached, 1, args.requests, 1, hot)
+    if args.peer == "infinity":
+        with infinity_server(str(MINILM_DIR), tmp / "infinity.log") as peer:
+            measure("Infinity", http_client(peer, "/embeddings", {}))
+            names.append("Infinity")
 
     print(f"{'load':<22}{'system':<18}{'texts/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
     for clients, k in LOADS:
-        for name in systems:
+        for name in names:
             tps, lat = results[name][(clients, k)]
             load = f"{clients} clients x {k} text{'s' if k > 1 else ''}"
             print(
