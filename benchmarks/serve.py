@@ -1,6 +1,6 @@
 """Serving under load: our HTTP API and plain ``send_task`` against Infinity, side by side.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/serve.py [--requests 40]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/serve.py [--requests 40] [--rounds 3]
 
 Infinity (``infinity-emb`` 0.0.78, torch engine) is the peer: it is installed into its own
 virtualenv, ``benchmarks/.venv-infinity`` (it pins numpy < 2 and sentence-transformers < 4,
@@ -14,7 +14,8 @@ request when the previous one is answered, K texts per request (distinct code sn
 ``"cache": false`` on our side, so every text is computed). Loads: 32 clients x 1 text,
 4 x 32, 1 x 1, and a cache-hit run (texts already in the cache) through the API. Prints
 texts/s and p50/p95/p99 latency per load, the ratios to Infinity, and for 32-text
-requests the ratio to our own local ``encode`` of the same requests.
+requests the ratio to our own local ``encode`` of the same requests. With ``--rounds N``
+the systems take turns N times; throughputs are medians over rounds, latencies pooled.
 """
 
 from __future__ import annotations
@@ -159,6 +160,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40, help="requests per client")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument(
+        "--rounds", type=int, default=1, help="alternate the systems this many times (medians)"
+    )
+    parser.add_argument(
         "--peer",
         choices=("infinity", "none"),
         default="infinity",
@@ -183,44 +187,67 @@ def main() -> None:
         kwargs = {"texts": batch, "model": "minilm", "encoding": "base64", "cache": False}
         client.send_task("embedding.embed", kwargs=kwargs, queue="embed").get(timeout=300)
 
-    # Our local encode of the same 32-text requests, in this process, before any server runs:
-    # measured beside idle servers it came out 10x low (their threads take the cores).
-    local.encode(texts[:32])
-    t0 = time.perf_counter()
-    for r in range(4 * args.requests):
-        local.encode(texts[r * 32 : r * 32 + 32])
-    local_tps = 4 * args.requests * 32 / (time.perf_counter() - t0)
-    del local
+    def local_encode_rate() -> float:
+        """Our local encode of the same 32-text requests, in this process, no server up
+        (measured beside idle servers it came out 10x low: their threads take the cores)."""
+        local.encode(texts[:32])
+        t0 = time.perf_counter()
+        for r in range(4 * args.requests):
+            local.encode(texts[r * 32 : r * 32 + 32])
+        return 4 * args.requests * 32 / (time.perf_counter() - t0)
 
-    results: dict[str, dict[tuple[int, int], tuple[float, list[float]]]] = {}
+    runs: dict[str, dict[tuple[int, int], list[tuple[float, list[float]]]]] = {}
+    local_rates: list[float] = []
+    hit_lat: list[float] = []
 
     def measure(name: str, call: Callable[[list[str]], None]) -> None:
         for _ in range(args.warmup):
             call(texts[:32])
             call(texts[:1])
-        results[name] = {}
         for clients, k in LOADS:
-            results[name][(clients, k)] = closed_loop(call, clients, args.requests, k, texts)
+            run = closed_loop(call, clients, args.requests, k, texts)
+            runs.setdefault(name, {}).setdefault((clients, k), []).append(run)
 
     # One system up at a time: an idle server still takes CPU on 2 cores (Infinity's batch
-    # loop polls), and whichever ran beside it would pay for it.
-    names = ["ours, HTTP API", "ours, send_task"]
-    with (
-        celery_worker(env, tmp / "worker.log", queues="embed", concurrency=None),
-        api_server(env, tmp / "api.log") as api,
-    ):
-        measure(names[0], http_client(api, "/v1/embeddings", {"cache": False}))
-        measure(names[1], send_task)
-        # Cache hits: the texts are in the cache after one pass; the second pass is timed.
-        cached = http_client(api, "/v1/embeddings", {})
-        hot = texts[: args.requests]
-        for text in hot:
-            cached([text])
-        _, hit_lat = closed_loop(cached, 1, args.requests, 1, hot)
-    if args.peer == "infinity":
-        with infinity_server(str(MINILM_DIR), tmp / "infinity.log") as peer:
-            measure("Infinity", http_client(peer, "/embeddings", {}))
-            names.append("Infinity")
+    # loop polls), and whichever ran beside it would pay for it. Rounds alternate the
+    # systems, so a slow spell of the machine (throughput here drifts 20 % between runs
+    # minutes apart) lands on both sides.
+    names = ["ours, HTTP API", "ours, send_task"] + (["Infinity"] if args.peer != "none" else [])
+    for round_no in range(1, args.rounds + 1):
+        print(f"round {round_no} of {args.rounds} ...", flush=True)
+        local_rates.append(local_encode_rate())
+        with (
+            celery_worker(env, tmp / "worker.log", queues="embed", concurrency=None),
+            api_server(env, tmp / "api.log") as api,
+        ):
+            measure(names[0], http_client(api, "/v1/embeddings", {"cache": False}))
+            measure(names[1], send_task)
+            # Cache hits: the texts are in the cache after one pass; the second is timed.
+            cached = http_client(api, "/v1/embeddings", {})
+            hot = texts[: args.requests]
+            for text in hot:
+                cached([text])
+            hit_lat += closed_loop(cached, 1, args.requests, 1, hot)[1]
+        if args.peer == "infinity":
+            with infinity_server(str(MINILM_DIR), tmp / "infinity.log") as peer:
+                measure("Infinity", http_client(peer, "/embeddings", {}))
+        if args.rounds > 1 and "Infinity" in runs:
+            ours, theirs = runs[names[0]][(32, 1)][-1][0], runs["Infinity"][(32, 1)][-1][0]
+            print(f"  32x1 this round: HTTP API {ours:.1f}, Infinity {theirs:.1f} texts/s")
+
+    # Each load's throughput is the median over rounds; its latencies are every round's.
+    results = {
+        name: {
+            load: (
+                statistics.median(tps for tps, _ in rounds_of_load),
+                sorted(lat for _, lats in rounds_of_load for lat in lats),
+            )
+            for load, rounds_of_load in by_load.items()
+        }
+        for name, by_load in runs.items()
+    }
+    local_tps = statistics.median(local_rates)
+    hit_lat.sort()
 
     print(f"{'load':<22}{'system':<18}{'texts/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
     for clients, k in LOADS:
