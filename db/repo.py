@@ -1115,6 +1115,25 @@ def fail_evaluation(session: Session, evaluation_id: Id, error: str) -> bool:
     )
 
 
+def fail_lost_evaluations(session: Session, started_before: datetime, reason: str) -> list[str]:
+    """Fail every evaluation still ``running`` that started before ``started_before``, with
+    ``reason``; the ids it failed. The caller picks a moment no live run can predate (the
+    task's hard time limit ago): its worker was killed before it could record an outcome."""
+    reason = v.text(reason, "reason")
+    stale = session.scalars(
+        select(Evaluation.id).where(
+            Evaluation.status == "running", Evaluation.started_at < started_before
+        )
+    ).all()
+    return [
+        str(eid)
+        for eid in stale
+        if _move_evaluation(
+            session, eid, ("running",), status="failed", error=reason, finished_at=utcnow()
+        )
+    ]
+
+
 def _move_evaluation(
     session: Session, eid: Any, from_statuses: tuple[str, ...], **values: Any
 ) -> bool:

@@ -145,3 +145,28 @@ def test_listing_is_newest_first_with_a_cursor(new_session: Factory) -> None:
         assert [e.id for e in repo.list_evaluations(session, status="failed")] == [ids[0]]
         with pytest.raises(NotFound):
             repo.list_evaluations(session, after=uuid.uuid4())
+
+
+def test_lost_running_evaluations_are_failed_once(new_session: Factory) -> None:
+    from datetime import timedelta
+
+    from db.models import utcnow
+
+    with new_session() as session:
+        old, fresh, queued = _create(session), _create(session), _create(session)
+        for eid in (old, fresh):
+            assert repo.start_evaluation(session, eid, "minilm", "m", SHA, 12)
+        session.commit()
+    with new_session() as session:
+        repo.get_evaluation(session, old).started_at = utcnow() - timedelta(hours=1)
+        session.commit()
+    cutoff = utcnow() - timedelta(minutes=30)
+    with new_session() as session:
+        assert repo.fail_lost_evaluations(session, cutoff, "lost: worker killed") == [str(old)]
+        assert repo.fail_lost_evaluations(session, cutoff, "lost: worker killed") == []
+        session.commit()
+    with new_session() as session:
+        statuses = {eid: repo.get_evaluation(session, eid) for eid in (old, fresh, queued)}
+        assert (statuses[old].status, statuses[old].error) == ("failed", "lost: worker killed")
+        assert statuses[old].finished_at is not None
+        assert statuses[fresh].status == "running" and statuses[queued].status == "queued"

@@ -247,3 +247,40 @@ def test_a_run_that_fails_ends_failed_with_its_reason(embedded):
     assert failed["error"].startswith("DataError") and "bad.jsonl:2: not JSON" in failed["error"]
     # A repeat of the message does not run it again.
     assert evaluation_run.run_request(request, load=lambda name: pytest.fail("loaded")) == failed
+
+
+def test_a_run_whose_worker_was_killed_is_failed_by_the_lifeline(embedded):
+    """A worker killed mid-compare records no outcome. Once the run is older than the
+    compare task's hard time limit (Celery would have ended it), the lifeline fails it with
+    the reason; a run inside the limit, and a finished one, are left alone."""
+    from datetime import timedelta
+
+    from db import repo
+    from db.models import utcnow
+    from db.session import session_scope
+    from workers import evaluation_run, lifeline
+    from workers.app import app
+
+    limit = app.tasks["embedding.compare"].time_limit or app.conf.task_time_limit
+    assert limit, "the compare task has a hard time limit"
+    lost, alive, done = (
+        evaluation_run.create("api", "minilm", "minilm", "file-x", 1000, 0) for _ in range(3)
+    )
+    with session_scope() as session:
+        for eid in (lost, alive, done):
+            assert repo.start_evaluation(session, eid, "minilm", "minilm", "ab" * 32, 3)
+        metrics = {"mrr@10": 1.0}
+        assert repo.finish_evaluation(
+            session, done, metrics, metrics, {}, "no significant difference"
+        )
+    now = utcnow()
+    with session_scope() as session:  # the run that was killed started long ago
+        repo.get_evaluation(session, lost).started_at = now - timedelta(seconds=limit + 61)
+        repo.get_evaluation(session, done).started_at = now - timedelta(seconds=limit + 61)
+    assert lifeline.rescue()["evaluations_failed"] == 1
+    failed = evaluation_run.read(lost)
+    assert failed["status"] == "failed" and failed["error"].startswith("lost: still running")
+    assert f"hard time limit ({limit:.0f} s)" in failed["error"]
+    assert evaluation_run.read(alive)["status"] == "running"
+    assert evaluation_run.read(done)["status"] == "succeeded"
+    assert lifeline.rescue()["evaluations_failed"] == 0  # once

@@ -7,7 +7,10 @@
   broker), or ``running`` with an expired lease (its worker died, its message sits in the
   dead worker's unacked set until the visibility timeout) — and ends the jobs that must
   not run again: past ``job_max_attempts`` (failed, with the reason) or cancelled while
-  their worker was gone.
+  their worker was gone;
+* and fails the A/B evaluations left ``running`` longer than the compare task's hard time
+  limit allows (:func:`fail_lost_evaluations`): a compare is cheap to ask for again, so it
+  is not re-run, but it must not stay ``running`` forever.
 
 Re-sending is always safe: the worker's database claim makes a duplicate message a no-op.
 The duties run from ``embedctl beat`` (Celery beat with celery-redbeat, whose Redis lock
@@ -20,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery.signals import worker_init, worker_ready, worker_shutdown
@@ -55,6 +58,7 @@ def rescue() -> dict[str, int]:
     settings = get_settings()
     now = utcnow()
     done = {"rescued": 0, "failed": 0, "cancelled": 0}
+    done["evaluations_failed"] = len(fail_lost_evaluations(now))
     with session_scope() as session:
         jobs = [
             (str(j.id), j.status, j.attempts, j.worker, j.cancel_requested)
@@ -65,6 +69,8 @@ def rescue() -> dict[str, int]:
             )
         ]
     if not jobs:
+        if done["evaluations_failed"]:
+            log.warning("lifeline: %s", done)
         return done
     waiting = messages_waiting()
     for job_id, status, attempts, worker, cancel in jobs:
@@ -87,6 +93,24 @@ def rescue() -> dict[str, int]:
     if any(done.values()):
         log.warning("lifeline: %s", done)
     return done
+
+
+def fail_lost_evaluations(now: datetime) -> list[str]:
+    """Fail the evaluations whose run started longer ago than the compare task's hard time
+    limit (plus a minute): Celery would have ended such a run, so its worker is gone."""
+    from workers.app import app
+
+    limit_s = float(app.tasks["embedding.compare"].time_limit or app.conf.task_time_limit or 0)
+    if limit_s <= 0:
+        return []  # no hard limit: no moment after which a run is surely dead
+    reason = (
+        f"lost: still running {limit_s + 60:.0f} s after it started, past the compare task's "
+        f"hard time limit ({limit_s:.0f} s): its worker was killed. Ask for it again."
+    )
+    with session_scope() as session:
+        return repo.fail_lost_evaluations(
+            session, started_before=now - timedelta(seconds=limit_s + 60), reason=reason
+        )
 
 
 def resend(job_id: str, reason: str) -> bool:
