@@ -68,11 +68,7 @@ def rescue() -> dict[str, int]:
                 lease_expired_before=now - timedelta(seconds=settings.job_lease_s),
             )
         ]
-    if not jobs:
-        if done["evaluations_failed"]:
-            log.warning("lifeline: %s", done)
-        return done
-    waiting = messages_waiting()
+    waiting = messages_waiting() if jobs else None  # the broker is read only when needed
     for job_id, status, attempts, worker, cancel in jobs:
         with session_scope() as session:
             if cancel:
@@ -97,10 +93,14 @@ def rescue() -> dict[str, int]:
 
 def fail_lost_evaluations(now: datetime) -> list[str]:
     """Fail the evaluations whose run started longer ago than the compare task's hard time
-    limit (plus a minute): Celery would have ended such a run, so its worker is gone."""
+    limit (plus a minute): Celery would have ended such a run, so its worker is gone.
+
+    ``embedding.compare`` sets no limit of its own, so the app's ``task_time_limit`` is its
+    limit (the test checks that the two agree). Read from the config, not the task registry: this module is
+    imported by ``workers.tasks``, and the registry is empty until something imports that."""
     from workers.app import app
 
-    limit_s = float(app.tasks["embedding.compare"].time_limit or app.conf.task_time_limit or 0)
+    limit_s = float(app.conf.task_time_limit or 0)
     if limit_s <= 0:
         return []  # no hard limit: no moment after which a run is surely dead
     reason = (
