@@ -9,10 +9,11 @@ Ours: a real ``embedctl worker --queues embed`` (threads pool, batching) on loop
 and ``embedctl serve`` in front of it (coalescing, cache in its own Redis database).
 
 The same closed-loop load generator drives all three, one after the other in one run, each
-system up alone (an idle server still takes CPU from the one measured): C clients, each sending its next
-request when the previous one is answered, K texts per request (distinct code snippets;
-``"cache": false`` on our side, so every text is computed). Loads: 32 clients x 1 text,
-4 x 32, 1 x 1, and a cache-hit run (texts already in the cache) through the API. Prints
+system up alone (an idle server still takes CPU from the one measured): C clients, each
+sending its next request when the previous one is answered, K texts per request (distinct
+code snippets; ``"cache": false`` on our side, so every text is computed). Loads: 32
+clients x 1 text, 4 x 32, 1 x 1, and a cache-hit run (texts already in the cache) through
+the API. Prints
 texts/s and p50/p95/p99 latency per load, the ratios to Infinity, and for 32-text
 requests the ratio to our own local ``encode`` of the same requests. With ``--rounds N``
 the systems take turns N times; throughputs are medians over rounds, latencies pooled.
@@ -212,7 +213,8 @@ def main() -> None:
     # loop polls), and whichever ran beside it would pay for it. Rounds alternate the
     # systems, so a slow spell of the machine (throughput here drifts 20 % between runs
     # minutes apart) lands on both sides.
-    names = ["ours, HTTP API", "ours, send_task"] + (["Infinity"] if args.peer != "none" else [])
+    with_peer = args.peer == "infinity"
+    names = ["ours, HTTP API", "ours, send_task"] + (["Infinity"] if with_peer else [])
     for round_no in range(1, args.rounds + 1):
         print(f"round {round_no} of {args.rounds} ...", flush=True)
         local_rates.append(local_encode_rate())
@@ -228,10 +230,10 @@ def main() -> None:
             for text in hot:
                 cached([text])
             hit_lat += closed_loop(cached, 1, args.requests, 1, hot)[1]
-        if args.peer == "infinity":
+        if with_peer:
             with infinity_server(str(MINILM_DIR), tmp / "infinity.log") as peer:
                 measure("Infinity", http_client(peer, "/embeddings", {}))
-        if args.rounds > 1 and "Infinity" in runs:
+        if args.rounds > 1 and with_peer:
             ours, theirs = runs[names[0]][(32, 1)][-1][0], runs["Infinity"][(32, 1)][-1][0]
             print(f"  32x1 this round: HTTP API {ours:.1f}, Infinity {theirs:.1f} texts/s")
 
@@ -262,7 +264,7 @@ def main() -> None:
         f"{'1 client x 1, cached':<22}{'ours, HTTP API':<18}{'':>9}{pct(hit_lat, 0.5):>9.2f}"
         f"{pct(hit_lat, 0.95):>9.2f}{pct(hit_lat, 0.99):>9.2f}"
     )
-    if "Infinity" in results:
+    if with_peer:
         print_peer_ratios(results)
     for name in ("ours, HTTP API", "ours, send_task"):
         tps = results[name][(4, 32)][0]
