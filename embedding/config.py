@@ -123,6 +123,12 @@ class Settings(BaseSettings):
         description="an embed worker runs waiting requests with the same model and settings as "
         "one batch once the oldest has waited this long (or the token budget is full)",
     )
+    embed_passes: int = Field(
+        0,
+        ge=0,
+        description="forward passes an embed worker runs side by side, each on one core, so "
+        "batches overlap; 0: one per core; 1: one at a time on every core",
+    )
     api_coalesce_wait_ms: float = Field(
         2.0, description="the API coalesces concurrent `/v1/embeddings` calls this long"
     )

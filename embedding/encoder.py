@@ -21,6 +21,7 @@ fixed unit vector, so callers never get an exception or a zero vector for ``""``
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -31,7 +32,8 @@ import numpy as np
 
 from embedding.adapters import adapter_for_task, attach_task_adapters, find_task_adapters
 from embedding.hub import ResolvedModel, resolve
-from embedding.length_batching import length_batches
+from embedding.length_batching import length_batches, spread_passes
+from embedding.pass_pool import PassPool
 from embedding.pooling import pool
 from embedding.specs import ModelSpec, get_spec
 from embedding.st_layout import read_sentence_transformers_files
@@ -111,6 +113,13 @@ class Encoder:
         self.inference_twin = True
         self._twin: Any = None
         self._twin_versions: tuple = ()
+        # ``encode`` may run in several threads at once (the embed worker's runners): the
+        # tokenizer's Rust object refuses a second borrower while its settings change, the
+        # twin must be built once, and an adapter switch must not land in another call's
+        # forward passes (so a model with adapters encodes one call at a time).
+        self._tokenizer_lock = threading.Lock()
+        self._twin_lock = threading.Lock()
+        self._adapter_lock = threading.Lock()
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -319,13 +328,14 @@ class Encoder:
         if self.precision not in ("bf16", "fp16") or not self.inference_twin:
             self._twin, self._twin_versions = None, ()
             return self.model
-        versions = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
-        if versions != self._twin_versions:
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-            self._twin = None  # the old twin's memory goes before the new one is made
-            self._twin = copy.deepcopy(self.model).to(dtype).eval()
-            self._twin_versions = versions
-        return self._twin
+        with self._twin_lock:
+            versions = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
+            if versions != self._twin_versions:
+                dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+                self._twin = None  # the old twin's memory goes before the new one is made
+                self._twin = copy.deepcopy(self.model).to(dtype).eval()
+                self._twin_versions = versions
+            return self._twin
 
     def encode(
         self,
@@ -338,10 +348,13 @@ class Encoder:
         token_budget: int = DEFAULT_TOKEN_BUDGET,
         return_report: bool = False,
         progress: Any = None,
+        pool: PassPool | None = None,
     ) -> np.ndarray | tuple[np.ndarray, list[Truncation]]:
-        """Embed texts; float32 rows in input order. ``progress`` gets ``update(n)`` calls."""
-        import torch
+        """Embed texts; float32 rows in input order. ``progress`` gets ``update(n)`` calls.
 
+        With a ``pool``, the forward passes run side by side on its single-threaded workers
+        (:mod:`embedding.pass_pool`); without, one after another on every core.
+        """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
         self._check_truncate_dim(truncate_dim)
@@ -349,21 +362,37 @@ class Encoder:
         if not items:
             empty = np.zeros((0, out_dim), dtype=np.float32)
             return (empty, []) if return_report else empty
-        sequences, report = self.prepare(items, task=task, prompt=prompt)
-        if self.adapters:
-            chosen = task or self.spec.default_task
-            self._use_adapter(adapter_for_task(self.spec.name, self.adapters, chosen))
+        with self._tokenizer_lock:
+            sequences, report = self.prepare(items, task=task, prompt=prompt)
+        lengths = [len(s) for s in sequences]
+        plan = list(length_batches(lengths, batch_size, token_budget))
+        if pool is not None:
+            plan = spread_passes(plan, lengths, pool.workers)
         out = np.empty((len(items), out_dim), dtype=np.float32)
-        with torch.inference_mode():
-            for batch in length_batches([len(s) for s in sequences], batch_size, token_budget):
+
+        def run(batch: list[int]) -> None:
+            import torch
+
+            with torch.inference_mode():  # per thread: a pool worker enters it itself
                 vectors = self.embed(
                     self.collate([sequences[i] for i in batch]),
                     normalize=normalize,
                     truncate_dim=truncate_dim,
                 )
-                out[batch] = vectors.float().cpu().numpy()
-                if progress is not None:
-                    progress.update(len(batch))
+            out[batch] = vectors.float().cpu().numpy()
+
+        with self._adapter_lock if self.adapters else contextlib.nullcontext():
+            if self.adapters:
+                chosen = task or self.spec.default_task
+                self._use_adapter(adapter_for_task(self.spec.name, self.adapters, chosen))
+            if pool is None or len(plan) == 1:
+                for batch in plan:
+                    run(batch)
+                    if progress is not None:
+                        progress.update(len(batch))
+            else:
+                self._inference_model()  # built here, once, not by the first two passes
+                _run_on_pool(pool, run, plan, progress)
         result = out[0:1] if single else out
         return (result, report) if return_report else result
 
@@ -430,6 +459,22 @@ def load_encoder(
         members = [Encoder.load(m, device=device, precision=precision) for m in spec.members]
         return CombinedEncoder(spec, members)
     return Encoder.load(spec, device=device, precision=precision)
+
+
+def _run_on_pool(pool: PassPool, run: Any, plan: list[list[int]], progress: Any) -> None:
+    """Every pass of ``plan`` on the pool; returns when all have ended, raises the first
+    failure (after the others ended: none still writes into the output afterwards)."""
+    from concurrent.futures import as_completed
+
+    futures = {pool.submit(run, batch): len(batch) for batch in plan}
+    failure: BaseException | None = None
+    for done in as_completed(futures):
+        if done.exception() is not None:
+            failure = failure or done.exception()
+        elif progress is not None:
+            progress.update(futures[done])
+    if failure is not None:
+        raise failure
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:

@@ -70,4 +70,30 @@ def length_batches(
     return passes[::-1]
 
 
-__all__ = ["ATTENTION_WIDTH", "OVERHEAD_TOKENS", "length_batches", "pass_cost"]
+def spread_passes(
+    passes: Sequence[list[int]], lengths: Sequence[int], workers: int
+) -> list[list[int]]:
+    """The plan for ``workers`` passes at once (a :class:`~embedding.pass_pool.PassPool`).
+
+    The costliest pass of two rows or more is halved (by rows, longest half first) until
+    there are at least ``workers`` passes or every pass is one row, so that a small batch
+    keeps every worker busy; then the passes are ordered costliest first, so that workers
+    taking them in turn finish close together (the longest-processing-time rule).
+    """
+
+    def cost(rows: list[int]) -> float:
+        return pass_cost(len(rows), max(lengths[i] for i in rows))
+
+    plan = [list(p) for p in passes]
+    while len(plan) < workers:
+        splittable = [i for i, rows in enumerate(plan) if len(rows) > 1]
+        if not splittable:
+            break
+        costliest = max(splittable, key=lambda i: cost(plan[i]))
+        rows = plan[costliest]
+        half = len(rows) // 2
+        plan[costliest : costliest + 1] = [rows[:half], rows[half:]]
+    return sorted(plan, key=cost, reverse=True)
+
+
+__all__ = ["ATTENTION_WIDTH", "OVERHEAD_TOKENS", "length_batches", "pass_cost", "spread_passes"]

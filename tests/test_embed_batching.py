@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -197,3 +198,98 @@ def test_the_cache_refuses_the_brokers_database():
     with pytest.raises(CacheOnBrokerDatabase):
         EmbeddingCache("redis://h:6379/0", 60, broker_urls=("redis://:pw@h:6379/0",))
     EmbeddingCache("redis://h:6379/2", 60, broker_urls=("redis://:pw@h:6379/0",))
+
+
+class GatedEncode:
+    """The real model behind a gate: each batch waits until the test opens it (to hold a
+    batch "running" while the test submits more), and every batch's texts are recorded."""
+
+    def __init__(self, encoder, pool=None) -> None:
+        self.encoder, self.pool = encoder, pool
+        self.started: list[list[str]] = []
+        self.gates: list[threading.Event] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, key: BatchKey, texts: list[str]):
+        gate = threading.Event()
+        with self.lock:
+            self.started.append(list(texts))
+            self.gates.append(gate)
+        assert gate.wait(60), "the test never opened this batch"
+        vectors, report = self.encoder.encode(texts, return_report=True, pool=self.pool)
+        return vectors, [r.tokens_used for r in report]
+
+    def wait_started(self, n: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.started) < n:
+            assert time.monotonic() < deadline, f"{len(self.started)} batches started, not {n}"
+            time.sleep(0.005)
+
+
+def test_two_runners_overlap_and_a_free_one_waits_for_a_fair_share(minilm):
+    from embedding.pass_pool import PassPool
+
+    pool = PassPool(2)
+    encode = GatedEncode(minilm, pool)
+    batcher = EmbedBatcher(encode, wait_s=0.01, token_budget=4096, max_texts=4096, runners=2)
+    key = BatchKey("minilm", None, None, True)
+    texts = [f"def g_{i}(y): return y - {i}" for i in range(16)]
+    try:
+        first = batcher.submit(key, texts[:8])
+        encode.wait_started(1)  # runner 1 holds 8 texts
+        lone = batcher.submit(key, texts[8:9])
+        time.sleep(0.1)  # ten times wait_s: long past due, were no batch running
+        assert len(encode.started) == 1, "a 1-text batch started beside an 8-text one"
+        rest = [batcher.submit(key, [t]) for t in texts[9:16]]
+        encode.wait_started(2)  # 8 pending now: runner 2 takes them, beside runner 1
+        assert sorted(encode.started[1]) == sorted(texts[8:16])
+        assert batcher.most_running == 2
+        for gate in encode.gates:
+            gate.set()
+        direct = minilm.encode(texts)
+        rows, _, batch_texts = first.result(timeout=60)
+        assert batch_texts == 8 and np.sum(rows * direct[:8], axis=1).min() > 0.999
+        for i, future in enumerate([lone, *rest]):
+            rows, _, batch_texts = future.result(timeout=60)
+            assert batch_texts == 8 and float(rows[0] @ direct[8 + i]) > 0.999
+
+        # With no batch running, the wait ends: a lone text goes once it is wait_s old.
+        held = batcher.submit(key, texts[:8])
+        encode.wait_started(3)
+        lone = batcher.submit(key, ["def alone(): pass"])
+        time.sleep(0.05)
+        assert len(encode.started) == 3
+        encode.gates[2].set()  # the running batch ends: the free runners' wait ends too
+        encode.wait_started(4)
+        encode.gates[3].set()
+        assert held.result(timeout=60)[2] == 8 and lone.result(timeout=60)[2] == 1
+    finally:
+        for gate in encode.gates:
+            gate.set()
+        pool.shutdown()
+
+
+def test_two_runners_keep_every_callers_rows_apart(minilm):
+    from embedding.pass_pool import PassPool
+
+    pool = PassPool(2)
+
+    def encode(key: BatchKey, texts: list[str]):
+        vectors, report = minilm.encode(texts, return_report=True, pool=pool)
+        return vectors, [r.tokens_used for r in report]
+
+    batcher = EmbedBatcher(encode, wait_s=0.005, token_budget=4096, max_texts=4096, runners=2)
+    all_texts = [t for i in range(CALLERS) for t in texts_for(i)]
+    direct = minilm.encode(all_texts)
+    key = BatchKey("minilm", None, None, True)
+
+    def call(i: int):
+        return batcher.submit(key, texts_for(i)).result(timeout=120)
+
+    try:
+        with ThreadPoolExecutor(CALLERS) as threads:
+            replies = list(threads.map(call, [i % CALLERS for i in range(3 * CALLERS)]))
+    finally:
+        pool.shutdown()
+    for i, (rows, _, _) in enumerate(replies):
+        assert_own_rows(rows, texts_for(i % CALLERS), direct, all_texts)

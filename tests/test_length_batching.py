@@ -75,3 +75,22 @@ def test_the_plan_is_the_cheapest_contiguous_cut(seed):
         if ok:
             best = min(best, _plan_cost(lengths, passes))
     assert _plan_cost(lengths, plan) == pytest.approx(best)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_spread_passes_splits_until_every_worker_has_a_pass_costliest_first(seed):
+    from embedding.length_batching import spread_passes
+
+    rng = random.Random(seed)
+    lengths = [rng.choice([3, 12, 40, 128, 256]) for _ in range(rng.randint(1, 30))]
+    planned = _check(lengths, batch_size=16, budget=4096)
+    workers = rng.randint(1, 4)
+    spread = spread_passes(planned, lengths, workers)
+    assert sorted(i for p in spread for i in p) == list(range(len(lengths)))
+    # only splits: every new pass lies inside one planned pass, so the cap and budget hold
+    assert all(any(set(p) <= set(q) for q in planned) for p in spread)
+    assert len(spread) >= min(workers, len(lengths))
+    costs = [pass_cost(len(p), max(lengths[i] for i in p)) for p in spread]
+    assert costs == sorted(costs, reverse=True)
+    if len(planned) >= workers:
+        assert sorted(map(sorted, spread)) == sorted(map(sorted, planned))  # nothing to split

@@ -9,6 +9,7 @@ cache. The reply is this request's rows only, in its input order.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 
 from embedding.config import get_settings
 from embedding.encoder import DEFAULT_TOKEN_BUDGET
+from embedding.pass_pool import PassPool
 from workers.embed_batching import BatchKey, EmbedBatcher
 from workers.embedding_cache import (
     Setting,
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 _batcher: EmbedBatcher | None = None
 _batcher_lock = threading.Lock()
+_pool: tuple[int, PassPool | None] | None = None  # (pid, pool): a forked child makes its own
 # The version of each loaded encoder, fixed when first seen: the weights in memory do not
 # change when the files on disk do, so neither does the key their vectors are stored under.
 _versions: dict[int, tuple[Any, str]] = {}
@@ -48,8 +51,24 @@ def batcher() -> EmbedBatcher:
                 wait_s=settings.embed_batch_wait_ms / 1000.0,
                 token_budget=DEFAULT_TOKEN_BUDGET,
                 max_texts=settings.max_texts_per_request,
+                runners=parallel_passes(),
             )
         return _batcher
+
+
+def parallel_passes() -> int:
+    """``EMBEDDING_EMBED_PASSES``, or one per core this process may run on."""
+    return get_settings().embed_passes or len(os.sched_getaffinity(0))
+
+
+def pass_pool() -> PassPool | None:
+    """The process's pool of single-threaded forward passes (None: one pass at a time)."""
+    global _pool
+    with _batcher_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            workers = parallel_passes()
+            _pool = (os.getpid(), PassPool(workers) if workers > 1 else None)
+        return _pool[1]
 
 
 def encode_batch(key: BatchKey, texts: list[str]) -> tuple[np.ndarray, list[int]]:
@@ -61,6 +80,7 @@ def encode_batch(key: BatchKey, texts: list[str]) -> tuple[np.ndarray, list[int]
         truncate_dim=key.truncate_dim,
         normalize=key.normalize,
         return_report=True,
+        pool=pass_pool(),
     )
     return vectors, tokens_per_row(report)
 
