@@ -15,7 +15,8 @@ code snippets; ``"cache": false`` on our side, so every text is computed). Loads
 clients x 1 text, 4 x 32, 1 x 1, and a cache-hit run (texts already in the cache) through
 the API. Prints
 texts/s and p50/p95/p99 latency per load, the ratios to Infinity, and for 32-text
-requests the ratio to our own local ``encode`` of the same requests. With ``--rounds N``
+requests the ratio to our own local ``encode`` of the same requests (the faster of every
+core one pass at a time and the embed worker's pass pool). With ``--rounds N``
 the systems take turns N times; throughputs are medians over rounds, latencies pooled.
 """
 
@@ -44,6 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from embedding.corpus import code_corpus
+from embedding.pass_pool import PassPool
 from tests.support import api_server, celery_worker, free_port, redis_url, service_env, stop_process
 
 VENV = ROOT / "benchmarks" / ".venv-infinity"
@@ -188,17 +190,20 @@ def main() -> None:
         kwargs = {"texts": batch, "model": "minilm", "encoding": "base64", "cache": False}
         client.send_task("embedding.embed", kwargs=kwargs, queue="embed").get(timeout=300)
 
-    def local_encode_rate() -> float:
+    pool = PassPool(len(os.sched_getaffinity(0)))
+
+    def local_encode_rate(pool: PassPool | None) -> float:
         """Our local encode of the same 32-text requests, in this process, no server up
-        (measured beside idle servers it came out 10x low: their threads take the cores)."""
-        local.encode(texts[:32])
+        (measured beside idle servers it came out 10x low: their threads take the cores),
+        on every core one pass at a time, or on the pass pool the embed worker uses."""
+        local.encode(texts[:32], pool=pool)
         t0 = time.perf_counter()
         for r in range(4 * args.requests):
-            local.encode(texts[r * 32 : r * 32 + 32])
+            local.encode(texts[r * 32 : r * 32 + 32], pool=pool)
         return 4 * args.requests * 32 / (time.perf_counter() - t0)
 
     runs: dict[str, dict[tuple[int, int], list[tuple[float, list[float]]]]] = {}
-    local_rates: list[float] = []
+    local_rates: list[float] = []  # per round: the faster of the two ways to encode locally
     hit_lat: list[float] = []
 
     def measure(name: str, call: Callable[[list[str]], None]) -> None:
@@ -217,7 +222,11 @@ def main() -> None:
     names = ["ours, HTTP API", "ours, send_task"] + (["Infinity"] if with_peer else [])
     for round_no in range(1, args.rounds + 1):
         print(f"round {round_no} of {args.rounds} ...", flush=True)
-        local_rates.append(local_encode_rate())
+        rates = {"every core": local_encode_rate(None), "pass pool": local_encode_rate(pool)}
+        print(
+            "  local encode, 32-text calls: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
+        )
+        local_rates.append(max(rates.values()))
         with (
             celery_worker(env, tmp / "worker.log", queues="embed", concurrency=None),
             api_server(env, tmp / "api.log") as api,
@@ -270,7 +279,7 @@ def main() -> None:
         tps = results[name][(4, 32)][0]
         print(
             f"ratio {name} / local encode, 32-text requests: {tps / local_tps:.2f}x "
-            f"(local {local_tps:.1f} texts/s; floor >= 0.95)"
+            f"(local {local_tps:.1f} texts/s, the faster way; floor >= 0.95)"
         )
     for name in ("ours, HTTP API", "ours, send_task"):
         lat = results[name][(1, 1)][1]
