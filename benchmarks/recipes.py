@@ -60,7 +60,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=hp.LR.default)
     parser.add_argument("--seed", type=int, default=0, help="data sample, order and mining")
     parser.add_argument("--max-tokens", type=int, default=None, help="training token cap")
-    parser.add_argument("--margin", type=float, default=mining.margin, help="mining guard")
+    parser.add_argument(
+        "--margin",
+        type=lambda v: None if v == "none" else float(v),
+        default=mining.margin,
+        help="mining guard: skip candidates scored above positive - margin ('none': off)",
+    )
+    parser.add_argument(
+        "--max-score", type=float, default=mining.max_score, help="skip candidates above this"
+    )
     parser.add_argument("--top-k", type=int, default=mining.top_k, help="mining pool")
     parser.add_argument(
         "--sampling", choices=("top", "random"), default=mining.sampling, help="from the pool"
@@ -93,7 +101,11 @@ def main() -> None:
     started = time.perf_counter()
     base = Encoder.load(MODEL)
     config = MiningConfig(
-        margin=args.margin, top_k=args.top_k, sampling=args.sampling, seed=args.seed
+        margin=args.margin,
+        max_score=args.max_score,
+        top_k=args.top_k,
+        sampling=args.sampling,
+        seed=args.seed,
     )
     corpus = [positive for _, positive in train] if args.corpus == "train" else []
     mined = mine_hard_negatives(rows, base, config, corpus=corpus)

@@ -166,6 +166,12 @@ def main() -> None:
         "--rounds", type=int, default=1, help="alternate the systems this many times (medians)"
     )
     parser.add_argument(
+        "--passes",
+        type=int,
+        default=None,
+        help="EMBEDDING_EMBED_PASSES for our worker (1: one batch at a time on every core)",
+    )
+    parser.add_argument(
         "--peer",
         choices=("infinity", "none"),
         default="infinity",
@@ -181,6 +187,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     broker, cache = redis_url(15), redis_url(14)
     env = service_env(f"sqlite:///{tmp / 'bench.db'}", broker, tmp, EMBEDDING_CACHE_URL=cache)
+    if args.passes is not None:
+        env["EMBEDDING_EMBED_PASSES"] = str(args.passes)
     local = Encoder.load("minilm", device="cpu")
     texts = code_corpus(max(2000, 32 * 4 * args.requests + 64), seed=7)
     client = Celery(broker=broker, backend=broker)

@@ -8,10 +8,11 @@ whole op: while one core runs the other side, the other spins at the barrier. A
 :class:`PassPool` runs whole forward passes instead, each on one single-threaded worker,
 so no pass waits for another and a preempted pass delays only itself.
 
-Measured on minilm (Xeon with AMX, 2 cores, bf16, code snippets, `notes` in
-``benchmarks/RESULTS.md``): two batches of 16 on two single-threaded workers ran
-144-193 texts/s where one at a time on both cores ran 123-134; with a bursty side load
-busy 30 % of the time, 117 against 93. The embed worker runs its batches this way.
+Measured on minilm (Xeon with AMX, 2 cores, bf16, code snippets): two batches of 16 on two
+single-threaded workers ran 144-193 texts/s where one at a time on both cores ran 123-134;
+with a bursty side load busy 30 % of the time, 117 against 93. The embed worker runs its
+batches this way; ``benchmarks/serve.py --passes 1`` runs it the old way, and
+``benchmarks/RESULTS.md`` has both.
 
 A worker thread's intra-op thread count is its own (OpenMP keeps it per thread), but
 ``torch.set_num_threads`` also sets the process-wide default that threads started later
