@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 _batcher: EmbedBatcher | None = None
 _batcher_lock = threading.Lock()
 _pool: tuple[int, PassPool | None] | None = None  # (pid, pool): a forked child makes its own
+_pool_lock = threading.Lock()
 # The version of each loaded encoder, fixed when first seen: the weights in memory do not
 # change when the files on disk do, so neither does the key their vectors are stored under.
 _versions: dict[int, tuple[Any, str]] = {}
@@ -46,6 +47,10 @@ def batcher() -> EmbedBatcher:
     with _batcher_lock:
         if _batcher is None:
             settings = get_settings()
+            # The pool first: making it briefly sets torch's process default to one thread,
+            # and a runner started meanwhile would keep that (a 1-text batch runs in the
+            # runner, on every core).
+            pass_pool()
             _batcher = EmbedBatcher(
                 encode_batch,
                 wait_s=settings.embed_batch_wait_ms / 1000.0,
@@ -64,7 +69,7 @@ def parallel_passes() -> int:
 def pass_pool() -> PassPool | None:
     """The process's pool of single-threaded forward passes (None: one pass at a time)."""
     global _pool
-    with _batcher_lock:
+    with _pool_lock:
         if _pool is None or _pool[0] != os.getpid():
             workers = parallel_passes()
             _pool = (os.getpid(), PassPool(workers) if workers > 1 else None)
