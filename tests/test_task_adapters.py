@@ -117,3 +117,31 @@ def test_training_loads_the_bare_base(jina_with_adapters):
     np.testing.assert_allclose(
         encoder.encode(TEXTS), _direct(jina_with_adapters, None, TEXTS), atol=1e-5
     )
+
+
+def test_concurrent_calls_with_different_tasks_keep_their_own_adapter(jina_with_adapters):
+    """The active adapter is model state: calls in several threads (the embed worker's
+    runners, passes on a pool) must not run under each other's adapter."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from embedding.pass_pool import PassPool
+
+    spec = specs.replace(spec_from_folder(jina_with_adapters), default_task="text-matching")
+    encoder = Encoder.load(spec, device="cpu", precision="fp32")
+    texts = [f"{t} {i}" for i in range(6) for t in TEXTS]
+    expected = {
+        task: encoder.encode(texts, task=task) for task in ("retrieval.query", "text-matching")
+    }
+    tasks = ["retrieval.query", "text-matching"] * 8
+    pool = PassPool(2)
+    try:
+        with ThreadPoolExecutor(len(tasks)) as threads:
+            got = list(
+                threads.map(
+                    lambda task: encoder.encode(texts, task=task, pool=pool, batch_size=2), tasks
+                )
+            )
+    finally:
+        pool.shutdown()
+    for task, rows in zip(tasks, got, strict=True):
+        np.testing.assert_allclose(rows, expected[task], atol=1e-5)
