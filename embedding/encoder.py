@@ -391,8 +391,7 @@ class Encoder:
                     if progress is not None:
                         progress.update(len(batch))
             else:
-                self._inference_model()  # built here, once, not by the first two passes
-                _run_on_pool(pool, run, plan, progress)
+                _run_on_pool(pool, run, plan, progress)  # the twin lock builds the twin once
         result = out[0:1] if single else out
         return (result, report) if return_report else result
 

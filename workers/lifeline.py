@@ -96,8 +96,9 @@ def fail_lost_evaluations(now: datetime) -> list[str]:
     limit (plus a minute): Celery would have ended such a run, so its worker is gone.
 
     ``embedding.compare`` sets no limit of its own, so the app's ``task_time_limit`` is its
-    limit (the test checks that the two agree). Read from the config, not the task registry: this module is
-    imported by ``workers.tasks``, and the registry is empty until something imports that."""
+    limit (the test checks that the two agree). Read from the config, not the task
+    registry: this module is imported by ``workers.tasks``, and the registry is empty until
+    something imports that."""
     from workers.app import app
 
     limit_s = float(app.conf.task_time_limit or 0)
