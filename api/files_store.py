@@ -22,7 +22,7 @@ from api.schemas import EmbeddingRequest
 from db import repo
 from db.session import session_scope
 from embedding.config import get_settings
-from embedding.data import DataError, check_row, row_from_json
+from embedding.data import DataError, check_row, mixed_rows, row_from_json
 
 CHUNK = 1 << 20
 
@@ -85,7 +85,8 @@ def _json(number: int, line: str) -> Any:
 
 
 def check_training_file(path: Path) -> int:
-    """Triplets or pairs, never mixed, each text within the character cap; returns the rows."""
+    """Pairs, triplets or n-tuples, never mixed, each text within the character cap; returns
+    the rows."""
     settings = get_settings()
     width, rows = None, 0
     for number, line in _lines(path):
@@ -101,7 +102,7 @@ def check_training_file(path: Path) -> int:
                     f"{settings.max_chars_per_text}",
                 )
         if width is not None and len(row) != width:
-            raise _bad(number, "mixes pairs and triplets (earlier lines differ)")
+            raise _bad(number, f"{mixed_rows(len(row), width)} (earlier lines differ)")
         width = len(row)
         rows += 1
         if rows > settings.max_triplets_per_job:

@@ -71,6 +71,15 @@ def main() -> None:
     )
     parser.add_argument("--top-k", type=int, default=mining.top_k, help="mining pool")
     parser.add_argument(
+        "--num-negatives", type=int, default=mining.num_negatives, help="negatives per pair"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("triplet", "n-tuple"),
+        default=mining.output_format,
+        help="a row per negative (more steps), or one row per pair with every negative",
+    )
+    parser.add_argument(
         "--sampling", choices=("top", "random"), default=mining.sampling, help="from the pool"
     )
     parser.add_argument(
@@ -106,6 +115,8 @@ def main() -> None:
         top_k=args.top_k,
         sampling=args.sampling,
         seed=args.seed,
+        num_negatives=args.num_negatives,
+        output_format=args.format,
     )
     corpus = [positive for _, positive in train] if args.corpus == "train" else []
     mined = mine_hard_negatives(rows, base, config, corpus=corpus)

@@ -1,8 +1,12 @@
 """Training data: triplets or pairs from JSONL, validated before any training starts.
 
-A row is ``{"anchor", "positive", "negative"}`` (a triplet) or ``{"anchor", "positive"}``
-(a pair; ``query``/``document`` are accepted as names for the two). Every problem is a
-:class:`DataError` naming the line or row, raised before a model is even loaded.
+A row is ``{"anchor", "positive", "negative"}`` (a triplet), ``{"anchor", "positive"}``
+(a pair; ``query``/``document`` are accepted as names for the two), or ``{"anchor",
+"positive", "negatives": [...]}`` (an n-tuple: several hard negatives for one pair, as
+sentence-transformers' ``mine_hard_negatives(output_format="n-tuple")`` writes them; MNRL
+scores every one of them against every anchor of the batch). Every row of a file has the
+same shape. Every problem is a :class:`DataError` naming the line or row, raised before a
+model is even loaded.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-Example = tuple[str, ...]  # (anchor, positive) or (anchor, positive, negative)
+Example = tuple[str, ...]  # (anchor, positive), (anchor, positive, negative) or more negatives
 
 # The seed guide's convergence triplets (anchor, positive, negative).
 SEED_TRIPLETS: list[Example] = [
@@ -30,8 +34,21 @@ class DataError(ValueError):
     """Training or evaluation data that cannot be used; the message names where."""
 
 
+def row_kind(width: int) -> str:
+    """What a row of ``width`` texts is called in messages: pair, triplet, or n-tuple."""
+    return {2: "pair", 3: "triplet"}.get(width, f"{width - 2}-negative n-tuple")
+
+
+def mixed_rows(width: int, earlier: int) -> str:
+    """The message for a row whose shape differs from the rows before it."""
+    if {width, earlier} == {2, 3}:
+        return "mixes pairs and triplets"
+    return f"mixes {row_kind(width)}s and {row_kind(earlier)}s: every row needs as many texts"
+
+
 def validate_examples(examples: Sequence[Sequence[object]], where: str = "row") -> list[Example]:
-    """All pairs or all triplets, every field a non-empty string; at least one row."""
+    """All rows of one shape (pairs, triplets or n-tuples), every field a non-empty string;
+    at least one row."""
     rows = list(examples)
     if not rows:
         raise DataError("no training rows: the data is empty")
@@ -40,19 +57,31 @@ def validate_examples(examples: Sequence[Sequence[object]], where: str = "row") 
     for i, row in enumerate(checked):
         if len(row) != width:
             raise DataError(
-                f"{where} {i}: mixes pairs and triplets ({len(row)} texts, earlier rows {width})"
+                f"{where} {i}: {mixed_rows(len(row), width)} "
+                f"({len(row)} texts, earlier rows {width})"
             )
     return checked
 
 
+def field_name(j: int, width: int) -> str:
+    """The name of text ``j`` of a row of ``width`` texts, as messages say it."""
+    if j < 2 or width == 3:
+        return ("anchor", "positive", "negative")[j]
+    return f"negative {j - 1}"
+
+
 def check_row(row: object, label: str) -> Example:
-    """One pair or triplet of non-empty strings; the error names ``label`` and the field."""
+    """One pair, triplet or n-tuple of non-empty strings; the error names ``label`` and the
+    field."""
     if isinstance(row, str) or not isinstance(row, Sequence):
         raise DataError(f"{label}: expected a pair or triplet of texts, got {type(row).__name__}")
-    if len(row) not in (2, 3):
-        raise DataError(f"{label}: expected 2 or 3 texts, got {len(row)}")
+    if len(row) < 2:
+        raise DataError(
+            f"{label}: expected 2 or 3 texts (anchor, positive[, negative]) or more "
+            f"negatives, got {len(row)}"
+        )
     for j, text in enumerate(row):
-        name = ("anchor", "positive", "negative")[j]
+        name = field_name(j, len(row))
         if not isinstance(text, str):
             raise DataError(f"{label}: {name} is {type(text).__name__}, not a string")
         if not text.strip():
@@ -69,14 +98,23 @@ def row_from_json(obj: object, where: str) -> Example:
         if name in fields:
             raise DataError(f"{where}: {key!r} and another field both give the {name}")
         fields[name] = value
-    unknown = set(fields) - {"anchor", "positive", "negative"}
+    unknown = set(fields) - {"anchor", "positive", "negative", "negatives"}
     if unknown:
         raise DataError(f"{where}: unknown field(s) {sorted(unknown)}")
     for name in ("anchor", "positive"):
         if name not in fields:
             raise DataError(f"{where}: missing field {name!r}")
-    names = ("anchor", "positive", "negative") if "negative" in fields else ("anchor", "positive")
-    return tuple(fields[n] for n in names)  # type: ignore[return-value]
+    row = [fields["anchor"], fields["positive"]]
+    if "negative" in fields and "negatives" in fields:
+        raise DataError(f"{where}: give 'negative' (one) or 'negatives' (a list), not both")
+    if "negative" in fields:
+        row.append(fields["negative"])
+    if "negatives" in fields:
+        negatives = fields["negatives"]
+        if not isinstance(negatives, list) or not negatives:
+            raise DataError(f"{where}: 'negatives' must be a non-empty list of texts")
+        row.extend(negatives)
+    return tuple(row)  # type: ignore[return-value]
 
 
 def jsonl_objects(path: str | Path) -> Iterator[tuple[str, object]]:
@@ -110,10 +148,9 @@ def load_examples(path: str | Path) -> list[Example]:
     for where, obj in jsonl_objects(path):
         row = check_row(row_from_json(obj, where), where)
         if rows and len(row) != len(rows[0]):
-            kind = {2: "pair", 3: "triplet"}
             raise DataError(
-                f"{where}: a {kind[len(row)]}, but earlier lines are "
-                f"{kind[len(rows[0])]}s: mixes pairs and triplets"
+                f"{where}: a {row_kind(len(row))}, but earlier lines are "
+                f"{row_kind(len(rows[0]))}s: {mixed_rows(len(row), len(rows[0]))}"
             )
         rows.append(row)
     if not rows:
@@ -141,12 +178,22 @@ def write_examples(path: str | Path, rows: Sequence[Example]) -> None:
     """JSONL that :func:`load_examples` reads back; written whole or not at all (a temporary
     file beside it, renamed into place), so an interrupted run leaves no half file."""
     path = Path(path)
-    names = ("anchor", "positive", "negative")
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as fh:
             for row in rows:
-                fh.write(json.dumps(dict(zip(names, row, strict=False))) + "\n")
+                fh.write(json.dumps(row_to_json(row)) + "\n")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def row_to_json(row: Example) -> dict[str, object]:
+    """A row as :func:`row_from_json` reads it: ``negative`` for a triplet, ``negatives``
+    (a list) for an n-tuple."""
+    obj: dict[str, object] = {"anchor": row[0], "positive": row[1]}
+    if len(row) == 3:
+        obj["negative"] = row[2]
+    elif len(row) > 3:
+        obj["negatives"] = list(row[2:])
+    return obj

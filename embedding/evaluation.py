@@ -84,11 +84,13 @@ def retrieval_metrics(
 
 
 def evaluate(encoder: Any, examples: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Triplet accuracy for triplets; MRR@10, recall@1 and nDCG@10 for pairs (anchor, positive)."""
+    """Triplet accuracy for triplets (an n-tuple counts as a triplet per negative); MRR@10,
+    recall@1 and nDCG@10 for pairs (anchor, positive)."""
     if not examples:
         return {}
-    if len(examples[0]) == 3:
-        return {"triplet_accuracy": triplet_accuracy(encoder, examples)}
+    if len(examples[0]) >= 3:
+        triplets = [(row[0], row[1], negative) for row in examples for negative in row[2:]]
+        return {"triplet_accuracy": triplet_accuracy(encoder, triplets)}
     return retrieval_metrics(encoder, examples)
 
 

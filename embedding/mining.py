@@ -37,10 +37,19 @@ The subset of ST's knobs kept, and why:
   negative just below its positive. Nothing is lost on the anchors the model ranks well:
   their pool is the same.
 
+Two output formats, ST's names:
+
+- ``"triplet"`` (the default): each kept negative is one output row (anchor, positive,
+  negative), in input order, hardest first; ``num_negatives`` > 1 multiplies the rows, and
+  so the steps of an epoch.
+- ``"n-tuple"``: one row per pair, (anchor, positive, negative 1, ..., negative n), hardest
+  first. The epoch keeps its rows and steps; each anchor of a batch is scored against
+  n hard negatives of every row instead of one.
+
 An anchor with no valid candidate at all is dropped (our data files cannot mix pairs and
 triplets; :class:`MiningStats` counts them). An anchor with fewer than ``num_negatives``
-valid candidates keeps the ones it has. Each kept negative is one output row, in input order,
-hardest first.
+valid candidates keeps the ones it has as triplets, and is dropped from n-tuples (every row
+of a file has as many texts).
 
 Scoring is chunked by anchors: one ``chunk_size x len(corpus)`` float32 block at a time (for
 a 10k corpus and chunks of 1,024 anchors, 40 MB), so 10k x 10k never holds the full matrix.
@@ -60,6 +69,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 SAMPLING = ("top", "random")
+OUTPUT_FORMATS = ("triplet", "n-tuple")
 
 
 class _Encodes(Protocol):
@@ -75,13 +85,14 @@ ProgressFactory = Callable[[str, int], Any]
 class MiningConfig:
     """How to mine; see the module docstring for what each rule is for."""
 
-    num_negatives: int = 1  # output rows per input pair (one negative each)
+    num_negatives: int = 1  # negatives per input pair (rows or columns: output_format)
     top_k: int = 10  # the pool: this many of the hardest valid candidates
     margin: float | None = 0.05  # skip candidates scored > positive - margin; None: no guard
     max_score: float | None = None  # skip candidates scored > this cosine; None: no cap
     sampling: str = "top"  # "top": the hardest of the pool; "random": drawn from it
     seed: int = 0  # of "random" sampling
     chunk_size: int = 1024  # anchors scored per block (memory, not results)
+    output_format: str = "triplet"  # a row per negative, or "n-tuple": a row per pair
 
     def check(self) -> None:
         """Refuse settings that cannot mine, all problems in one message."""
@@ -112,6 +123,10 @@ class MiningConfig:
             number("max_score", self.max_score, -1.0, 1.0)
         if self.sampling not in SAMPLING:
             problems.append(f"sampling must be 'top' or 'random', got {self.sampling!r}")
+        if self.output_format not in OUTPUT_FORMATS:
+            problems.append(
+                f"output_format must be 'triplet' or 'n-tuple', got {self.output_format!r}"
+            )
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -123,9 +138,9 @@ class MiningStats:
     pairs: int = 0  # input rows
     anchors: int = 0  # distinct anchor texts
     corpus: int = 0  # distinct candidate texts (positives and the extra corpus)
-    triplets: int = 0  # output rows
+    triplets: int = 0  # output rows (triplets or n-tuples)
     anchors_mined: int = 0  # anchors with at least one negative
-    anchors_short: int = 0  # of those, with fewer than num_negatives
+    anchors_short: int = 0  # of those, with fewer than num_negatives (n-tuple: dropped)
     anchors_dropped: int = 0  # anchors with no valid candidate: their rows are left out
     pairs_dropped: int = 0  # input rows of the dropped anchors
     skipped_false_negatives: int = 0  # candidates the guard skipped (margin or max_score)
@@ -139,7 +154,7 @@ class MiningStats:
 
 @dataclass
 class Mined:
-    triplets: list[Example]
+    triplets: list[Example]  # the output rows: triplets, or n-tuples with output_format
     stats: MiningStats
 
 
@@ -191,18 +206,21 @@ def mine_hard_negatives(
         anchor_vectors, corpus_vectors, positives_of, own_text, config, progress
     )
 
+    n_tuples = config.output_format == "n-tuple"
     triplets: list[Example] = []
     kept_positive: list[float] = []
     kept_negative: list[float] = []
     for anchor, positive in rows:
         a = anchor_index[anchor]
-        if not picks[a]:
+        if not picks[a] or (n_tuples and len(picks[a]) < config.num_negatives):
             stats.pairs_dropped += 1
             continue
         kept_positive.append(positive_scores[a][positives_of[a].index(text_index[positive])])
-        for negative, score in zip(picks[a], pick_scores[a], strict=True):
-            triplets.append((anchor, positive, texts[negative]))
-            kept_negative.append(score)
+        kept_negative.extend(pick_scores[a])
+        if n_tuples:
+            triplets.append((anchor, positive, *(texts[n] for n in picks[a])))
+        else:
+            triplets.extend((anchor, positive, texts[n]) for n in picks[a])
     stats.pairs, stats.anchors, stats.corpus = len(rows), len(anchors), len(texts)
     stats.triplets = len(triplets)
     if kept_positive:

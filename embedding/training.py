@@ -65,7 +65,7 @@ from embedding.checkpoints import (
     save_checkpoint,
     write_run,
 )
-from embedding.data import DataError, Example, validate_examples
+from embedding.data import DataError, Example, row_kind, validate_examples
 from embedding.encoder import Encoder
 from embedding.epoch_selection import Selection, select
 from embedding.evaluation import evaluate, evaluate_at_dims
@@ -311,7 +311,7 @@ def _check_loss_fits(rows: Sequence[Example], config: TrainConfig) -> None:
     if config.loss == "triplet" and len(rows[0]) != 3:
         raise DataError(
             "loss 'triplet' needs triplets (anchor, positive, negative); "
-            "these rows are pairs: use loss 'mnrl' or 'cached_mnrl'"
+            f"these rows are {row_kind(len(rows[0]))}s: use loss 'mnrl' or 'cached_mnrl'"
         )
 
 

@@ -30,6 +30,20 @@ from embedding.data import SEED_TRIPLETS, DataError, load_examples, validate_exa
         (['{"anchor": "a", "positive": "b", "negative": null}'], ":1: negative is NoneType"),
         (['{"query": "a", "anchor": "b", "positive": "c"}'], ":1: .* both give the anchor"),
         (['{"anchor": "a", "positive": "b"}', "", "{oops"], ":3: not JSON"),
+        (['{"anchor": "a", "positive": "b", "negatives": []}'], ":1: 'negatives' must be"),
+        (['{"anchor": "a", "positive": "b", "negatives": "c"}'], ":1: 'negatives' must be"),
+        (['{"anchor": "a", "positive": "b", "negatives": ["c", 4]}'], ":1: negative 2 is int"),
+        (
+            ['{"anchor": "a", "positive": "b", "negative": "c", "negatives": ["d"]}'],
+            ":1: give 'negative' .* not both",
+        ),
+        (
+            [
+                '{"anchor": "a", "positive": "b", "negatives": ["c", "d"]}',
+                '{"anchor": "a", "positive": "b", "negatives": ["c", "d", "e"]}',
+            ],
+            ":2: a 3-negative n-tuple, but earlier lines are 2-negative n-tuples",
+        ),
     ],
 )
 def test_bad_jsonl_names_the_line(tmp_path, lines, message):
@@ -37,6 +51,22 @@ def test_bad_jsonl_names_the_line(tmp_path, lines, message):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=message):
         load_examples(path)
+
+
+def test_n_tuples_round_trip_and_one_negative_in_a_list_is_a_triplet(tmp_path):
+    """Several negatives per pair are written as a ``negatives`` list (sentence-transformers'
+    n-tuple format, one row per pair) and read back as (anchor, positive, n1, n2, ...)."""
+    from embedding.data import write_examples
+
+    rows = [("q1", "d1", "n1", "m1", "o1"), ("q2", "d2", "n2", "m2", "o2")]
+    path = tmp_path / "tuples.jsonl"
+    write_examples(path, rows)
+    first = json.loads(path.read_text().splitlines()[0])
+    assert first == {"anchor": "q1", "positive": "d1", "negatives": ["n1", "m1", "o1"]}
+    assert load_examples(path) == rows
+    single = tmp_path / "single.jsonl"
+    single.write_text(json.dumps({"anchor": "q", "positive": "d", "negatives": ["n"]}) + "\n")
+    assert load_examples(single) == [("q", "d", "n")]
 
 
 def test_query_document_names_are_accepted(tmp_path):

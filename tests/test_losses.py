@@ -10,10 +10,10 @@ from embedding.losses import multiple_negatives_ranking_loss, triplet_loss
 from tests.tiny_models import MINILM_DIR
 
 BATCH = [
-    ("def process_data", "def handle_data", "SELECT FROM table"),
-    ("async fn fetch", "async fn load", "const config"),
-    ("class Worker", "class Handler", "def helper"),
-    ("if condition then", "if test do", "console.log"),
+    ("def process_data", "def handle_data", "SELECT FROM table", "import os"),
+    ("async fn fetch", "async fn load", "const config", "fn main()"),
+    ("class Worker", "class Handler", "def helper", "print(x)"),
+    ("if condition then", "if test do", "console.log", "while true"),
 ]
 
 
@@ -56,11 +56,10 @@ def test_triplet_loss_equals_sentence_transformers(peer, ours, margin):
     assert abs(mine - theirs) < 1e-5, (mine, theirs)
 
 
-@pytest.mark.parametrize("with_negative", [False, True])
-def test_mnrl_equals_sentence_transformers(peer, ours, with_negative):
+@pytest.mark.parametrize("width", [2, 3, 4], ids=["pairs", "triplets", "2-negative n-tuples"])
+def test_mnrl_equals_sentence_transformers(peer, ours, width):
     from sentence_transformers.losses import MultipleNegativesRankingLoss
 
-    width = 3 if with_negative else 2
     columns = [[row[i] for row in BATCH] for i in range(width)]
     st_loss = MultipleNegativesRankingLoss(peer, scale=20.0)
     with torch.no_grad():
@@ -110,3 +109,23 @@ def test_a_repeated_positive_is_not_its_own_negative():
     plain = multiple_negatives_ranking_loss(anchors, positives, negatives)
     assert masked < plain  # the repeats only ever added to the loss
     assert false_negative_mask([["a", "b"], ["p", "q"], ["n", "m"]]) is None
+
+
+def test_every_negative_column_is_masked_where_it_repeats_a_positive():
+    """n-tuples: a positive repeated in the second negative column is masked there too, and
+    the masked loss is the cross-entropy over the candidates each anchor keeps."""
+    from embedding.losses import false_negative_mask
+
+    columns = [["a0", "a1"], ["p", "q"], ["n0", "n1"], ["m0", "p"]]
+    mask = false_negative_mask(columns)
+    # Candidates: p, q | n0, n1 | m0, p: anchor 0 loses the second copy of "p" (index 5).
+    assert mask.tolist() == [[False] * 5 + [True], [False] * 6]
+    torch.manual_seed(1)
+    anchors, positives, first, second = (torch.randn(2, 8) for _ in range(4))
+    masked = multiple_negatives_ranking_loss(anchors, positives, first, second, exclude=mask)
+    candidates = torch.nn.functional.normalize(torch.cat([positives, first, second]), dim=-1)
+    scores = 20.0 * torch.nn.functional.normalize(anchors, dim=-1) @ candidates.T
+    by_hand = torch.stack(
+        [torch.logsumexp(scores[i][~mask[i]], dim=0) - scores[i, i] for i in range(2)]
+    ).mean()
+    assert torch.allclose(masked, by_hand, atol=1e-6)

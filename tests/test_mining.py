@@ -206,6 +206,63 @@ def test_mining_is_deterministic_given_the_seed(minilm):
     assert any(mine(seed) != first for seed in (2, 3, 4))  # the seed is what decides
 
 
+def test_n_tuples_hold_each_pairs_negatives_in_one_row(minilm):
+    """The n-tuple format: one row per pair, holding exactly the negatives the triplet format
+    spreads over rows (same order, hardest first), never the positive; the epoch keeps its
+    number of rows."""
+    from dataclasses import replace
+
+    pairs = code_pairs()
+    config = MiningConfig(num_negatives=3, top_k=5, margin=None)
+    triplets = mine_hard_negatives(pairs, minilm, config).triplets
+    tuples = mine_hard_negatives(pairs, minilm, replace(config, output_format="n-tuple"))
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for anchor, positive, negative in triplets:
+        grouped.setdefault((anchor, positive), []).append(negative)
+    assert [row[:2] for row in tuples.triplets] == pairs  # one row per pair, in order
+    for row in tuples.triplets:
+        assert len(row) == 5 and list(row[2:]) == grouped[row[:2]]
+        assert row[1] not in row[2:] and len(set(row[2:])) == 3
+    assert tuples.stats.triplets == len(pairs)
+
+
+class _Vectors:
+    """Fixed unit vectors per text: the mining rules on a constructed geometry."""
+
+    def __init__(self, vectors: dict[str, list[float]]) -> None:
+        self.vectors = {t: np.asarray(v, dtype=np.float32) for t, v in vectors.items()}
+
+    def encode(self, texts, **kwargs):
+        rows = np.stack([self.vectors[t] for t in texts])
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_an_anchor_short_of_negatives_is_dropped_from_n_tuples_only():
+    """Anchor "a0" has one valid candidate ("p1" scores 0.95 with it, above ``max_score``):
+    as triplets it keeps that one row, as n-tuples of two it cannot fill its row and is
+    dropped, counted; the other anchors keep both negatives."""
+    from dataclasses import replace
+
+    encoder = _Vectors(
+        {
+            "a0": [1, 0, 0],
+            "p0": [0, 1, 0],
+            "p1": [0.95, 0.312, 0],
+            "p2": [0.3, 0, 0.954],
+            "a1": [0, 0.6, 0.8],
+            "a2": [0.5, 0.5, 0.707],
+        }
+    )
+    pairs = [("a0", "p0"), ("a1", "p1"), ("a2", "p2")]
+    config = MiningConfig(num_negatives=2, top_k=2, margin=None, max_score=0.9)
+    triplets = mine_hard_negatives(pairs, encoder, config)
+    assert [t for t in triplets.triplets if t[0] == "a0"] == [("a0", "p0", "p2")]
+    tuples = mine_hard_negatives(pairs, encoder, replace(config, output_format="n-tuple"))
+    assert [row[:2] for row in tuples.triplets] == [("a1", "p1"), ("a2", "p2")]
+    assert all(len(row) == 4 for row in tuples.triplets)
+    assert tuples.stats.pairs_dropped == 1 and tuples.stats.anchors_short == 1
+
+
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
@@ -227,8 +284,8 @@ def test_bad_settings_are_named():
     with pytest.raises(ValueError, match=r"top_k .* at least num_negatives"):
         MiningConfig(num_negatives=3, top_k=2).check()
     with pytest.raises(ValueError, match="margin") as caught:
-        MiningConfig(margin=-1.0, sampling="best").check()
-    assert "sampling" in str(caught.value)
+        MiningConfig(margin=-1.0, sampling="best", output_format="pairs").check()
+    assert "sampling" in str(caught.value) and "output_format" in str(caught.value)
 
 
 # --------------------------------------------------------------------- the CLI
@@ -259,6 +316,20 @@ def test_cli_mines_triplets_that_train_with_triplet_and_mnrl(tmp_path):
         result = finetune("minilm", triplets, config, eval_examples=triplets[:2])  # brief eval
         assert len(result.epochs) == 1 and math.isfinite(result.epoch_losses[0]), loss
         assert result.settings["rows"] == len(triplets)
+
+    # n-tuples: one row per pair with two negatives each, which MNRL trains on.
+    tuples_out = tmp_path / "tuples.jsonl"
+    options = ["--format", "n-tuple", "--num-negatives", "2", "--top-k", "4"]
+    done = embedctl(
+        "data", "mine-negatives", "--data", str(pairs), "--out", str(tuples_out), *options
+    )
+    assert done.returncode == 0, done.stderr
+    tuples = load_examples(tuples_out)
+    assert tuples and all(len(row) == 4 and row[1] not in row[2:] for row in tuples)
+    config = TrainConfig(loss="mnrl", epochs=1, batch_size=16)
+    result = finetune("minilm", tuples, config, eval_examples=tuples[:2])
+    assert math.isfinite(result.epoch_losses[0]) and result.settings["rows"] == len(tuples)
+    assert "triplet_accuracy" in result.eval_after  # an n-tuple is a triplet per negative
 
 
 @pytest.mark.parametrize(

@@ -16,18 +16,19 @@ DEFAULT_MNRL_SCALE = 20.0
 def multiple_negatives_ranking_loss(
     anchor: torch.Tensor,
     positive: torch.Tensor,
-    negative: torch.Tensor | None = None,
+    *negatives: torch.Tensor,
     scale: float = DEFAULT_MNRL_SCALE,
     exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """In-batch negatives: anchor i must pick positive i among all positives (and negatives).
 
-    Cross-entropy over ``scale * cos(anchor_i, candidate_j)``; an optional hard negative per
-    anchor joins the candidates (ST ``MultipleNegativesRankingLoss``). ``exclude`` (bool,
-    anchors x candidates, see :func:`false_negative_mask`) drops candidates that are not
-    negatives at all: the anchor's own positive text seen again elsewhere in the batch.
+    Cross-entropy over ``scale * cos(anchor_i, candidate_j)``; any number of hard-negative
+    columns (one per anchor each, ST's n-tuples) join the candidates, every row's negatives
+    for every anchor (ST ``MultipleNegativesRankingLoss``). ``exclude`` (bool, anchors x
+    candidates, see :func:`false_negative_mask`) drops candidates that are not negatives at
+    all: the anchor's own positive text seen again elsewhere in the batch.
     """
-    candidates = positive if negative is None else torch.cat([positive, negative], dim=0)
+    candidates = torch.cat([positive, *negatives], dim=0)
     scores = scale * F.normalize(anchor, dim=-1) @ F.normalize(candidates, dim=-1).T
     if exclude is not None:
         scores = scores.masked_fill(exclude.to(scores.device), float("-inf"))
@@ -38,8 +39,8 @@ def multiple_negatives_ranking_loss(
 def false_negative_mask(columns: Sequence[Sequence[str]]) -> torch.Tensor | None:
     """Which in-batch candidates repeat the anchor's own positive text (None: none do).
 
-    ``columns``: the batch's anchors, positives[, negatives]. Candidate j (the positives, then
-    the negatives) is excluded for anchor i when its text equals positive i and it is not
+    ``columns``: the batch's anchors, positives[, negatives...]. Candidate j (the positives,
+    then each negative column in turn) is excluded for anchor i when its text equals positive i and it is not
     positive i itself. Without this, a pair seen twice in a batch, or a mined hard negative
     that is another row's positive, teaches the model to push a text away from itself: the
     loss of such an anchor cannot go below log 2. sentence-transformers avoids the case with
@@ -47,7 +48,7 @@ def false_negative_mask(columns: Sequence[Sequence[str]]) -> torch.Tensor | None
     With no repeats the loss is exactly the plain one.
     """
     positives = list(columns[1])
-    candidates = positives + (list(columns[2]) if len(columns) > 2 else [])
+    candidates = positives + [text for column in columns[2:] for text in column]
     where: dict[str, list[int]] = {}
     for j, text in enumerate(candidates):
         where.setdefault(text, []).append(j)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from embedding.mining import SAMPLING, MiningConfig
+from embedding.mining import OUTPUT_FORMATS, SAMPLING, MiningConfig
 
 _MINING = MiningConfig()  # the defaults the options show
 
@@ -25,11 +25,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="pairs -> triplets: hard negatives mined with a base model",
         description="Add a hard negative to each (anchor, positive) pair: the corpus text the "
         "model scores highest for the anchor, never a positive of it, and (the false-negative "
-        "guard) not scored within --margin of its positive. The output trains with loss "
-        "triplet or mnrl. See embedding/mining.py for each rule and why.",
+        "guard) not scored within --margin of its positive. Triplets train with loss "
+        "triplet or mnrl; n-tuples (several negatives in one row) with mnrl. See "
+        "embedding/mining.py for each rule and why.",
     )
     p.add_argument("--data", required=True, help="JSONL of {anchor, positive} pairs")
-    p.add_argument("--out", required=True, help="JSONL of {anchor, positive, negative}")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="JSONL of {anchor, positive, negative}, or {anchor, positive, negatives: [...]}",
+    )
     p.add_argument("--model", default="minilm", help="the model that scores candidates")
     p.add_argument(
         "--corpus",
@@ -40,7 +45,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--num-negatives",
         type=int,
         default=_MINING.num_negatives,
-        help=f"negatives per pair, one output row each (default: {_MINING.num_negatives})",
+        help="negatives per pair: one output row each, or one n-tuple row with --format "
+        f"n-tuple (default: {_MINING.num_negatives})",
+    )
+    p.add_argument(
+        "--format",
+        choices=OUTPUT_FORMATS,
+        default=_MINING.output_format,
+        help="triplet: a row per negative (more steps an epoch); n-tuple: a row per pair with "
+        "every negative, which MNRL scores against every anchor of the batch "
+        f"(default: {_MINING.output_format})",
     )
     p.add_argument(
         "--top-k",
@@ -114,6 +128,7 @@ def cmd_mine_negatives(args: argparse.Namespace) -> int:
         sampling=args.sampling,
         seed=args.seed,
         chunk_size=args.chunk_size,
+        output_format=args.format,
     )
     config.check()
     encoder = load_encoder(local_model_name(args.model))
