@@ -443,6 +443,25 @@ UPLOAD_CASES = [
     ),
     ("empty file", "fine-tune", b"\n\n", 400, "no rows"),
     (
+        "n-tuples of two widths",
+        "fine-tune",
+        _jsonl(
+            [
+                {"anchor": "a", "positive": "b", "negatives": ["c", "d"]},
+                {"anchor": "a", "positive": "b", "negatives": ["c"]},
+            ]
+        ),
+        400,
+        "line 2: mixes triplets and 2-negative n-tuples",
+    ),
+    (
+        "negatives not a list",
+        "fine-tune",
+        _jsonl([{"anchor": "a", "positive": "b", "negatives": "c"}]),
+        400,
+        "line 1",
+    ),
+    (
         "batch to another url",
         "batch",
         _jsonl([_batch_line(url="/v1/chat/completions")]),
@@ -472,6 +491,22 @@ def test_bad_uploads_are_refused_naming_the_line(api, purpose, content, status, 
     )
     assert reply.status_code == status, reply.text
     assert says in reply.json()["error"]["message"]
+
+
+def test_an_n_tuple_training_file_is_accepted_with_its_row_count(api):
+    """Several mined negatives per pair (``embedctl data mine-negatives --format n-tuple``)
+    upload as a fine-tune file like triplets do."""
+    rows = [
+        {"anchor": f"query {i}", "positive": f"def f{i}(): pass", "negatives": ["x = 1", "y()"]}
+        for i in range(3)
+    ]
+    reply = httpx.post(
+        f"{api.base}/v1/files",
+        files={"file": ("tuples.jsonl", _jsonl(rows))},
+        data={"purpose": "fine-tune"},
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["rows"] == 3
 
 
 def test_a_body_over_the_cap_is_413_before_it_is_read(api):
