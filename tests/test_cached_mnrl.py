@@ -38,6 +38,21 @@ ROWS = [
     ("square root", "math.sqrt(x)", "SELECT name FROM users WHERE id = 1"),
     ("join paths", "os.path.join(a, b)", "console.log('hi')"),
 ]
+# A second hard negative per row, for n-tuples (anchor, positive, negative, negative 2).
+SECOND_NEGATIVES = [
+    "def write_file(path, text): ...",
+    "max(xs)",
+    "server.listen(5)",
+    "users.reverse()",
+    "json.dumps(data)",
+    "requests.post(url, json=body)",
+    "s.upper()",
+    "text.count('a')",
+    "time.sleep(1)",
+    "shutil.rmtree(p)",
+    "x ** 2",
+    "os.path.split(p)",
+]
 MINI = 4
 
 
@@ -62,13 +77,16 @@ def _assert_same_grads(ours: dict, theirs: dict, atol: float = 1e-5) -> None:
 
 
 def _rows(width: int) -> list[tuple[str, ...]]:
+    if width == 4:
+        return [(*row, extra) for row, extra in zip(ROWS, SECOND_NEGATIVES, strict=True)]
     return [row[:width] for row in ROWS]
 
 
-@pytest.mark.parametrize("width", [2, 3], ids=["pairs", "hard-negatives"])
+@pytest.mark.parametrize("width", [2, 3, 4], ids=["pairs", "hard-negatives", "n-tuples"])
 def test_cached_equals_plain_mnrl_and_sentence_transformers(encoder, width):
-    """Loss value and gradients, pairs and triplets; without dropout (eval mode on both sides, since the peer cuts its mini-batches per
-    column and we cut them by length, so their dropout masks could never agree)."""
+    """Loss value and gradients, pairs, triplets and n-tuples; without dropout (eval mode on
+    both sides, since the peer cuts its mini-batches per column and we cut them by length,
+    so their dropout masks could never agree)."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.losses import CachedMultipleNegativesRankingLoss
 
