@@ -1,4 +1,4 @@
-"""Training data: triplets or pairs from JSONL, validated before any training starts.
+"""Training data: pairs, triplets or n-tuples from JSONL, validated before any training starts.
 
 A row is ``{"anchor", "positive", "negative"}`` (a triplet), ``{"anchor", "positive"}``
 (a pair; ``query``/``document`` are accepted as names for the two), or ``{"anchor",

@@ -40,10 +40,10 @@ def false_negative_mask(columns: Sequence[Sequence[str]]) -> torch.Tensor | None
     """Which in-batch candidates repeat the anchor's own positive text (None: none do).
 
     ``columns``: the batch's anchors, positives[, negatives...]. Candidate j (the positives,
-    then each negative column in turn) is excluded for anchor i when its text equals positive i and it is not
-    positive i itself. Without this, a pair seen twice in a batch, or a mined hard negative
-    that is another row's positive, teaches the model to push a text away from itself: the
-    loss of such an anchor cannot go below log 2. sentence-transformers avoids the case with
+    then each negative column in turn) is excluded for anchor i when its text equals
+    positive i and it is not positive i itself. Without this, a pair seen twice in a batch,
+    or a mined hard negative that is another row's positive, teaches the model to push a
+    text away from itself: the loss of such an anchor cannot go below log 2. sentence-transformers avoids the case with
     its ``NoDuplicatesBatchSampler``; masking keeps our batches (and exact resume) as they are.
     With no repeats the loss is exactly the plain one.
     """

@@ -138,9 +138,12 @@ def cmd_mine_negatives(args: argparse.Namespace) -> int:
 
     mined = mine_hard_negatives(rows, encoder, config, corpus=corpus, progress=progress)
     if not mined.triplets:
+        enough = "a valid negative"
+        if args.format == "n-tuple" and args.num_negatives > 1:
+            enough = f"{args.num_negatives} valid negatives"
         raise ValueError(
-            f"no pair of {args.data} has a valid negative ({mined.stats.corpus} candidate "
-            "texts): add texts with --corpus, or loosen --margin / --max-score; nothing written"
+            f"no pair of {args.data} has {enough} ({mined.stats.corpus} candidate texts): add "
+            "texts with --corpus, or loosen --margin / --max-score; nothing written"
         )
     write_examples(args.out, mined.triplets)
     print(json.dumps({"out": str(args.out), **mined.stats.as_dict()}))
