@@ -42,8 +42,9 @@ from embedding import hyperparameters as hp
 from embedding.codesearch import build_pairs, stdlib_root
 from embedding.data import Example, load_examples
 from embedding.encoder import Encoder
-from embedding.mining import MiningConfig, mine_hard_negatives
+from embedding.mining import mine_hard_negatives
 from embedding.training import TrainConfig, TrainResult, finetune
+from workers.cli.data import add_mining_options, mining_config
 
 MODEL = "minilm"
 FLOOR = 1.5  # issue 16: mined gain >= 1.5x plain gain
@@ -51,7 +52,6 @@ METRIC = "mrr@10"
 
 
 def main() -> None:
-    mining = MiningConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-train", type=int, default=400, help="training pairs (default 400)")
     parser.add_argument("--n-eval", type=int, default=None, help="held-out pairs (default all)")
@@ -60,28 +60,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=hp.LR.default)
     parser.add_argument("--seed", type=int, default=0, help="data sample, order and mining")
     parser.add_argument("--max-tokens", type=int, default=None, help="training token cap")
-    parser.add_argument(
-        "--margin",
-        type=lambda v: None if v == "none" else float(v),
-        default=mining.margin,
-        help="mining guard: skip candidates scored above positive - margin ('none': off)",
-    )
-    parser.add_argument(
-        "--max-score", type=float, default=mining.max_score, help="skip candidates above this"
-    )
-    parser.add_argument("--top-k", type=int, default=mining.top_k, help="mining pool")
-    parser.add_argument(
-        "--num-negatives", type=int, default=mining.num_negatives, help="negatives per pair"
-    )
-    parser.add_argument(
-        "--format",
-        choices=("triplet", "n-tuple"),
-        default=mining.output_format,
-        help="a row per negative (more steps), or one row per pair with every negative",
-    )
-    parser.add_argument(
-        "--sampling", choices=("top", "random"), default=mining.sampling, help="from the pool"
-    )
+    add_mining_options(parser, seed=False)  # --seed above serves the mining too
     parser.add_argument(
         "--corpus",
         choices=("sample", "train"),
@@ -109,15 +88,7 @@ def main() -> None:
 
     started = time.perf_counter()
     base = Encoder.load(MODEL)
-    config = MiningConfig(
-        margin=args.margin,
-        max_score=args.max_score,
-        top_k=args.top_k,
-        sampling=args.sampling,
-        seed=args.seed,
-        num_negatives=args.num_negatives,
-        output_format=args.format,
-    )
+    config = mining_config(args)
     corpus = [positive for _, positive in train] if args.corpus == "train" else []
     mined = mine_hard_negatives(rows, base, config, corpus=corpus)
     del base

@@ -41,6 +41,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="JSONL of extra candidate texts, one JSON string a line (the positives always are candidates)",
     )
+    add_mining_options(p)
+    p.set_defaults(func=cmd_mine_negatives)
+
+
+def add_mining_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
+    """:class:`MiningConfig`'s knobs as options, with its defaults; read back with
+    :func:`mining_config`. ``benchmarks/recipes.py`` shares them (``seed=False``: it has a
+    ``--seed`` of its own, for its data sample and order as well as the mining)."""
     p.add_argument(
         "--num-negatives",
         type=int,
@@ -82,14 +90,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="top: the hardest of the pool; random: drawn from it with --seed "
         f"(default: {_MINING.sampling})",
     )
-    p.add_argument("--seed", type=int, default=_MINING.seed, help="seed of random sampling")
+    if seed:
+        p.add_argument("--seed", type=int, default=_MINING.seed, help="seed of random sampling")
     p.add_argument(
         "--chunk-size",
         type=int,
         default=_MINING.chunk_size,
         help=f"anchors scored at once; memory only (default: {_MINING.chunk_size})",
     )
-    p.set_defaults(func=cmd_mine_negatives)
+
+
+def mining_config(args: argparse.Namespace) -> MiningConfig:
+    """The :class:`MiningConfig` that :func:`add_mining_options`' options ask for."""
+    return MiningConfig(
+        num_negatives=args.num_negatives,
+        top_k=args.top_k,
+        margin=args.margin,
+        max_score=args.max_score,
+        sampling=args.sampling,
+        seed=args.seed,
+        chunk_size=args.chunk_size,
+        output_format=args.format,
+    )
 
 
 def _optional_float(text: str) -> float | None:
@@ -120,16 +142,7 @@ def cmd_mine_negatives(args: argparse.Namespace) -> int:
     # Data, corpus and settings are checked before the model is loaded.
     rows = check_pairs(load_examples(args.data), where=f"{args.data} row")
     corpus = load_texts(args.corpus) if args.corpus else []
-    config = MiningConfig(
-        num_negatives=args.num_negatives,
-        top_k=args.top_k,
-        margin=args.margin,
-        max_score=args.max_score,
-        sampling=args.sampling,
-        seed=args.seed,
-        chunk_size=args.chunk_size,
-        output_format=args.format,
-    )
+    config = mining_config(args)
     config.check()
     encoder = load_encoder(local_model_name(args.model))
 
