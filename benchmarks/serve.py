@@ -14,7 +14,8 @@ sending its next request when the previous one is answered, K texts per request 
 code snippets; ``"cache": false`` on our side, so every text is computed). Loads: 32
 clients x 1 text, 4 x 32, 1 x 1, and a cache-hit run (texts already in the cache) through
 the API. Prints
-texts/s and p50/p95/p99 latency per load, the ratios to Infinity, and for 32-text
+texts/s, p50/p95/p99 latency and the machine's CPU per text (clients, servers and Redis
+together: on 2 busy cores what bounds throughput) per load, the ratios to Infinity, and for 32-text
 requests the ratio to our own local ``encode`` of the same requests (the faster of every
 core one pass at a time and the embed worker's pass pool). With ``--rounds N``
 the systems take turns N times; throughputs are medians over rounds, latencies pooled.
@@ -143,6 +144,16 @@ def closed_loop(call: Callable[[list[str]], None], clients: int, per_client: int
     return clients * per_client * k / wall, sorted(latencies)
 
 
+def machine_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy (every process: clients, servers, Redis).
+
+    Per text, under a load that keeps the cores busy, it is what a system costs: on 2 cores,
+    throughput is about 2 / (CPU seconds a text). Steal (the VM's host) is not counted."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p * len(values)))] * 1000
 
@@ -211,6 +222,7 @@ def main() -> None:
         return 4 * args.requests * 32 / (time.perf_counter() - t0)
 
     runs: dict[str, dict[tuple[int, int], list[tuple[float, list[float]]]]] = {}
+    cpu_ms: dict[str, dict[tuple[int, int], list[float]]] = {}  # machine CPU ms a text
     local_rates: list[float] = []  # per round: the faster of the two ways to encode locally
     hit_lat: list[float] = []
 
@@ -219,8 +231,13 @@ def main() -> None:
             call(texts[:32])
             call(texts[:1])
         for clients, k in LOADS:
+            busy = machine_cpu_s()
             run = closed_loop(call, clients, args.requests, k, texts)
+            busy = machine_cpu_s() - busy
             runs.setdefault(name, {}).setdefault((clients, k), []).append(run)
+            cpu_ms.setdefault(name, {}).setdefault((clients, k), []).append(
+                busy * 1000 / (clients * args.requests * k)
+            )
 
     # One system up at a time: an idle server still takes CPU on 2 cores (Infinity's batch
     # loop polls), and whichever ran beside it would pay for it. Rounds alternate the
@@ -268,14 +285,18 @@ def main() -> None:
     local_tps = statistics.median(local_rates)
     hit_lat.sort()
 
-    print(f"{'load':<22}{'system':<18}{'texts/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
+    print(
+        f"{'load':<22}{'system':<18}{'texts/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+        f"{'CPU ms/text':>13}"
+    )
     for clients, k in LOADS:
         for name in names:
             tps, lat = results[name][(clients, k)]
+            cpu = statistics.median(cpu_ms[name][(clients, k)])
             load = f"{clients} clients x {k} text{'s' if k > 1 else ''}"
             print(
                 f"{load:<22}{name:<18}{tps:>9.1f}{pct(lat, 0.5):>9.1f}{pct(lat, 0.95):>9.1f}"
-                f"{pct(lat, 0.99):>9.1f}"
+                f"{pct(lat, 0.99):>9.1f}{cpu:>13.1f}"
             )
     print(
         f"{'1 client x 1, cached':<22}{'ours, HTTP API':<18}{'':>9}{pct(hit_lat, 0.5):>9.2f}"
