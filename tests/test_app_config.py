@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from embedding.config import Settings
 from workers.app import EMBEDDED_BACKEND, EMBEDDED_BROKER, TASK_ROUTES, celery_config, create_app
 
@@ -63,3 +67,44 @@ def test_embed_worker_runs_threads_that_batch():
     assert argv[argv.index("--pool") + 1] == "threads"
     assert argv[argv.index("--concurrency") + 1] == str(get_settings().embed_worker_concurrency)
     assert TASK_ROUTES["embedding.embed"]["queue"] == "embed"
+
+
+@pytest.mark.integration
+def test_the_embed_worker_has_no_ack_emulation_and_keeps_its_prefetch_limit():
+    """`embedctl worker --queues embed` drops the Redis "unacked" bookkeeping (two round
+    trips a message, for tasks that ack as they start); the real kombu channel must take
+    the option, and must still hand out no more unacknowledged messages than the prefetch.
+    The app's own settings (the fine-tune workers') keep ack emulation."""
+    from kombu import Exchange, Queue
+    from kombu.transport import virtual
+
+    from tests.support import redis_url
+    from workers.app import configure_embed_worker
+
+    app = create_app(Settings(broker_url=redis_url(12)))
+    shared = dict(app.conf.broker_transport_options)
+    assert "ack_emulation" not in shared
+    configure_embed_worker(app)
+    assert app.conf.broker_transport_options == {**shared, "ack_emulation": False}
+
+    queue = Queue("embed-prefetch-check", Exchange("embed-prefetch-check"), "k")
+    with app.connection_for_read() as conn:
+        channel = conn.channel()
+        assert channel.ack_emulation is False and channel.QoS is virtual.QoS
+        producer = conn.Producer(channel)
+        for n in range(3):
+            producer.publish({"n": n}, exchange=queue.exchange, routing_key="k", declare=[queue])
+        got = []
+        with conn.Consumer(
+            [queue], channel=channel, callbacks=[lambda body, m: got.append(m)]
+        ) as c:
+            c.qos(prefetch_count=2)
+            deadline = time.monotonic() + 10
+            while len(got) < 2 and time.monotonic() < deadline:
+                conn.drain_events(timeout=1)
+            with pytest.raises(TimeoutError):  # the third waits for an ack
+                conn.drain_events(timeout=0.5)
+            got[0].ack()
+            conn.drain_events(timeout=5)
+        assert sorted(m.payload["n"] for m in got) == [0, 1, 2]
+        channel.close()

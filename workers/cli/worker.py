@@ -140,8 +140,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
     if len(_queues(args)) > 1:
         return supervise([[sys.executable, "-m", "workers.cli", *a] for a in pool_argvs(args)])
-    from workers.app import app
+    from workers.app import EMBED_QUEUE, app, configure_embed_worker
 
+    if _queues(args) == [EMBED_QUEUE]:
+        configure_embed_worker(app)
     argv = worker_argv(args)
     print(
         f"embedctl worker: broker {redact_url(settings.broker_url)}, {' '.join(argv)}",
