@@ -412,3 +412,18 @@ def test_validate_against_the_real_worker_reports_through_exit_code_and_junit(sy
         case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None
     ]
     assert sorted(failing_cases) == sorted(failed)
+
+
+def test_only_the_embed_worker_drops_ack_emulation(system):
+    """Asked over the broker, as an operator would (`celery inspect conf`): the node serving
+    the embed queue runs without Redis ack emulation (its tasks ack as they start), the
+    gpu node (fine-tunes, acked late) keeps it."""
+    confs = plain_celery(system["broker"]).control.inspect(timeout=10).conf(with_defaults=False)
+    options = {
+        node.split("@")[0].rsplit("-", 1)[-1]: c.get("broker_transport_options")
+        for node, c in (confs or {}).items()
+    }
+    assert set(options) >= {"gpu", "cpu", "embed"}, confs
+    assert options["embed"]["ack_emulation"] is False
+    assert "ack_emulation" not in options["gpu"] and "ack_emulation" not in options["cpu"]
+    assert options["gpu"]["visibility_timeout"] == options["embed"]["visibility_timeout"]
