@@ -418,7 +418,11 @@ def test_only_the_embed_worker_drops_ack_emulation(system):
     """Asked over the broker, as an operator would (`celery inspect conf`): the node serving
     the embed queue runs without Redis ack emulation (its tasks ack as they start), the
     gpu node (fine-tunes, acked late) keeps it."""
-    confs = plain_celery(system["broker"]).control.inspect(timeout=10).conf(with_defaults=False)
+    confs = (
+        plain_celery(system["broker"])
+        .control.inspect(timeout=10, limit=3)
+        .conf(with_defaults=False)
+    )
     options = {
         node.split("@")[0].rsplit("-", 1)[-1]: c.get("broker_transport_options")
         for node, c in (confs or {}).items()
