@@ -35,6 +35,7 @@ from embedding.hub import ResolvedModel, resolve
 from embedding.length_batching import length_batches, spread_passes
 from embedding.pass_pool import PassPool
 from embedding.pooling import pool
+from embedding.precision import resolve_precision
 from embedding.specs import ModelSpec, get_spec
 from embedding.st_layout import read_sentence_transformers_files
 from embedding.weights import LoadReport, inventory
@@ -68,16 +69,6 @@ def pick_device(preference: str = "auto") -> str:
     if preference == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return preference
-
-
-def bf16_supported(device: str) -> bool:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return bool(
-        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
 
 
 class Encoder:
@@ -158,9 +149,7 @@ class Encoder:
                 f"model {spec.name!r}: expected {spec.shards} shards, found {len(inv.shards)}"
             )
         device = pick_device(device)
-        precision = precision or spec.default_precision
-        if precision == "bf16" and not (spec.bf16_allowed and bf16_supported(device)):
-            precision = "fp32"
+        precision = resolve_precision(precision, spec.default_precision, spec.bf16_allowed, device)
         tokenizer = AutoTokenizer.from_pretrained(
             resolved.folder, trust_remote_code=spec.trust_remote_code
         )
