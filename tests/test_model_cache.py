@@ -66,3 +66,23 @@ def test_a_model_over_the_whole_budget_still_loads_and_stays_alone(sizes, tiny_q
 def test_at_least_one_model_is_required():
     with pytest.raises(ValueError, match="max_models must be >= 1"):
         ModelCache(max_models=0, max_mb=100)
+
+
+def test_the_deployment_can_pin_the_precision(monkeypatch, tiny_qwen2_dir):
+    """``EMBEDDING_PRECISION`` overrides the measured default; a caller's choice overrides it."""
+    from embedding.config import get_settings
+    from embedding.precision import bf16_supported
+
+    monkeypatch.setenv("EMBEDDING_PRECISION", "bf16")
+    get_settings.cache_clear()
+    try:
+        cache = ModelCache(max_models=3, max_mb=1e9)
+        pinned = cache.get(str(tiny_qwen2_dir))  # its own default is fp32
+        assert pinned.precision == ("bf16" if bf16_supported("cpu") else "fp32")
+        assert cache.get(str(tiny_qwen2_dir), precision="fp32").precision == "fp32"
+        monkeypatch.setenv("EMBEDDING_PRECISION", "fp32")
+        get_settings.cache_clear()
+        assert ModelCache(max_models=1, max_mb=1e9).get("minilm").precision == "fp32"
+    finally:
+        monkeypatch.delenv("EMBEDDING_PRECISION")
+        get_settings.cache_clear()

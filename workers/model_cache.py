@@ -29,7 +29,10 @@ class ModelCache:
         return float(sum(r.size_mb for r in encoder.load_reports))
 
     def get(self, name: str, precision: str | None = None) -> Any:
-        """The loaded encoder for ``name``; loads it on first use."""
+        """The loaded encoder for ``name``; loads it on first use, in ``precision`` or else the
+        deployment's ``EMBEDDING_PRECISION`` (``auto``: the model's measured default)."""
+        if precision is None and get_settings().precision != "auto":
+            precision = get_settings().precision
         key = (name, precision)
         with self._lock:
             if key in self._models:
