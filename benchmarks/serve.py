@@ -183,6 +183,12 @@ def main() -> None:
         help="EMBEDDING_EMBED_PASSES for our worker (1: one batch at a time on every core)",
     )
     parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="EMBEDDING_PRECISION for our worker and our local encode (auto: measured default)",
+    )
+    parser.add_argument(
         "--peer",
         choices=("infinity", "none"),
         default="infinity",
@@ -200,7 +206,11 @@ def main() -> None:
     env = service_env(f"sqlite:///{tmp / 'bench.db'}", broker, tmp, EMBEDDING_CACHE_URL=cache)
     if args.passes is not None:
         env["EMBEDDING_EMBED_PASSES"] = str(args.passes)
-    local = Encoder.load("minilm", device="cpu")
+    env["EMBEDDING_PRECISION"] = args.precision
+    local = Encoder.load(
+        "minilm", device="cpu", precision=None if args.precision == "auto" else args.precision
+    )
+    print(f"our precision: {local.precision}", flush=True)
     texts = code_corpus(max(2000, 32 * 4 * args.requests + 64), seed=7)
     client = Celery(broker=broker, backend=broker)
     client.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
