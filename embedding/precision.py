@@ -40,13 +40,10 @@ def bf16_supported(device: str) -> bool:
     )
 
 
-def _best_seconds(run, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return best
+def _seconds(run) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
 
 
 def bf16_speedup(device: str) -> float:
@@ -69,8 +66,10 @@ def bf16_speedup(device: str) -> float:
                 for _ in range(2):  # oneDNN builds its kernels on the first calls
                     F.linear(x32, w32), F.linear(x16, w16)
                 # Best of several, interleaved, so that a busy moment hurts neither side alone.
-                fp32 = _best_seconds(lambda: F.linear(x32, w32), 5)
-                bf16 = _best_seconds(lambda: F.linear(x16, w16), 5)
+                fp32 = bf16 = float("inf")
+                for _ in range(5):
+                    fp32 = min(fp32, _seconds(lambda: F.linear(x32, w32)))
+                    bf16 = min(bf16, _seconds(lambda: F.linear(x16, w16)))
             _measured[device] = fp32 / bf16
             log.info("bf16 matrix products run %.2fx fp32's speed here", _measured[device])
         return _measured[device]
