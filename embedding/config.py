@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="`auto` (CUDA if present), `cuda` or `cpu`")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
-        description="precision workers load models in; `auto`: the model's default, bf16 only "
+        description="precision of the models workers load to embed, benchmark and evaluate "
+        "(fine-tunes train at the measured default); `auto`: the model's default, bf16 only "
         "where a matrix product measured at load runs faster in it than in fp32",
     )
     default_model: str = Field("minilm", description="the model used when none is named")
