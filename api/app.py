@@ -19,6 +19,7 @@ from api.limits import BodyCapMiddleware
 from api.metrics import Metrics, MetricsMiddleware
 from api.routes import (
     batches,
+    datasets,
     embeddings,
     evaluations,
     files,
@@ -83,7 +84,17 @@ def create_app() -> FastAPI:
     )
     app.state.metrics = Metrics()
     errors.install(app)
-    routers = (health, embeddings, models, files, fine_tuning, batches, validations, evaluations)
+    routers = (
+        health,
+        embeddings,
+        models,
+        files,
+        fine_tuning,
+        batches,
+        validations,
+        evaluations,
+        datasets,
+    )
     for module in (*routers, page):
         app.include_router(module.router)
     app.add_middleware(BodyCapMiddleware)

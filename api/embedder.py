@@ -22,7 +22,7 @@ from api import cache_lookup
 from api.coalescer import Coalescer
 from api.errors import APIError
 from embedding.config import get_settings
-from embedding.encoder import DEFAULT_TOKEN_BUDGET
+from embedding.device_profile import CPU_PROFILE
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,9 @@ def coalescer() -> Coalescer:
             _coalescer = Coalescer(
                 send_task,
                 wait_s=settings.api_coalesce_wait_ms / 1000.0,
-                token_budget=DEFAULT_TOKEN_BUDGET,
+                # The API does not know the workers' device: a group is the CPU's pass, and
+                # a GPU worker merges groups again in its own batcher (embed_service).
+                token_budget=CPU_PROFILE.encode_token_budget,
                 max_texts=settings.max_texts_per_request,
             )
         return _coalescer

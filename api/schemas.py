@@ -168,6 +168,7 @@ class JobResult(BaseModel):
     exported_epoch: int | None = None  # whose weights are fine_tuned_model
     epochs_trained: int
     stopped_early: bool
+    stop_reason: str | None = None  # why fewer epochs than asked: early stop, data exhausted
     eval_before: dict[str, float | None] = {}
     eval_after: dict[str, float | None] = {}
 
@@ -334,6 +335,11 @@ class Evaluation(BaseModel):
     seed: int
     trigger: str
     error: str | None = None
+    attempts: int = 0
+    rescues: list[dict[str, Any]] = Field(
+        default=[],
+        description="What the lifeline did after a lost worker: re-run or failed, and why.",
+    )
 
 
 class EvaluationList(BaseModel):

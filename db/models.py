@@ -291,6 +291,9 @@ class ValidationRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     models: Mapped[list[str]] = mapped_column(JSONType, default=list)
     error: Mapped[str | None] = mapped_column(Text)
+    # Refreshed while one of its checks runs: a run whose checks all stopped (none running,
+    # none waiting) is lost, and the lifeline ends it with the reason.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     checks: Mapped[list[ValidationCheck]] = relationship(
         back_populates="run",
@@ -372,6 +375,15 @@ class Evaluation(Base):
     created_at: Mapped[datetime] = _created_at()
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The dataset path a worker reads (None: inline pairs, or the CLI's own file): what a
+    # re-run after a lost worker needs.
+    dataset: Mapped[str | None] = mapped_column(Text)
+    # The running worker's lease, refreshed while it runs; stale: its worker is gone.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Runs started (claims); the lifeline stops re-running at the job attempts cap.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What the lifeline did, oldest first: [{"at", "action": "rerun" | "failed", "reason"}].
+    rescues: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
 
 
 # ------------------------------------------------------------------ the HTTP API's records

@@ -66,6 +66,8 @@ __all__ = [
     "add_benchmark_result",
     "add_file",
     "add_job_event",
+    "beat_evaluation",
+    "beat_validation_run",
     "benchmark_history",
     "claim_job",
     "count_jobs_by_status",
@@ -76,6 +78,7 @@ __all__ = [
     "delete_file",
     "delete_model_version",
     "fail_evaluation",
+    "fail_lost_evaluation",
     "finish_evaluation",
     "finish_job",
     "finish_validation_run",
@@ -99,6 +102,7 @@ __all__ = [
     "list_jobs_page",
     "list_model_versions",
     "list_validation_runs",
+    "lost_evaluations",
     "mark_rescued",
     "mark_sent",
     "record_batch_chunk",
@@ -108,7 +112,9 @@ __all__ = [
     "register_model_version",
     "release_job",
     "request_cancel",
+    "requeue_lost_evaluation",
     "set_batch_status",
+    "stale_validation_runs",
     "start_evaluation",
     "unsent_jobs",
 ]
@@ -1018,6 +1024,35 @@ def record_batch_chunk(
     return int(session.scalar(done) or 0)
 
 
+def beat_validation_run(session: Session, run_id: Id) -> bool:
+    """Refresh a running validation run's lease (a check of it is running); False once the
+    run has ended."""
+    rid = v.as_uuid(run_id, "run_id")
+    stmt = (
+        update(ValidationRun)
+        .where(ValidationRun.id == rid, ValidationRun.status == "running")
+        .values(heartbeat_at=utcnow())
+    )
+    moved = _update(session, stmt) == 1
+    _forget(session, ValidationRun, rid)
+    return moved
+
+
+def stale_validation_runs(
+    session: Session, started_before: datetime, lease_expired_before: datetime
+) -> list[str]:
+    """``running`` runs started before ``started_before`` whose lease (a check running) is
+    older than ``lease_expired_before`` or was never taken: candidates for the lifeline,
+    which still looks for their messages in the queues."""
+    query = select(ValidationRun.id).where(
+        ValidationRun.status == "running",
+        ValidationRun.started_at < started_before,
+        (ValidationRun.heartbeat_at.is_(None))
+        | (ValidationRun.heartbeat_at < lease_expired_before),
+    )
+    return [str(rid) for rid in session.scalars(query)]
+
+
 def list_validation_runs(session: Session, limit: int = 20) -> list[ValidationRun]:
     """The newest runs first, with their checks."""
     query = (
@@ -1039,8 +1074,10 @@ def create_evaluation(
     n_resamples: int,
     seed: int,
     primary_metric: str,
+    dataset: str | None = None,
 ) -> Evaluation:
-    """Record a comparison to run (``queued``): the names as given and the data's name."""
+    """Record a comparison to run (``queued``): the names as given and the data's name, and
+    the dataset path a worker reads (what a re-run needs; None for inline pairs)."""
     row = Evaluation(
         trigger=v.choice(trigger, EVALUATION_TRIGGERS, "evaluation trigger"),
         model_a=v.text(model_a, "model_a", max_len=500),
@@ -1049,6 +1086,7 @@ def create_evaluation(
         n_resamples=v.integer(n_resamples, "n_resamples", minimum=1),
         seed=v.integer(seed, "seed", minimum=0),
         primary_metric=v.text(primary_metric, "primary_metric", max_len=32),
+        dataset=v.optional_text(dataset, "dataset"),
         status="queued",
     )
     session.add(row)
@@ -1077,9 +1115,61 @@ def start_evaluation(
         "data_sha256": _sha256(data_sha256, "data_sha256"),
         "data_rows": v.integer(data_rows, "data_rows", minimum=1),
     }
+    now = utcnow()
+    values["attempts"] = Evaluation.attempts + 1
     return _move_evaluation(
-        session, eid, ("queued",), status="running", started_at=utcnow(), **values
+        session, eid, ("queued",), status="running", started_at=now, heartbeat_at=now, **values
     )
+
+
+def beat_evaluation(session: Session, evaluation_id: Id) -> bool:
+    """Refresh a running evaluation's lease; False once it is no longer running."""
+    eid = v.as_uuid(evaluation_id, "evaluation_id")
+    return _move_evaluation(session, eid, ("running",), heartbeat_at=utcnow())
+
+
+def lost_evaluations(session: Session, lease_expired_before: datetime) -> list[Evaluation]:
+    """``running`` evaluations whose lease (or, with none, start) is older than the cutoff:
+    their worker is gone."""
+    seen = func.coalesce(Evaluation.heartbeat_at, Evaluation.started_at)
+    query = select(Evaluation).where(Evaluation.status == "running", seen < lease_expired_before)
+    return list(session.scalars(query.execution_options(populate_existing=True)))
+
+
+def requeue_lost_evaluation(session: Session, evaluation_id: Id, reason: str) -> bool:
+    """A lost ``running`` evaluation back to ``queued`` to run again, the rescue recorded;
+    True if this call moved it."""
+    eid = v.as_uuid(evaluation_id, "evaluation_id")
+    return _rescue_evaluation(session, eid, "rerun", v.text(reason, "reason"), status="queued")
+
+
+def fail_lost_evaluation(session: Session, evaluation_id: Id, reason: str) -> bool:
+    """A lost ``running`` evaluation ``failed`` with the reason, the rescue recorded."""
+    eid = v.as_uuid(evaluation_id, "evaluation_id")
+    reason = v.text(reason, "reason")
+    return _rescue_evaluation(
+        session, eid, "failed", reason, status="failed", error=reason, finished_at=utcnow()
+    )
+
+
+def _rescue_evaluation(session: Session, eid: Any, action: str, reason: str, **values: Any) -> bool:
+    row = session.get(Evaluation, eid, populate_existing=True)
+    if row is None or row.status != "running":
+        return False
+    entry = {"at": utcnow().isoformat(), "action": action, "reason": reason}
+    rescues = [*(row.rescues or []), entry]
+    stmt = (
+        update(Evaluation)
+        .where(
+            Evaluation.id == eid,
+            Evaluation.status == "running",
+            Evaluation.attempts == row.attempts,  # nobody claimed it again meanwhile
+        )
+        .values(rescues=rescues, **values)
+    )
+    moved = _update(session, stmt) == 1
+    _forget(session, Evaluation, eid)
+    return moved
 
 
 def finish_evaluation(

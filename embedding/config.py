@@ -134,7 +134,7 @@ class Settings(BaseSettings):
         0,
         ge=0,
         description="forward passes an embed worker runs side by side, each on one core, so "
-        "batches overlap; 0: one per core; 1: one at a time on every core",
+        "batches overlap; 0: one per core (one on a GPU); 1: one at a time on every core",
     )
     api_coalesce_wait_ms: float = Field(
         2.0, description="the API coalesces concurrent `/v1/embeddings` calls this long"
@@ -143,6 +143,30 @@ class Settings(BaseSettings):
         64,
         description="threads of an `embedctl worker --queues embed`: the most requests it holds, "
         "hence its largest batch",
+    )
+    torch_threads_gpu: int = Field(
+        0,
+        ge=0,
+        description="torch intra-op threads of the gpu pool (training, checks); 0: the cores "
+        "split between the pools that run torch in the worker (gpu and embed)",
+    )
+    torch_interop_threads_gpu: int = Field(
+        0, ge=0, description="torch inter-op threads of the gpu pool; 0: 1"
+    )
+    torch_threads_embed: int = Field(
+        0,
+        ge=0,
+        description="torch intra-op threads of the embed pool (and its parallel passes); 0: "
+        "its share of the cores (all of them when it runs alone)",
+    )
+    torch_interop_threads_embed: int = Field(
+        0, ge=0, description="torch inter-op threads of the embed pool; 0: 1"
+    )
+    torch_threads_cpu: int = Field(
+        0, ge=0, description="torch intra-op threads of the cpu pool (bookkeeping); 0: 1"
+    )
+    torch_interop_threads_cpu: int = Field(
+        0, ge=0, description="torch inter-op threads of the cpu pool; 0: 1"
     )
     cache_url: str | None = Field(
         None,

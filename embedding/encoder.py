@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedding.adapters import adapter_for_task, attach_task_adapters, find_task_adapters
+from embedding.attention_kernels import configure_attention
+from embedding.device_profile import PassProfile, pass_profile
 from embedding.hub import ResolvedModel, resolve
 from embedding.length_batching import length_batches, spread_passes
 from embedding.pass_pool import PassPool
@@ -47,7 +49,6 @@ if TYPE_CHECKING:
 # token it may keep, and it bounds tokenizer time on huge inputs. If the cap cut a text that
 # then fits, we tokenize the whole text again, so the cap never loses a token that fits.
 CHARS_PER_TOKEN_CAP = 32
-DEFAULT_TOKEN_BUDGET = 4096  # best of 2048/4096/8192/16384 on minilm (benchmarks/encode.py)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,15 @@ class Encoder:
         self.tokenizer = tokenizer
         self.device = device
         self.precision = precision
+        config = getattr(model, "config", None)
+        self.profile: PassProfile = pass_profile(  # budgets and pass shapes on this device
+            device,
+            int(getattr(config, "hidden_size", 0) or 0),
+            int(getattr(config, "num_hidden_layers", 0) or 0),
+        )
+        # A causal model (Qwen2) needs no padding mask: padding sits after every real token
+        # (collate pads right), and no real token attends forward (see embed).
+        self.causal = any(getattr(m, "is_causal", False) is True for m in model.modules())
         self.load_reports: list[LoadReport] = [load_report]
         self._head, self._tail = _special_token_frame(tokenizer)
         self.dim = spec.dim or int(model.config.hidden_size)
@@ -149,6 +159,7 @@ class Encoder:
                 f"model {spec.name!r}: expected {spec.shards} shards, found {len(inv.shards)}"
             )
         device = pick_device(device)
+        configure_attention(device)  # no cuDNN attention on CUDA: embedding/attention_kernels.py
         precision = resolve_precision(precision, spec.default_precision, spec.bf16_allowed, device)
         tokenizer = AutoTokenizer.from_pretrained(
             resolved.folder, trust_remote_code=spec.trust_remote_code
@@ -240,21 +251,37 @@ class Encoder:
                 return int(candidate)
         return 0
 
-    def collate(self, sequences: Sequence[list[int]]) -> dict[str, torch.Tensor]:
-        """Pad token id lists into tensors on the encoder's device (tokenizer's padding side)."""
+    def collate(self, sequences: Sequence[list[int]]) -> dict[str, Any]:
+        """Pad token id lists into tensors on the encoder's device.
+
+        Always on the right, whatever the tokenizer's side: pooling reads the mask, so both
+        are right for every model, but under a causal mask a left-padded row's padding
+        queries see no key at all, the fully masked rows that attention kernels turn into
+        NaN (embedding/attention_kernels.py), and models with absolute positions (BERT)
+        would see shifted positions. The width is rounded up to the device profile's
+        multiple. On CUDA the tensors are built in pinned memory and copied without
+        waiting, so the CPU collates the next pass while the GPU runs this one.
+        ``padded`` says whether any row is padded: a pass without padding runs without a
+        mask (flash attention, no mask to build).
+        """
         import torch
 
-        width = max(len(s) for s in sequences)
+        longest = max(len(s) for s in sequences)
+        width = self.profile.padded_width(longest)
         pad_id = self.tokenizer.pad_token_id or 0
         ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        left = getattr(self.tokenizer, "padding_side", "right") == "left"
         for row, seq in enumerate(sequences):
-            n = len(seq)
-            cols = slice(width - n, width) if left else slice(0, n)
-            ids[row, cols] = torch.tensor(seq, dtype=torch.long)
-            mask[row, cols] = 1
-        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        padded = width != longest or any(len(s) != longest for s in sequences)
+        if self.device.startswith("cuda"):
+            ids, mask = ids.pin_memory(), mask.pin_memory()
+        return {
+            "input_ids": ids.to(self.device, non_blocking=True),
+            "attention_mask": mask.to(self.device, non_blocking=True),
+            "padded": padded,
+        }
 
     def tokenize(self, texts: Sequence[str], task: str | None = None) -> dict[str, torch.Tensor]:
         """Texts -> padded tensors, for training (see :meth:`embed`)."""
@@ -290,9 +317,17 @@ class Encoder:
         training = torch.is_grad_enabled() or self.model.training
         model = self.model if training else self._inference_model()
         # The twin is low precision through and through: autocast would only add casts.
+        mask = features["attention_mask"]
+        # Without a mask, attention runs the flash kernel and no mask is built. That is
+        # exact when no row is padded, and for a causal model padded on the right: a real
+        # token attends only to the tokens before it, all real; the padding's own states
+        # are never pooled (pooling reads the mask).
+        needs_mask = features.get("padded", True) and not self.causal
         with self.autocast() if model is self.model else contextlib.nullcontext():
-            hidden = model(**features).last_hidden_state
-        pooled = pool(hidden.float(), features["attention_mask"], self.spec.pooling)
+            hidden = model(
+                input_ids=features["input_ids"], attention_mask=mask if needs_mask else None
+            ).last_hidden_state
+        pooled = pool(hidden.float(), mask, self.spec.pooling)
         if truncate_dim:
             pooled = pooled[:, :truncate_dim]
         return F.normalize(pooled, p=2, dim=-1) if normalize else pooled
@@ -334,7 +369,7 @@ class Encoder:
         task: str | None = None,
         prompt: str | None = None,
         truncate_dim: int | None = None,
-        token_budget: int = DEFAULT_TOKEN_BUDGET,
+        token_budget: int | None = None,
         return_report: bool = False,
         progress: Any = None,
         pool: PassPool | None = None,
@@ -343,6 +378,9 @@ class Encoder:
 
         With a ``pool``, the forward passes run side by side on its single-threaded workers
         (:mod:`embedding.pass_pool`); without, one after another on every core.
+        ``token_budget`` (padded tokens per pass) defaults to the device profile's.
+        On CUDA, the vectors stay on the GPU until the last pass is queued and come back
+        in one copy: nothing waits for the GPU between passes.
         """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
@@ -354,10 +392,18 @@ class Encoder:
         with self._tokenizer_lock:
             sequences, report = self.prepare(items, task=task, prompt=prompt)
         lengths = [len(s) for s in sequences]
-        plan = list(length_batches(lengths, batch_size, token_budget))
+        profile = self.profile
+        budget = token_budget or profile.encode_token_budget
+        plan = list(
+            length_batches(
+                lengths, batch_size, budget, profile.overhead_tokens, profile.attention_width
+            )
+        )
         if pool is not None:
             plan = spread_passes(plan, lengths, pool.workers)
         out = np.empty((len(items), out_dim), dtype=np.float32)
+        on_gpu = self.device.startswith("cuda")
+        queued: list[tuple[list[int], Any]] = []  # CUDA: (rows, vectors still on the GPU)
 
         def run(batch: list[int]) -> None:
             import torch
@@ -368,7 +414,10 @@ class Encoder:
                     normalize=normalize,
                     truncate_dim=truncate_dim,
                 )
-            out[batch] = vectors.float().cpu().numpy()
+            if on_gpu:
+                queued.append((batch, vectors))
+            else:
+                out[batch] = vectors.float().cpu().numpy()
 
         with self._adapter_lock if self.adapters else contextlib.nullcontext():
             if self.adapters:
@@ -381,6 +430,8 @@ class Encoder:
                         progress.update(len(batch))
             else:
                 _run_on_pool(pool, run, plan, progress)  # the twin lock builds the twin once
+        if queued:
+            _gather(out, queued)
         result = out[0:1] if single else out
         return (result, report) if return_report else result
 
@@ -447,6 +498,15 @@ def load_encoder(
         members = [Encoder.load(m, device=device, precision=precision) for m in spec.members]
         return CombinedEncoder(spec, members)
     return Encoder.load(spec, device=device, precision=precision)
+
+
+def _gather(out: np.ndarray, queued: list[tuple[list[int], Any]]) -> None:
+    """Copy the GPU's vectors into ``out`` with one device-to-host copy (one wait)."""
+    import torch
+
+    rows = [i for batch, _ in queued for i in batch]
+    vectors = torch.cat([v for _, v in queued]) if len(queued) > 1 else queued[0][1]
+    out[rows] = vectors.float().cpu().numpy()
 
 
 def _run_on_pool(pool: PassPool, run: Any, plan: list[list[int]], progress: Any) -> None:

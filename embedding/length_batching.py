@@ -16,9 +16,10 @@ one 16 x 256 pass, 196 ms, where a pass for the long ones and one for the short 
 program over that cost: O(texts x batch_size) steps, vectorized, about a millisecond for a
 few hundred texts, which is nothing next to the forward passes it plans.
 
-The constants are minilm's. A larger model's per-token cost is larger, so its fixed cost is
-worth fewer tokens and its best cut a little finer; the plan is still never worse than
-padding everything to the longest text, and the budget and row cap always hold.
+The constants are minilm's on a CPU; a GPU's are in :mod:`embedding.device_profile`. A
+larger model's per-token cost is larger, so its fixed cost is worth fewer tokens and its
+best cut a little finer; the plan is still never worse than padding everything to the
+longest text, and the budget and row cap always hold.
 """
 
 from __future__ import annotations
@@ -37,27 +38,33 @@ def pass_cost(rows: int, width: int) -> float:
 
 
 def length_batches(
-    lengths: Sequence[int], batch_size: int, token_budget: int
+    lengths: Sequence[int],
+    batch_size: int,
+    token_budget: int,
+    overhead_tokens: float = OVERHEAD_TOKENS,
+    attention_width: float = ATTENTION_WIDTH,
 ) -> Iterable[list[int]]:
     """Indices grouped into forward passes of similar length, cheapest plan first found.
 
     Each pass holds at most ``batch_size`` texts and at most ``token_budget`` padded tokens
     (a text longer than the budget gets a pass of its own). Longest first, so the biggest
-    allocation happens once at the start; within a pass, longest first as well.
+    allocation happens once at the start; within a pass, longest first as well. The cost
+    model's two figures default to the CPU's; a device's come from
+    :mod:`embedding.device_profile`.
     """
     n = len(lengths)
     if n == 0:
         return []
     order = sorted(range(n), key=lambda i: -lengths[i])
     width = np.array([lengths[i] for i in order], dtype=np.float64)
-    per_token = 1.0 + width / ATTENTION_WIDTH
+    per_token = 1.0 + width / attention_width
     best = np.zeros(n + 1)  # best[j]: cheapest plan for the j longest texts
     cut = np.zeros(n + 1, dtype=np.int64)  # where that plan's last pass starts
     for end in range(1, n + 1):
         starts = np.arange(max(0, end - batch_size), end)
         rows = end - starts
         padded = rows * width[starts]
-        costs = best[starts] + OVERHEAD_TOKENS + padded * per_token[starts]
+        costs = best[starts] + overhead_tokens + padded * per_token[starts]
         costs[(padded > token_budget) & (rows > 1)] = np.inf
         pick = int(np.argmin(costs))
         best[end], cut[end] = costs[pick], starts[pick]

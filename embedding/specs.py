@@ -215,6 +215,7 @@ def spec_from_folder(folder: Path, name: str | None = None) -> ModelSpec:
         task_adapters=has_task_adapters(folder),
         normalize=bool(st.get("normalize", True)),
         default_precision=extra.get("default_precision", "fp32"),
+        bf16_allowed=bool(extra.get("bf16_allowed", True)),
         matryoshka_dims=tuple(
             int(d) for d in extra.get("matryoshka_dims") or () if 0 < int(d) <= dim
         ),

@@ -73,6 +73,7 @@ def export_sentence_transformers(
     max_tokens: int,
     prompts: dict[str, str],
     extra: dict[str, Any],
+    default_prompt: str | None = None,
 ) -> Path:
     """Save a model folder that both ``SentenceTransformer(path)`` and our registry open.
 
@@ -106,7 +107,13 @@ def export_sentence_transformers(
     )
     (tmp / "config_sentence_transformers.json").write_text(
         json.dumps(
-            {"prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"},
+            {
+                "prompts": prompts,
+                # The task used when a caller names none: a model served without it would
+                # embed without the prompt its base (and its training) put in front.
+                "default_prompt_name": default_prompt if default_prompt in prompts else None,
+                "similarity_fn_name": "cosine",
+            },
             indent=2,
         )
     )

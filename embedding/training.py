@@ -8,7 +8,9 @@
        (cached_mnrl: forward and backward in mini-batches, GradCache; see losses/)
     -> end of epoch: mean loss, eval (with a validation set), checkpoint (atomic),
        ``on_epoch_end`` callback, early stop after ``early_stopping_patience`` epochs
-       without a gain
+       without a gain, or (``stop_when_exhausted``, the CLI) once an epoch's loss is
+       exactly zero (the data is exhausted: :func:`exhausted_reason`); ``stop_reason``
+       says which
     -> the best epoch's weights back in place -> eval after -> export in the
        sentence-transformers layout (LoRA merged into the base)
 
@@ -175,6 +177,9 @@ class TrainResult:
     selected_by: str | None = None  # that metric: "mrr@10" or "triplet_accuracy"
     exported_epoch: int | None = None  # whose weights are in output_dir (the best, or last)
     stopped_early: bool = False  # early_stopping_patience ended it (exported all the same)
+    # Why it ended before ``config.epochs`` (early stop, or the data exhausted); None: it ran
+    # them all (or ``stopped`` interrupted it).
+    stop_reason: str | None = None
 
 
 # --------------------------------------------------------------------- setup
@@ -471,6 +476,7 @@ def finetune(
     checkpoint_every_steps: int = 0,
     checkpoint_every_s: float = 0.0,
     on_checkpoint: Callable[[Path, int, int], None] | None = None,
+    stop_when_exhausted: bool = False,
 ) -> TrainResult:
     """Train, checkpoint every epoch, export. See the module docstring for the shape of it.
 
@@ -488,6 +494,12 @@ def finetune(
     steps or ``checkpoint_every_s`` seconds (0: never), and at once when ``should_stop()``
     ends the run mid-epoch; resume continues at the next batch, with the same losses as an
     uninterrupted run. ``on_checkpoint(path, finished_epochs, step)`` after each one.
+
+    ``stop_when_exhausted``: end (and export) once an epoch's loss is exactly zero
+    (:func:`exhausted_reason`), recorded in ``stop_reason``. ``embedctl finetune`` asks for
+    it, so a user running the seed's check by hand sees a decreasing curve; a submitted job
+    trains the epochs it was given (its caller set ``n_epochs``, and its history is the
+    record of them).
     """
     # 1. Refuse bad settings and data before anything is loaded.
     config = config or TrainConfig()
@@ -551,6 +563,7 @@ def finetune(
     stopped = False
     selection = select(history)
     stopped_early = selection.patience_exhausted(config.early_stopping_patience)
+    exhausted = exhausted_reason(history) if stop_when_exhausted else None
     best_state: dict[str, torch.Tensor] | None = None  # only without a checkpoint directory
     started = last_save = time.perf_counter()
 
@@ -581,7 +594,7 @@ def finetune(
         if on_checkpoint:
             on_checkpoint(path, epoch - 1, step)
 
-    remaining = () if stopped_early else range(start_epoch, config.epochs + 1)
+    remaining = () if stopped_early or exhausted else range(start_epoch, config.epochs + 1)
     for epoch in remaining:
         encoder.model.train()
         epoch_start, losses, seen, lr_used = time.perf_counter(), [], 0, 0.0
@@ -674,6 +687,9 @@ def finetune(
         if selection.patience_exhausted(config.early_stopping_patience):
             stopped_early = True
             break
+        exhausted = exhausted_reason(history) if stop_when_exhausted else None
+        if exhausted and epoch < config.epochs:
+            break
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < config.epochs:
             stopped = True
             break
@@ -717,7 +733,48 @@ def finetune(
         selected_by=selection.metric if selection.best_epoch is not None else None,
         exported_epoch=exported,
         stopped_early=stopped_early,
+        stop_reason=_stop_reason(
+            stopped, stopped_early, exhausted, epochs, config.epochs, selection
+        ),
     )
+
+
+def exhausted_reason(history: list[dict[str, Any]]) -> str | None:
+    """Why training stops when the last epoch's mean loss is exactly zero, else None.
+
+    A triplet loss is a hinge: zero means every row of every batch already meets the
+    margin, so the gradient is zero and the data has nothing left to teach. Another epoch
+    would only apply AdamW's weight decay (and the optimizer's momentum), which moves the
+    weights without a loss to pull them back: on the seed's five triplets at lr 1e-4 the
+    losses went 0.088, 0.0, 0.0074, a curve that rises after reaching zero. Stopping there
+    is what the data supports; the reason is recorded with the result.
+    """
+    if not history or history[-1]["loss"] != 0.0:
+        return None
+    epoch = history[-1]["epoch"]
+    return (
+        f"data exhausted: every training row met the margin in epoch {epoch} (loss 0), so "
+        "there was nothing left to learn; stopped there"
+    )
+
+
+def _stop_reason(
+    stopped: bool,
+    stopped_early: bool,
+    exhausted: str | None,
+    epochs: list[EpochStats],
+    planned: int,
+    selection: Selection,
+) -> str | None:
+    """Why a finished run trained fewer epochs than asked (None when it trained them all)."""
+    if stopped or not epochs or epochs[-1].epoch >= planned:
+        return None
+    if stopped_early:
+        return (
+            f"early stop: {selection.metric} did not improve for the patience's epochs "
+            f"after epoch {selection.best_epoch}"
+        )
+    return exhausted
 
 
 def _take_best(
@@ -760,10 +817,15 @@ def _export(encoder: Encoder, out_dir: Path, merged_lora: bool) -> Path:
         dim=encoder.dim,
         max_tokens=spec.max_tokens,
         prompts=dict(spec.prompts),
+        default_prompt=spec.default_task,
+        # Everything a served model needs beyond the ST files: its precision policy and
+        # Matryoshka dims (embedding.specs.spec_from_folder reads them back).
         extra={
             "name": out_dir.name,
             "base_model": spec.name,
+            # The base's precision policy travels with it (embedding/precision.py).
             "default_precision": spec.default_precision,
+            "bf16_allowed": spec.bf16_allowed,
             # A fine-tune keeps the base's Matryoshka dims: truncating to them stays valid
             # (and `matryoshka` training optimized exactly those widths).
             "matryoshka_dims": list(spec.matryoshka_dims),

@@ -4,7 +4,8 @@ A fine-tuning batch of docstring -> code pairs mixes ~20-token queries with code
 256 tokens. Padded as one tensor, every query is padded to the longest code: on the stdlib
 pairs at batch 32, 64 texts x 256 = 16,384 token slots hold ~3,900 real tokens, and
 attention (quadratic in the padded width) runs on 64 x 256^2 scores per head and layer.
-Here the texts are sorted by length and cut into chunks under a padded-token budget, each
+Here the texts are sorted by length and cut into chunks under a padded-token budget (the
+device's: 1,024 tokens on a CPU, far more on a GPU, :mod:`embedding.device_profile`), each
 chunk padded only to its own longest text, and the embeddings come back in input order.
 
 Every text's embedding is the same function of its own tokens whatever it is batched with
@@ -36,29 +37,35 @@ if TYPE_CHECKING:
 
     from embedding.encoder import Encoder
 
-# Padded token slots per chunk. Chunks are cut longest-first, so the long texts share small
-# chunks and the short ones big chunks; measured on stdlib pairs (benchmarks/train.py).
-TRAINING_TOKEN_BUDGET = 1024
-
 
 def embed_for_training(
     encoder: Encoder,
     texts: Sequence[str],
-    token_budget: int = TRAINING_TOKEN_BUDGET,
+    token_budget: int | None = None,
     task: str | None = None,
 ) -> torch.Tensor:
     """L2-normalized embeddings of ``texts`` in input order, one row each, with autograd.
 
     Tokenizes once (truncating to ``encoder.spec.max_tokens``), forwards length-sorted chunks
     of at most ``token_budget`` padded tokens (a text longer than that gets a chunk of its
-    own), and reorders. Gradients flow back to every chunk.
+    own; default: the device profile's, :mod:`embedding.device_profile`), and reorders.
+    Gradients flow back to every chunk.
     """
     import torch
 
     if not texts:
         raise ValueError("embed_for_training needs at least one text")
     sequences, _ = encoder.prepare(texts, task=task)
-    chunks = list(length_batches([len(s) for s in sequences], len(sequences), token_budget))
+    profile = encoder.profile
+    chunks = list(
+        length_batches(
+            [len(s) for s in sequences],
+            len(sequences),
+            token_budget or profile.training_token_budget,
+            profile.overhead_tokens,
+            profile.attention_width,
+        )
+    )
     # One autocast context around all chunks: one cast of each weight (see module docstring).
     with _training_attention(encoder.model, encoder.device), encoder.autocast():
         parts = [encoder.embed(encoder.collate([sequences[i] for i in c])) for c in chunks]
@@ -101,4 +108,4 @@ def _training_attention(model: Any, device: str) -> Iterator[None]:
         base.set_attn_implementation("sdpa")
 
 
-__all__ = ["TRAINING_TOKEN_BUDGET", "embed_for_training"]
+__all__ = ["embed_for_training"]

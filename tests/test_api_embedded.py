@@ -575,6 +575,13 @@ def test_fine_tune_and_embed_through_the_sdk_embedded_and_the_jobs_page(api, fil
     assert job.fine_tuned_model in page
     best = job.model_extra["result"]["best_epoch"]  # the SDK keeps our extra field
     assert best in (1, 2) and f'data-best-epoch="{best}"' in page
+    # The loss chart carries the validation metric per epoch, and a dot on the best epoch.
+    metric = job.model_extra["result"]["selected_by"]
+    points = client.fine_tuning.jobs.checkpoints.list(job.id).data[::-1]  # oldest first
+    shown = ",".join(f"{p.metrics.model_extra['eval'][metric]:.4f}" for p in points)
+    chart = f'class="metric" data-metric="{metric}" data-points="2" data-values="{shown}"'
+    assert chart in page, page[-3000:]
+    assert f'<circle class="best" data-epoch="{best}"' in page
     subprocess.run(
         [*common, "--window-size=1280,800", f"--screenshot={shot}", f"{api.base}/"],
         capture_output=True,
@@ -645,3 +652,59 @@ def test_the_published_schema_holds_under_generated_requests(api):
         run()
         tested += 1
     assert tested >= 20
+
+
+def test_a_fine_tuned_matryoshka_model_keeps_what_serving_needs(api, files):
+    """Through the SDK: a base with Matryoshka dims, prompts and a default task is fine-tuned;
+    the fine-tune lists the same dims, accepts `dimensions=` as its base does, refuses a width
+    it does not have, and its folder keeps the prompts, default task and precision policy."""
+    import json as jsonlib
+
+    import numpy as np
+    from openai import BadRequestError, OpenAI
+
+    from embedding.specs import spec_from_folder
+    from tests.tiny_models import build_tiny_bert, write_st_pooling
+    from workers.model_names import checked_model_name
+
+    base = build_tiny_bert(api.tmp / "artifacts" / "bases" / "tiny-matryoshka", hidden=32)
+    prompts = {"query": "query: ", "document": "passage: "}
+    write_st_pooling(base, "mean", 32, prompts=prompts)
+    st = jsonlib.loads((base / "config_sentence_transformers.json").read_text())
+    st["default_prompt_name"] = "query"
+    (base / "config_sentence_transformers.json").write_text(jsonlib.dumps(st))
+    policy = {"matryoshka_dims": [8, 16], "default_precision": "fp32", "bf16_allowed": False}
+    (base / "embedding_spec.json").write_text(jsonlib.dumps(policy))
+    base_spec = spec_from_folder(base)
+    assert base_spec.matryoshka_dims == (8, 16) and base_spec.default_task == "query"
+
+    client = OpenAI(base_url=f"{api.base}/v1", api_key="unused", max_retries=0, timeout=180)
+    job = client.fine_tuning.jobs.create(
+        model=str(base),
+        training_file=files["fine-tune"],
+        hyperparameters={"n_epochs": 1, "batch_size": 5, "learning_rate": 1e-4},
+        suffix="mat",
+    )
+    deadline = time.monotonic() + 300
+    while job.status in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job = client.fine_tuning.jobs.retrieve(job.id)
+    assert job.status == "succeeded", job.error
+    ft = job.fine_tuned_model
+
+    listed = client.models.retrieve(ft)
+    assert listed.model_extra["dimensions"] == 32
+    assert listed.model_extra["matryoshka_dimensions"] == [8, 16]
+    for width in (8, 16, 32):
+        reply = client.embeddings.create(model=ft, input=["def f(): pass"], dimensions=width)
+        vector = np.array(reply.data[0].embedding)
+        assert vector.shape == (width,) and abs(np.linalg.norm(vector) - 1) < 1e-4
+    with pytest.raises(BadRequestError, match="dimensions=12"):
+        client.embeddings.create(model=ft, input=["x"], dimensions=12)
+
+    tuned = spec_from_folder(checked_model_name(ft))
+    for field in (
+        "matryoshka_dims", "prompts", "default_task", "pooling", "dim", "max_tokens",
+        "normalize", "default_precision", "bf16_allowed",
+    ):  # fmt: skip
+        assert getattr(tuned, field) == getattr(base_spec, field), field

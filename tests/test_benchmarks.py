@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from string import Template
 
 import pytest
 
@@ -121,3 +122,121 @@ def test_recipes_benchmark_prints_both_recipes_and_the_gain_ratio(tmp_path):
     assert re.search(r"ratio mined/plain mrr@10 gain: (\d+\.\d+x|n/a)", out), out
     saved = json.loads(figures.read_text())
     assert saved["mining"]["pairs"] == 16 and set(saved["after"]) == {"plain", "mined"}
+
+
+def test_gpu_benchmark_without_cuda_says_so_and_exits_0():
+    out = run_script("gpu.py")
+    assert "no CUDA device here" in out, out
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_sections_run_end_to_end_at_toy_sizes(tmp_path):
+    """``--smoke``: the training and attention sections on the CPU, ours and the peers."""
+    out_file = tmp_path / "gpu.json"
+    run_script("gpu.py", "--smoke", "--sections", "attention,train", "--out", str(out_file))
+    results = json.loads(out_file.read_text())
+    assert "errors" not in results, results.get("errors")
+    variants = results["attention"]
+    assert {(v["cuDNN attention"], v["width multiple"]) for v in variants} == {
+        (True, 64),
+        (True, 1),
+        (False, 1),
+        (False, 64),
+    }
+    rows = {row["model"]: row for row in results["train"]}
+    assert rows["minilm full"]["ratio"] > 0
+    lora = rows["qodo-1.5B-shape LoRA r8"]
+    assert lora["ours dtype"] and lora["ST pairs/s"] > 0 and lora["ratio"] > 0
+
+
+def test_codesearch_build_assembles_a_folder_and_prints_files_per_second(tmp_path):
+    out = run_script("codesearch_build.py", "--files", "60", "--json", str(tmp_path / "f.json"))
+    figures = json.loads((tmp_path / "f.json").read_text())
+    assert re.search(r"assembled 60 files", out)
+    assert figures["files_read"] + figures["skipped"].get("generated", 0) == 60
+    assert figures["files_per_second"] > 0 and sum(figures["pairs"].values()) > 0
+    assert re.search(r"\d+ files/s \(", out)
+
+
+_FIXTURE = {  # one documented function per file; $name, $doc and $i filled in
+    "python": (
+        "py",
+        'def $name(values):\n    """Return the $doc."""\n    total = $i\n'
+        "    for v in values:\n        total += v * $i\n    return total\n",
+    ),
+    "go": (
+        "go",
+        "package p\n\n// $Name returns the $doc.\nfunc $Name(values []int) int {\n"
+        "\ttotal := $i\n\tfor _, v := range values {\n\t\ttotal += v * $i\n\t}\n"
+        "\treturn total\n}\n",
+    ),
+    "rust": (
+        "rs",
+        "/// Returns the $doc.\npub fn $name(values: &[i64]) -> i64 {\n    let mut total = $i;\n"
+        "    for v in values {\n        total += v * $i;\n    }\n    total\n}\n",
+    ),
+    "javascript": (
+        "js",
+        "/**\n * Returns the $doc.\n * @param values the values\n */\nfunction $name(values) {\n"
+        "  let total = $i;\n  for (const v of values) {\n    total += v * $i;\n  }\n"
+        "  return total;\n}\n",
+    ),
+}
+
+
+def _documented(language: str, i: int) -> tuple[str, str]:
+    """A file in ``language`` with one documented function whose doc and body differ by ``i``
+    (a distinct topic each, so retrieval has something to tell apart)."""
+    topics = ("sum of the prices", "largest score", "count of words", "mean latency")
+    doc = f"{topics[i % len(topics)]} in {language} batch {i}"  # no query in two languages
+    suffix, template = _FIXTURE[language]
+    text = Template(template).substitute(name=f"compute{i}", Name=f"Compute{i}", doc=doc, i=i)
+    return f"m{i}.{suffix}", text
+
+
+@pytest.mark.slow
+def test_codesearch_benchmark_trains_on_fixture_folders_and_prints_per_language(tmp_path):
+    """The benchmark end to end on folders it is pointed at (no npm, no apt, no network):
+    pairs per language, minilm fine-tuned one epoch, MRR@10 before and after per language."""
+    folders = []
+    for language in ("python", "javascript", "go", "rust"):
+        folder = tmp_path / language
+        for i in range(40):
+            name, text = _documented(language, i)
+            (folder / f"d{i // 10}").mkdir(parents=True, exist_ok=True)
+            (folder / f"d{i // 10}" / name).write_text(text)
+        folders.append(str(folder))
+    out_json = tmp_path / "figures.json"
+    out = run_script(
+        "codesearch.py",
+        "--source",
+        ",".join(folders),
+        "--max-pairs-per-language",
+        "24",
+        "--max-eval-per-language",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--eval-share",
+        "0.3",
+        "--json",
+        str(out_json),
+    )
+    figures = json.loads(out_json.read_text())
+    assert figures["languages"] == ["go", "javascript", "python", "rust"], out
+    assert "languages found: go, javascript, python, rust; none of: typescript, java" in out
+    assert all(0 < n <= 24 for n in figures["train_by_language"].values()), figures
+    assert all(0 < n <= 8 for n in figures["eval_by_language"].values()), figures
+    for table in (figures["before"], figures["after"]):
+        assert set(table) == {"overall", "go", "javascript", "python", "rust"}
+        assert all(0 <= row["mrr@10"] <= 1 and 0 <= row["recall@1"] <= 1 for row in table.values())
+    # the overall figure is the mean over every held-out query, so between the languages'
+    rows = [figures["after"][lang]["mrr@10"] for lang in figures["eval_by_language"]]
+    assert min(rows) - 1e-9 <= figures["after"]["overall"]["mrr@10"] <= max(rows) + 1e-9
+    before, after = figures["before"]["overall"]["mrr@10"], figures["after"]["overall"]["mrr@10"]
+    assert figures["lift"]["overall"] == pytest.approx((after - before) / before)
+    assert re.search(r"^overall\s+\d+\s+[01]\.\d{4}\s+[01]\.\d{4}\s+[+-]\d+\.\d%", out, re.M), out
+    assert re.search(r"^rust\s+\d+\s+[01]\.\d{4}", out, re.M), out
+    assert figures["exported_epoch"] == 1 and len(figures["epochs"]) == 1

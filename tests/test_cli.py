@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
@@ -217,3 +218,30 @@ def test_corrupt_model_folder_is_a_clear_error(tmp_path):
     assert out.returncode != 0 and "CorruptWeights" in out.stderr.decode()
     debug = run("--debug", "embed", "--model", str(folder), "x")
     assert "Traceback" in debug.stderr.decode()
+
+
+def test_the_seeds_test_3_by_hand_gives_a_decreasing_loss(tmp_path):
+    """The seed's Test 3 as a user runs it: `embedctl finetune` on its five triplets with
+    `--loss triplet --epochs 3 --lr 1e-4`. Once an epoch's loss is exactly zero every
+    triplet meets the margin and nothing is left to learn; a third epoch only applied weight
+    decay and the loss rose again (0.088, 0.0, 0.0074). The run stops there instead and
+    says why, so "loss decreases each epoch" holds."""
+    from embedding.data import SEED_TRIPLETS, write_examples
+
+    data = tmp_path / "seed_triplets.jsonl"
+    write_examples(data, SEED_TRIPLETS)
+    figures = tmp_path / "run.json"
+    out = run(
+        "finetune", "--model", "minilm", "--data", str(data), "--loss", "triplet",
+        "--epochs", "3", "--lr", "1e-4", "--out", str(tmp_path / "out"),
+        "--json", str(figures),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    result = json.loads(figures.read_text())
+    losses = [e["loss"] for e in result["epochs"]]
+    assert len(losses) >= 2, losses
+    assert all(b < a for a, b in itertools.pairwise(losses)), losses
+    if losses[-1] == 0.0 and len(losses) < 3:  # stopped: the reason is recorded and shown
+        assert "data exhausted" in result["stop_reason"], result
+        assert result["stop_reason"] in out.stdout.decode()
+    assert Path(result["model"], "model.safetensors").is_file()

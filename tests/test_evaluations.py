@@ -249,40 +249,60 @@ def test_a_run_that_fails_ends_failed_with_its_reason(embedded):
     assert evaluation_run.run_request(request, load=lambda name: pytest.fail("loaded")) == failed
 
 
-def test_a_run_whose_worker_was_killed_is_failed_by_the_lifeline(embedded):
-    """A worker killed mid-compare records no outcome. Once the run is older than the
-    compare task's hard time limit (Celery would have ended it), the lifeline fails it with
-    the reason; a run inside the limit, and a finished one, are left alone."""
+def test_a_run_whose_worker_was_killed_is_rerun_or_failed_by_the_lifeline(embedded):
+    """A worker killed mid-compare records no outcome and its lease goes stale. The
+    lifeline re-runs a lost evaluation a worker can read again (a dataset path), fails one
+    it cannot (inline pairs are not kept; a CLI run's process is gone) or that was lost as
+    often as the attempts cap allows, and each row's ``rescues`` says which and why. A
+    run with a fresh lease and a finished one are left alone. (The kill itself, with real
+    worker processes: tests/test_lifeline.py.)"""
     from datetime import timedelta
 
     from db import repo
     from db.models import utcnow
     from db.session import session_scope
-    from workers import evaluation_run, lifeline, tasks
-    from workers.app import app
+    from embedding.config import get_settings
+    from workers import evaluation_run, lifeline
 
-    # The lifeline reads the app's limit: it must be the one the compare task runs under.
-    limit = app.conf.task_time_limit
-    assert tasks.compare.time_limit == limit
-    assert limit, "the compare task has a hard time limit"
-    lost, alive, done = (
-        evaluation_run.create("api", "minilm", "minilm", "file-x", 1000, 0) for _ in range(3)
+    data = str(_write_pairs(embedded / "artifacts" / "pairs.jsonl"))
+
+    def started(trigger: str, dataset: str | None, attempts: int = 1) -> str:
+        eid = evaluation_run.create(trigger, "minilm", "minilm", "x", 1000, 0, dataset=dataset)
+        with session_scope() as session:
+            assert repo.start_evaluation(session, eid, "minilm", "minilm", "ab" * 32, 3)
+            repo.get_evaluation(session, eid).attempts = attempts
+        return eid
+
+    rerun, inline, cli, capped, alive, done = (
+        started("api", data),
+        started("task", None),
+        started("cli", None),
+        started("api", data, attempts=get_settings().job_max_attempts),
+        started("api", data),
+        started("api", data),
     )
     with session_scope() as session:
-        for eid in (lost, alive, done):
-            assert repo.start_evaluation(session, eid, "minilm", "minilm", "ab" * 32, 3)
         metrics = {"mrr@10": 1.0}
         assert repo.finish_evaluation(
             session, done, metrics, metrics, {}, "no significant difference"
         )
-    now = utcnow()
-    with session_scope() as session:  # the run that was killed started long ago
-        repo.get_evaluation(session, lost).started_at = now - timedelta(seconds=limit + 61)
-        repo.get_evaluation(session, done).started_at = now - timedelta(seconds=limit + 61)
-    assert lifeline.rescue()["evaluations_failed"] == 1
-    failed = evaluation_run.read(lost)
-    assert failed["status"] == "failed" and failed["error"].startswith("lost: still running")
-    assert f"hard time limit ({limit:.0f} s)" in failed["error"]
+        stale = utcnow() - timedelta(seconds=get_settings().job_lease_s + 5)
+        for eid in (rerun, inline, cli, capped, done):
+            repo.get_evaluation(session, eid).heartbeat_at = stale
+    assert lifeline.rescue_evaluations(utcnow()) == {"rerun": 1, "failed": 3}
+
+    again = evaluation_run.read(rerun)
+    assert again["status"] == "queued" and again["error"] is None
+    assert [r["action"] for r in again["rescues"]] == ["rerun"]
+    assert "its lease expired" in again["rescues"][0]["reason"]
+    for eid, why in (
+        (inline, "its pairs were inline"),
+        (cli, "the CLI process that ran it is gone"),
+        (capped, "attempts cap"),
+    ):
+        row = evaluation_run.read(eid)
+        assert row["status"] == "failed" and why in row["error"], row
+        assert [r["action"] for r in row["rescues"]] == ["failed"]
     assert evaluation_run.read(alive)["status"] == "running"
     assert evaluation_run.read(done)["status"] == "succeeded"
-    assert lifeline.rescue()["evaluations_failed"] == 0  # once
+    assert lifeline.rescue_evaluations(utcnow()) == {"rerun": 0, "failed": 0}  # once

@@ -319,3 +319,78 @@ def test_sigterm_mid_epoch_resumes_on_another_worker_from_the_checkpoint(stack):
     assert job["status"] == "succeeded", job
     assert job["epochs"] == [1, 2, 3] and job["events"].count("epoch") == 3
     assert resumed_after < LEASE_S + 30, resumed_after  # no lease to wait out: worker start only
+
+
+def _wait_row(read, predicate, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = read()
+        if predicate(row):
+            return row
+        time.sleep(0.1)
+    raise AssertionError(f"timed out; row is {read()}")
+
+
+def test_a_compare_and_a_validation_whose_worker_is_killed_are_rescued(stack):
+    """The compare task and the validation checks acked as they started: a worker killed
+    mid-evaluation left the evaluation `running` for ever. Now its lease goes stale: the
+    lifeline re-runs it on the next worker (its row says so), and a validation run whose
+    check died with its worker is ended `error` with the reason instead of staying open."""
+    import json
+
+    from db import repo
+    from db.session import session_scope
+
+    def evaluation(eid: str) -> dict:
+        with session_scope(stack["db_url"]) as session:
+            row = repo.get_evaluation(session, eid)
+            return {"status": row.status, "rescues": row.rescues or [], "error": row.error}
+
+    pairs = stack["artifacts"] / "pairs.jsonl"
+    pairs.write_text(
+        "".join(
+            json.dumps({"query": t["anchor"], "document": t["positive"]}) + "\n" for t in TRIPLETS
+        )
+    )
+    with session_scope(stack["db_url"]) as session:
+        eid = str(
+            repo.create_evaluation(
+                session, "api", "minilm", "minilm", "pairs.jsonl", 20000, 0, "mrr@10",
+                dataset=str(pairs),
+            ).id
+        )  # fmt: skip
+    payload = {"model_a": "minilm", "model_b": "minilm", "dataset": str(pairs)}
+    payload.update(n_resamples=20000, seed=0, evaluation_id=eid)
+    art = stack["artifacts"]
+    with beat(stack, "beat-compare"):
+        with celery_worker(stack["env"], art / "compare-a.log", name=_name()) as worker:
+            _client(stack).send_task("embedding.compare", kwargs=payload, task_id=eid, queue="gpu")
+            _wait_row(lambda: evaluation(eid), lambda r: r["status"] == "running")
+            os.killpg(worker.pid, signal.SIGKILL)
+        # The lease expires, the lifeline re-queues it and sends it again: a new worker runs it.
+        with celery_worker(stack["env"], art / "compare-b.log", name=_name()):
+            row = _wait_row(
+                lambda: evaluation(eid), lambda r: r["status"] in ("succeeded", "failed")
+            )
+    assert row["status"] == "succeeded", row
+    assert [r["action"] for r in row["rescues"]] == ["rerun"], row
+    assert "lease expired" in row["rescues"][0]["reason"]
+
+    with session_scope(stack["db_url"]) as session:
+        run_id = str(repo.create_validation_run(session, trigger="ci", models=["minilm"]).id)
+
+    def run() -> dict:
+        with session_scope(stack["db_url"]) as session:
+            found = repo.get_validation_run(session, run_id)
+            return {"status": found.status, "error": found.error, "beat": found.heartbeat_at}
+
+    with beat(stack, "beat-validation"):
+        with celery_worker(stack["env"], art / "check.log", name=_name()) as worker:
+            _client(stack).send_task(
+                "embedding.check_convergence", args=(run_id, "minilm"), queue="gpu"
+            )
+            _wait_row(run, lambda r: r["beat"] is not None)  # the check is running
+            os.killpg(worker.pid, signal.SIGKILL)
+        with celery_worker(stack["env"], art / "check-b.log", name=_name()):  # runs the duties
+            ended = _wait_row(run, lambda r: r["status"] != "running", 60)
+    assert ended["status"] == "error" and "no check of this run is running" in ended["error"]

@@ -10,7 +10,15 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from tests.support import ROOT, celery_worker, postgres_database, redis_url, service_env
+from tests.support import (
+    ROOT,
+    celery_worker,
+    postgres_database,
+    redis_url,
+    service_env,
+    spawn_worker,
+    stop_process,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -62,6 +70,21 @@ def test_no_worker_on_the_gpu_queue_fails_at_once_with_an_error_case(services, t
     assert took < 30, f"waited {took:.0f} s instead of failing at once"
     assert any("no worker is consuming queue gpu" in m for m in junit_errors(junit))
     assert runs(services["db_url"]) == []  # nothing was sent or recorded
+
+
+def test_validate_right_after_the_worker_starts_waits_for_it(services, tmp_path):
+    """CI's recipe: `embedctl worker &` then `embedctl validate` at once, default options.
+    The worker is still importing torch when validate first asks; validate keeps asking
+    while the broker shows it starting (it used to ask once and fail with NoWorker)."""
+    proc, log = spawn_worker(services["env"], tmp_path / "cold.log", queues="gpu,cpu")
+    try:
+        out = validate(services["env"], "--check", "model_loading", "--timeout", "120")
+    finally:
+        stop_process(proc)
+        log.close()
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "no worker is consuming" not in out.stderr
+    assert runs(services["db_url"])[0][1] == "passed"
 
 
 def test_a_passed_deadline_is_an_error_case_and_exits_quietly(services, tmp_path):

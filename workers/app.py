@@ -56,6 +56,7 @@ TASK_ROUTES = {
 
 EMBEDDED_BROKER = "memory://"
 EMBEDDED_BACKEND = "cache+memory://"
+EMBEDDED_POLL_S = 0.005  # how often the in-process workers look for a message
 
 
 def is_embedded(settings: Settings | None = None) -> bool:
@@ -68,7 +69,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     backend = settings.result_backend or (settings.broker_url or EMBEDDED_BACKEND)
     # Above the fine-tune hard limit, so Redis never redelivers a job that is still running.
     visibility = settings.finetune_hard_time_limit + 600
-    transport = {"visibility_timeout": visibility}
+    transport: dict[str, Any] = {"visibility_timeout": visibility}
+    if broker == EMBEDDED_BROKER:
+        # The memory transport polls its queues; kombu's default, once a second, made a
+        # one-text request through the embedded API wait ~0.5 s (p50 575 ms on an H200, 32
+        # clients, benchmarks/gpu.py). A poll is a dict lookup in this process.
+        transport["polling_interval"] = EMBEDDED_POLL_S
     return {
         "broker_url": broker,
         "result_backend": backend,
@@ -222,8 +228,13 @@ def embedded_worker(
                 without_gossip=True,
             )
             workers.append(worker)
+            from workers.pool_threads import in_thread
+
+            running = [q for qs in threads for q in qs]
             thread = threading.Thread(
-                target=worker.start, name=f"embedded-celery-{queues[0]}", daemon=True
+                target=in_thread(queues, running, worker.start),  # each pool its torch threads
+                name=f"embedded-celery-{queues[0]}",
+                daemon=True,
             )
             started.append(thread)
             thread.start()

@@ -281,7 +281,13 @@ def start_evaluation(
     evaluation_run.check_request(request)
     name = data_name or (request.dataset if request.dataset is not None else "inline")
     evaluation_id = evaluation_run.create(
-        trigger, request.model_a, request.model_b, name, request.n_resamples, request.seed
+        trigger,
+        request.model_a,
+        request.model_b,
+        name,
+        request.n_resamples,
+        request.seed,
+        dataset=request.dataset,
     )
     message = request.model_dump(mode="json", exclude_none=True)
     try:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from embedding.config import get_settings
-from embedding.encoder import DEFAULT_TOKEN_BUDGET
+from embedding.device_profile import pass_profile
+from embedding.encoder import pick_device
 from embedding.pass_pool import PassPool
 from workers.embed_batching import BatchKey, EmbedBatcher
 from workers.embedding_cache import (
@@ -40,6 +41,9 @@ _pool_lock = threading.Lock()
 # The version of each loaded encoder, fixed when first seen: the weights in memory do not
 # change when the files on disk do, so neither does the key their vectors are stored under.
 _versions: dict[int, tuple[Any, str]] = {}
+# Batches encoded at once on a GPU: two, so that one batch's tokenization overlaps the
+# other's forward passes; more only contend for the GIL in front of one GPU.
+GPU_RUNNERS = 2
 
 
 def batcher() -> EmbedBatcher:
@@ -51,19 +55,35 @@ def batcher() -> EmbedBatcher:
             # and a runner started meanwhile would keep that (a 1-text batch runs in the
             # runner, on every core).
             pass_pool()
+            on_gpu = worker_device().startswith("cuda")
             _batcher = EmbedBatcher(
                 encode_batch,
                 wait_s=settings.embed_batch_wait_ms / 1000.0,
-                token_budget=DEFAULT_TOKEN_BUDGET,
+                token_budget=pass_profile(worker_device()).encode_token_budget,
                 max_texts=settings.max_texts_per_request,
-                runners=parallel_passes(),
+                runners=GPU_RUNNERS if on_gpu else parallel_passes(),
             )
         return _batcher
 
 
+def worker_device() -> str:
+    """The device this process's models load on (``EMBEDDING_DEVICE``, auto: CUDA if any)."""
+    return pick_device(get_settings().device)
+
+
 def parallel_passes() -> int:
-    """``EMBEDDING_EMBED_PASSES``, or one per core this process may run on."""
-    return get_settings().embed_passes or len(os.sched_getaffinity(0))
+    """``EMBEDDING_EMBED_PASSES``, or one per torch thread of this pool: its share of the
+    cores (``embedding.torch_threads``; every core when the embed pool runs alone).
+
+    On a GPU one pass at a time: it runs each pass across the whole device, and passes
+    launched from several threads would only queue on it (and contend for the GIL).
+    """
+    import torch
+
+    configured = get_settings().embed_passes
+    if configured:
+        return configured
+    return 1 if worker_device().startswith("cuda") else torch.get_num_threads()
 
 
 def pass_pool() -> PassPool | None:

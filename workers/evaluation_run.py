@@ -21,6 +21,7 @@ worker (:func:`run_request`), after the API or the client recorded the row
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -33,6 +34,7 @@ from db import repo
 from db.session import session_scope
 from embedding.compare import PRIMARY_METRIC, check_pairs, compare_encoders
 from embedding.data import load_examples
+from workers.leases import lease
 from workers.model_names import checked_model_name, find_version
 from workers.schemas import CompareRequest
 from workers.submit_checks import checked_dataset
@@ -70,9 +72,16 @@ def pairs_inline(pairs: Sequence[Sequence[str]]) -> PairsData:
 
 
 def create(
-    trigger: str, model_a: str, model_b: str, data_name: str, n_resamples: int, seed: int
+    trigger: str,
+    model_a: str,
+    model_b: str,
+    data_name: str,
+    n_resamples: int,
+    seed: int,
+    dataset: str | None = None,
 ) -> str:
-    """Record an evaluation to run (``queued``); returns its id."""
+    """Record an evaluation to run (``queued``); returns its id. ``dataset``: the path a
+    worker reads, kept so that the lifeline can run it again if its worker is lost."""
     with session_scope() as session:
         row = repo.create_evaluation(
             session,
@@ -83,6 +92,7 @@ def create(
             n_resamples=n_resamples,
             seed=seed,
             primary_metric=PRIMARY_METRIC,
+            dataset=dataset,
         )
         return str(row.id)
 
@@ -128,11 +138,13 @@ def run(
             )
         if not claimed:
             return read(evaluation_id)
-        encoder_a = load(loaded[0])
-        encoder_b = load(loaded[1])
-        comparison = compare_encoders(
-            encoder_a, encoder_b, pairs.rows, n_resamples=n_resamples, seed=seed
-        )
+        beat = functools.partial(repo.beat_evaluation, evaluation_id=evaluation_id)
+        with lease(f"evaluation {evaluation_id}", beat):
+            encoder_a = load(loaded[0])
+            encoder_b = load(loaded[1])
+            comparison = compare_encoders(
+                encoder_a, encoder_b, pairs.rows, n_resamples=n_resamples, seed=seed
+            )
         with session_scope() as session:
             repo.finish_evaluation(
                 session,
@@ -173,7 +185,13 @@ def run_request(request: CompareRequest, load: Callable[[str], Any]) -> dict[str
         check_request(request)
         data_name = request.dataset if request.dataset is not None else "inline"
         evaluation_id = create(
-            "task", request.model_a, request.model_b, data_name, request.n_resamples, request.seed
+            "task",
+            request.model_a,
+            request.model_b,
+            data_name,
+            request.n_resamples,
+            request.seed,
+            dataset=request.dataset,
         )
     else:
         evaluation_id = request.evaluation_id
@@ -234,6 +252,8 @@ def to_dict(row: Any) -> dict[str, Any]:
         "verdict": row.verdict,
         "error": row.error,
         "duration_s": row.duration_s,
+        "attempts": row.attempts,
+        "rescues": list(row.rescues or []),
         "created_at": _iso(row.created_at),
         "started_at": _iso(row.started_at),
         "finished_at": _iso(row.finished_at),

@@ -312,6 +312,7 @@ def training_summary(result: Any) -> dict[str, Any]:
         "exported_epoch": result.exported_epoch,
         "epochs_trained": len(result.epochs),
         "stopped_early": result.stopped_early,
+        "stop_reason": result.stop_reason,
         "eval_before": result.eval_before,
         "eval_after": result.eval_after,
     }
@@ -333,6 +334,8 @@ def selection_event(summary: dict[str, Any]) -> str | None:
         text += f"; epoch {exported}'s weights are the model version"
     if summary["stopped_early"]:
         text += f"; stopped early after epoch {summary['epochs_trained']}"
+    elif summary.get("stop_reason"):
+        text += f"; {summary['stop_reason']}"
     return text
 
 

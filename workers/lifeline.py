@@ -8,9 +8,12 @@
   dead worker's unacked set until the visibility timeout) — and ends the jobs that must
   not run again: past ``job_max_attempts`` (failed, with the reason) or cancelled while
   their worker was gone;
-* and fails the A/B evaluations left ``running`` longer than the compare task's hard time
-  limit allows (:func:`fail_lost_evaluations`): a compare is cheap to ask for again, so it
-  is not re-run, but it must not stay ``running`` forever.
+* and rescues the other rows that a task leaves ``running``: an A/B evaluation whose lease
+  expired (its worker died mid-compare) is re-run while it can be (a dataset a worker reads,
+  under the attempts cap) and failed with the reason otherwise (inline pairs, a CLI run),
+  its ``rescues`` saying which (:func:`rescue_evaluations`); a validation run with no check
+  running (stale lease) and none waiting in the queues is ended ``error`` with the reason
+  (:func:`end_lost_validation_runs`): its chord can no longer complete.
 
 Re-sending is always safe: the worker's database claim makes a duplicate message a no-op.
 The duties run from ``embedctl beat`` (Celery beat with celery-redbeat, whose Redis lock
@@ -23,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -58,7 +62,13 @@ def rescue() -> dict[str, int]:
     settings = get_settings()
     now = utcnow()
     done = {"rescued": 0, "failed": 0, "cancelled": 0}
-    done["evaluations_failed"] = len(fail_lost_evaluations(now))
+    try:  # the fine-tune jobs below must be rescued even if this part fails
+        rescued = rescue_evaluations(now)
+        done["evaluations_rerun"] = rescued["rerun"]
+        done["evaluations_failed"] = rescued["failed"]
+        done["validation_runs_ended"] = len(end_lost_validation_runs(now))
+    except Exception as exc:
+        log.warning("lifeline: evaluations and validation runs: %s", type(exc).__name__)
     with session_scope() as session:
         jobs = [
             (str(j.id), j.status, j.attempts, j.worker, j.cancel_requested)
@@ -91,27 +101,111 @@ def rescue() -> dict[str, int]:
     return done
 
 
-def fail_lost_evaluations(now: datetime) -> list[str]:
-    """Fail the evaluations whose run started longer ago than the compare task's hard time
-    limit (plus a minute): Celery would have ended such a run, so its worker is gone.
+COMPARE_TASK = "embedding.compare"
 
-    ``embedding.compare`` sets no limit of its own, so the app's ``task_time_limit`` is its
-    limit (the test checks that the two agree). Read from the config, not the task
-    registry: this module is imported by ``workers.tasks``, and the registry is empty until
-    something imports that."""
+
+def rescue_evaluations(now: datetime) -> dict[str, int]:
+    """Re-run or fail each ``running`` evaluation whose lease expired (its worker is gone).
+
+    Re-run when a worker can read its data again (a ``dataset`` path; not inline pairs, which
+    are not kept, nor a CLI run, whose process resolved the names) and it has run fewer than
+    ``job_max_attempts`` times: back to ``queued`` and ``embedding.compare`` sent again (the
+    claim makes a duplicate a no-op). Otherwise ``failed`` with the reason. Either way the
+    row's ``rescues`` records what was done and why."""
+    settings = get_settings()
+    done = {"rerun": 0, "failed": 0}
+    with session_scope() as session:
+        lost = [
+            (
+                str(r.id),
+                r.trigger,
+                r.dataset,
+                r.attempts,
+                r.model_a,
+                r.model_b,
+                r.n_resamples,
+                r.seed,
+            )
+            for r in repo.lost_evaluations(
+                session, lease_expired_before=now - timedelta(seconds=settings.job_lease_s)
+            )
+        ]
+    for eid, trigger, dataset, attempts, model_a, model_b, n_resamples, seed in lost:
+        lease = f"its lease expired ({settings.job_lease_s:g} s without a heartbeat: worker lost)"
+        why_not = (
+            "the CLI process that ran it is gone"
+            if trigger == "cli"
+            else "its pairs were inline and are not kept"
+            if dataset is None
+            else f"it was lost {attempts} times (attempts cap {settings.job_max_attempts})"
+            if attempts >= settings.job_max_attempts
+            else None
+        )
+        if why_not is not None:
+            reason = f"lost: {lease}; not re-run: {why_not}. Ask for it again."
+            with session_scope() as session:
+                done["failed"] += repo.fail_lost_evaluation(session, eid, reason)
+            continue
+        with session_scope() as session:
+            reason = f"re-run (attempt {attempts + 1}): {lease}"
+            if not repo.requeue_lost_evaluation(session, eid, reason):
+                continue
+        payload = {
+            "model_a": model_a, "model_b": model_b, "dataset": dataset,
+            "n_resamples": n_resamples, "seed": seed, "evaluation_id": eid,
+        }  # fmt: skip
+        if _send(COMPARE_TASK, eid, kwargs=payload):
+            done["rerun"] += 1
+        # not sent (broker away): it stays queued; the evaluation's own row says re-run,
+        # and the next send (a client retry) finds it queued
+    return done
+
+
+def end_lost_validation_runs(now: datetime) -> list[str]:
+    """End ``error`` each validation run whose chord can no longer complete: ``running``
+    since more than ``rescue_after_s``, no check running (its lease, taken when a check's
+    message is received and kept by the check, older than ``job_lease_s`` and
+    ``rescue_after_s``, or never taken) and no message of it waiting in the gpu or cpu
+    queue (nor delivered unacked)."""
+    settings = get_settings()
+    with session_scope() as session:
+        candidates = repo.stale_validation_runs(
+            session,
+            started_before=now - timedelta(seconds=settings.rescue_after_s),
+            # the longer of the two: a check between its receipt and its own lease thread
+            lease_expired_before=now
+            - timedelta(seconds=max(settings.job_lease_s, settings.rescue_after_s)),
+        )
+    if not candidates:
+        return []
+    waiting = messages_waiting(queues=("gpu", "cpu"), unacked=True)
+    if waiting is None:
+        return []  # the queues cannot be read: never end a run that may still be waiting
+    ended = []
+    reason = (
+        "lost: no check of this run is running or waiting (its worker was killed mid-check), "
+        "so its chord cannot complete; not re-run: start the validation again"
+    )
+    for run_id in candidates:
+        if run_id in waiting:
+            continue
+        with session_scope() as session:
+            if repo.finish_validation_run(session, run_id, "error", f"error: {reason}", reason):
+                ended.append(run_id)
+    return ended
+
+
+def _send(task: str, task_id: str, **options: Any) -> bool:
     from workers.app import app
 
-    limit_s = float(app.conf.task_time_limit or 0)
-    if limit_s <= 0:
-        return []  # no hard limit: no moment after which a run is surely dead
-    reason = (
-        f"lost: still running {limit_s + 60:.0f} s after it started, past the compare task's "
-        f"hard time limit ({limit_s:.0f} s): its worker was killed. Ask for it again."
-    )
-    with session_scope() as session:
-        return repo.fail_lost_evaluations(
-            session, started_before=now - timedelta(seconds=limit_s + 60), reason=reason
+    try:
+        app.send_task(
+            task, task_id=f"{task_id}-{uuid.uuid4().hex[:8]}", queue=FINETUNE_QUEUE, **options
         )
+    except Exception as exc:
+        log.warning("lifeline: %s for %s not sent: %s", task, task_id, type(exc).__name__)
+        return False
+    return True
 
 
 def resend(job_id: str, reason: str) -> bool:
@@ -129,40 +223,50 @@ def resend(job_id: str, reason: str) -> bool:
     return True
 
 
-def messages_waiting() -> str | None:
-    """The text of every message waiting in the gpu queue (not yet delivered), or None when
-    the transport cannot be read (then every candidate is re-sent, at most once per
-    ``rescue_after_s``). Job ids are looked up in it as substrings (task id and argument)."""
+def messages_waiting(
+    queues: tuple[str, ...] = (FINETUNE_QUEUE,), unacked: bool = False
+) -> str | None:
+    """The text of every message waiting in ``queues`` (not yet delivered; with ``unacked``
+    also those delivered and not yet acknowledged), or None when the transport cannot be
+    read (then every candidate is re-sent, at most once per ``rescue_after_s``). Ids are
+    looked up in it as substrings (task id and argument)."""
     from workers.app import app
 
     url = app.conf.broker_url or ""
     try:
         if url.startswith(("redis://", "rediss://", "unix://")):
-            return _redis_waiting(url)
-        if url.startswith("memory://"):
-            return _memory_waiting()
+            return _redis_waiting(url, queues, unacked)
+        if url.startswith("memory://") and not unacked:
+            # (a memory worker's reserved messages cannot be seen: no answer with unacked)
+            return _memory_waiting(queues)
     except Exception as exc:
-        log.warning("could not read the gpu queue: %s", type(exc).__name__)
+        log.warning("could not read the queues %s: %s", queues, type(exc).__name__)
     return None
 
 
-def _redis_waiting(url: str) -> str:
+def _redis_waiting(url: str, queues: tuple[str, ...], unacked: bool) -> str:
     import redis
 
     client = redis.Redis.from_url(url)
     try:
-        keys = [FINETUNE_QUEUE] + [f"{FINETUNE_QUEUE}{_PRIORITY_SEP}{n}" for n in range(1, 10)]
+        keys = [
+            f"{q}{sep}"
+            for q in queues
+            for sep in ["", *(f"{_PRIORITY_SEP}{n}" for n in range(1, 10))]
+        ]
         raw = [item for key in keys for item in client.lrange(key, 0, -1)]
+        if unacked:  # kombu's Redis transport: delivered, not yet acked (ack emulation)
+            raw += list(client.hvals("unacked"))
     finally:
         client.close()
     return "\n".join(item.decode("utf-8", "replace") for item in raw)
 
 
-def _memory_waiting() -> str:
+def _memory_waiting(queues: tuple[str, ...]) -> str:
     from kombu.transport.memory import Channel
 
-    queue = Channel.queues.get(FINETUNE_QUEUE)
-    return "\n".join(repr(m) for m in list(queue.queue)) if queue is not None else ""
+    found = [Channel.queues.get(q) for q in queues]
+    return "\n".join(repr(m) for queue in found if queue is not None for m in list(queue.queue))
 
 
 def cancel_orphaned(job_id: str) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import task_received
 
 from embedding.config import get_settings
 from workers import embed_service, evaluation_run, finetune_job, lifeline, validation_run
@@ -31,6 +32,9 @@ from workers.schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+# A validation run's lease is taken as its check message is received (before the ack).
+task_received.connect(validation_run.beat_on_receipt, weak=False)
 
 
 # ------------------------------------------------------------- model tasks
@@ -90,6 +94,17 @@ def json_vectors(vectors: Any) -> list[list[float]]:
     import numpy as np
 
     return np.round(np.asarray(vectors, dtype=np.float64), 9).tolist()
+
+
+@app.task(name="embedding.torch_threads")
+def torch_threads() -> dict[str, Any]:
+    """The torch thread counts of the pool that ran this (send it to a queue by name): each
+    pool has its own (``EMBEDDING_TORCH_THREADS_<POOL>``, ``embedding.torch_threads``)."""
+    import socket
+
+    from embedding.torch_threads import current
+
+    return {"host": socket.gethostname(), **current()}
 
 
 @app.task(name="embedding.benchmark")
@@ -206,6 +221,32 @@ def finetune_request(**payload: Any) -> dict[str, Any]:
     except (PayloadError, UnknownModel, PathNotAllowed, DatasetNotFound) as exc:
         return {"job_id": None, "status": "rejected", "error": f"{type(exc).__name__}: {exc}"}
     return {"job_id": submitted.job_id, "status": submitted.status}
+
+
+@app.task(name="embedding.build_dataset")
+def build_dataset(**payload: Any) -> dict[str, Any]:
+    """For other services: code-search pairs from a codebase, registered as fine-tune files.
+
+    ``send_task("embedding.build_dataset", kwargs={"folder": <under the model roots>})`` (or
+    ``"archive"``: a zip or tar under them; ``"eval_share"``, default 0.1). Returns
+    ``{"training_file", "validation_file", "report"}`` (the ids go to a fine-tuning job), or
+    ``{"error": {"message", "code", "status", "param"}}`` for bad input, with nothing left
+    behind. See ``workers/dataset_build.py``.
+    """
+    from workers.dataset_build import DatasetBuildError
+    from workers.dataset_build import build_dataset as build
+
+    unknown = set(payload) - {"folder", "archive", "eval_share"}
+    if unknown:
+        return {
+            "error": DatasetBuildError(
+                f"unknown field(s) {sorted(unknown)}", "invalid_value"
+            ).as_dict()
+        }
+    try:
+        return build(**payload)
+    except DatasetBuildError as exc:
+        return {"error": exc.as_dict()}
 
 
 @app.task(name="embedding.job_status")

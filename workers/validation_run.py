@@ -10,12 +10,14 @@ its checks in the shape ``workers.report`` renders.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from db import repo
 from db.session import session_scope
 from embedding.validation import CheckResult
+from workers.leases import lease
 
 
 def default_check_models(models: Sequence[str]) -> dict[str, str]:
@@ -39,6 +41,35 @@ def is_open(run_id: str) -> bool:
         return run is not None and run.status == "running"
 
 
+# The chord's check tasks: each takes the run id as its first argument.
+CHECK_TASKS = frozenset(
+    {
+        "embedding.check_model_loading",
+        "embedding.check_inference_quality",
+        "embedding.check_convergence",
+        "embedding.run_benchmark",
+    }
+)
+
+
+def beat_on_receipt(sender: Any = None, request: Any = None, **_: Any) -> None:
+    """``task_received`` (the worker's main process, before the message is acked): a check
+    of the run is about to run, so its lease is fresh from here. Without it, the moment
+    between the early ack and the check's own lease thread (a pool child starting the task
+    on a loaded machine) showed the run with nothing running and nothing queued, and the
+    lifeline ended a live run."""
+    if request is None or getattr(request, "name", None) not in CHECK_TASKS:
+        return
+    args = getattr(request, "args", None) or ()
+    if not args:
+        return
+    try:
+        with session_scope() as session:
+            repo.beat_validation_run(session, str(args[0]))
+    except Exception:  # best effort: the check's own lease follows
+        return
+
+
 def run_check(run_id: str, name: str, check: Callable[[], CheckResult]) -> dict[str, Any]:
     """Run one check of ``run_id`` and record it, unless the run has already ended (timed
     out, errored, abandoned by its caller): a late check then does nothing and says so."""
@@ -46,7 +77,9 @@ def run_check(run_id: str, name: str, check: Callable[[], CheckResult]) -> dict[
         return CheckResult(
             name=name, status="error", reason=f"not run: validation run {run_id} had already ended"
         ).to_dict()
-    return record_check(run_id, check())
+    beat = functools.partial(repo.beat_validation_run, run_id=run_id)
+    with lease(f"validation run {run_id}", beat):  # the lifeline knows a check is running
+        return record_check(run_id, check())
 
 
 def record_check(run_id: str, result: CheckResult) -> dict[str, Any]:

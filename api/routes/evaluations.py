@@ -58,6 +58,8 @@ def evaluation_object(evaluation: dict[str, Any]) -> Evaluation:
         seed=evaluation["seed"],
         trigger=evaluation["trigger"],
         error=evaluation["error"],
+        attempts=evaluation["attempts"],
+        rescues=evaluation["rescues"],
     )
 
 

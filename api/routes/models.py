@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -12,7 +13,7 @@ from api.schemas import Deleted, Model, ModelList, unix
 from api.security import require_api_key
 from db import repo
 from db.session import session_scope
-from embedding.specs import all_specs
+from embedding.specs import all_specs, spec_from_folder
 from workers.model_names import FT_PREFIX, job_fine_tuned_id
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
@@ -45,13 +46,28 @@ def _fine_tuned_models() -> list[Model]:
 
 
 def _fine_tuned(job: Any, version: Any) -> Model:
+    """A fine-tune's widths come from its exported folder (the base's Matryoshka dims are
+    kept there), so a client sees the ``dimensions`` it may ask for, as for its base."""
+    dim, dims = _widths(version.path)
     return Model(
         id=job_fine_tuned_id(job),
         created=unix(version.created_at) or 0,
         owned_by="user",
+        dimensions=dim,
+        matryoshka_dimensions=dims,
         base_model=job.model,
         fine_tuning_job=str(job.id),
     )
+
+
+def _widths(path: str) -> tuple[int | None, list[int]]:
+    """The width and Matryoshka dims of a model folder; none known when it cannot be read
+    (files removed by hand): the listing still names the model."""
+    try:
+        spec = spec_from_folder(Path(path))
+    except (OSError, ValueError):
+        return None, []
+    return spec.dim or None, list(spec.matryoshka_dims)
 
 
 @router.get("/v1/models", response_model=ModelList)

@@ -1,7 +1,10 @@
 """The jobs page at ``/``: fine-tune jobs with their state and loss curves, recent
 validation runs, model versions. Rendered on the server (it works without JavaScript);
 a few lines of JavaScript poll ``/v1/fine_tuning/jobs`` and each job's checkpoints every
-two seconds and redraw the jobs table, so a running job's curve grows live.
+two seconds and redraw the jobs table, so a running job's curve grows live. With a
+validation set, the chart also draws the validation metric per epoch (the one that picks
+the best epoch: MRR@10 or triplet accuracy, on its own scale) with a dot on the best epoch,
+and the table says which epoch was exported and by what metric.
 
 With API keys configured the page needs a key like every data route; a browser gives it
 once through ``/login``, which keeps it in an HttpOnly cookie (accepted on GET only).
@@ -32,12 +35,33 @@ svg{background:#f6f6f6}code{font-size:.85em}
 
 SCRIPT = """
 const esc = s => String(s ?? '').replace(/[&<>"']/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));
-function curve(losses){
+function scaled(values,w,h){
+  const max=Math.max(...values),min=Math.min(...values),span=(max-min)||1;
+  const x=i=>(values.length>1? i*w/(values.length-1):w/2).toFixed(1);
+  return values.map((v,i)=>`${x(i)},${(h-2-(v-min)/span*(h-4)).toFixed(1)}`);
+}
+function metricOf(points, r){
+  const keys = new Set(points.flatMap(p => Object.keys((p.metrics && p.metrics.eval) || {})));
+  return [r && r.selected_by, 'mrr@10', 'triplet_accuracy'].find(k => k && keys.has(k)) || null;
+}
+function curve(losses, metric, values, bestEpoch){
   if(!losses.length) return '';
-  const w=160,h=40,max=Math.max(...losses),min=Math.min(...losses),span=(max-min)||1;
-  const pts=losses.map((l,i)=>`${losses.length>1? i*w/(losses.length-1):w/2},${h-2-(l-min)/span*(h-4)}`).join(' ');
+  const w=160,h=40,pts=scaled(losses,w,h);
+  let extra='';
+  const known = values.filter(v => v != null);
+  if(metric && known.length === values.length && values.length){
+    const mp=scaled(values,w,h);
+    extra=`<polyline class="metric" data-metric="${esc(metric)}" data-points="${values.length}" `+
+      `data-values="${values.map(v=>Number(v).toFixed(4)).join(',')}" fill="none" stroke="#d08000" `+
+      `stroke-width="1.5" stroke-dasharray="3,2" points="${mp.join(' ')}"/>`;
+    if(bestEpoch != null && bestEpoch >= 1 && bestEpoch <= values.length){
+      const [x,y]=mp[bestEpoch-1].split(',');
+      extra+=`<circle class="best" data-epoch="${esc(bestEpoch)}" cx="${x}" cy="${y}" r="3" fill="#d08000"/>`;
+    }
+  }
   return `<svg class="curve" width="${w}" height="${h}" data-points="${losses.length}">`+
-    `<polyline fill="none" stroke="#3367d6" stroke-width="2" points="${pts}"/></svg>`;
+    `<title>train loss (blue)${metric? `, validation ${esc(metric)} (orange, dashed; dot: best epoch)`:''}</title>`+
+    `<polyline fill="none" stroke="#3367d6" stroke-width="2" points="${pts.join(' ')}"/>${extra}</svg>`;
 }
 function best(r){
   if(!r || r.best_epoch == null) return '';
@@ -52,9 +76,12 @@ async function refresh(){
       const c = await fetch(`/v1/fine_tuning/jobs/${j.id}/checkpoints?limit=1000`);
       const points = c.ok ? (await c.json()).data.slice().reverse() : [];
       const losses = points.map(p => p.metrics.train_loss);
+      const metric = metricOf(points, j.result);
+      const values = metric ? points.map(p => ((p.metrics.eval || {})[metric] ?? null)) : [];
+      const bestEpoch = j.result ? j.result.best_epoch : null;
       rows.push(`<tr data-job="${esc(j.id)}"><td><code>${esc(j.id)}</code></td><td>${esc(j.model)}</td>`+
         `<td class="${esc(j.status)}">${esc(j.status)}</td><td>${losses.length}/${j.hyperparameters.n_epochs}</td>`+
-        `<td>${losses.length? losses[losses.length-1].toFixed(4):''}</td><td>${curve(losses)}</td>`+
+        `<td>${losses.length? losses[losses.length-1].toFixed(4):''}</td><td>${curve(losses, metric, values, bestEpoch)}</td>`+
         `<td>${best(j.result)}</td><td><code>${esc(j.fine_tuned_model)}</code></td></tr>`);
     }
     document.getElementById('jobs').innerHTML = rows.join('');
@@ -65,33 +92,85 @@ setInterval(refresh, 2000); refresh();
 """
 
 
-def _curve(losses: list[float]) -> str:
+CHART_W, CHART_H = 160, 40
+
+
+def _scaled(values: list[float]) -> list[tuple[float, float]]:
+    """Chart coordinates, each series on its own scale (a loss and an accuracy share no unit)."""
+    top, low = max(values), min(values)
+    span = (top - low) or 1.0
+    step = CHART_W / (len(values) - 1) if len(values) > 1 else 0
+    return [
+        (
+            i * step if len(values) > 1 else CHART_W / 2,
+            CHART_H - 2 - (v - low) / span * (CHART_H - 4),
+        )
+        for i, v in enumerate(values)
+    ]
+
+
+def validation_metric(
+    evals: list[dict[str, Any] | None], result: dict[str, Any] | None
+) -> str | None:
+    """The per-epoch validation metric to chart: the one that chose the best epoch, else the
+    one :mod:`embedding.epoch_selection` would use; None without a validation set."""
+    keys = {k for e in evals for k in (e or {})}
+    chosen = (result or {}).get("selected_by")
+    return next((k for k in (chosen, "mrr@10", "triplet_accuracy") if k and k in keys), None)
+
+
+def _curve(
+    losses: list[float],
+    metric: str | None = None,
+    values: list[float | None] | None = None,
+    best_epoch: int | None = None,
+) -> str:
+    """The loss per epoch; with a validation set, its metric per epoch beside it (dashed) and
+    a dot on the best epoch, the one whose weights were exported."""
     if not losses:
         return ""
-    w, h = 160, 40
-    top, low = max(losses), min(losses)
-    span = (top - low) or 1.0
-    step = w / (len(losses) - 1) if len(losses) > 1 else 0
-    points = " ".join(
-        f"{i * step if len(losses) > 1 else w / 2:.1f},{h - 2 - (v - low) / span * (h - 4):.1f}"
-        for i, v in enumerate(losses)
+    e = html.escape
+    points = " ".join(f"{x:.1f},{y:.1f}" for x, y in _scaled(losses))
+    extra = ""
+    values = values or []
+    if metric and values and all(v is not None for v in values):
+        coords = _scaled([float(v) for v in values])  # type: ignore[arg-type]
+        shown = ",".join(f"{float(v):.4f}" for v in values)  # type: ignore[arg-type]
+        extra = (
+            f'<polyline class="metric" data-metric="{e(metric)}" data-points="{len(values)}" '
+            f'data-values="{shown}" fill="none" stroke="#d08000" stroke-width="1.5" '
+            f'stroke-dasharray="3,2" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in coords)}"/>'
+        )
+        if best_epoch is not None and 1 <= best_epoch <= len(coords):
+            x, y = coords[best_epoch - 1]
+            extra += (
+                f'<circle class="best" data-epoch="{best_epoch}" cx="{x:.1f}" cy="{y:.1f}" '
+                'r="3" fill="#d08000"/>'
+            )
+    title = "train loss (blue)" + (
+        f", validation {e(metric)} (orange, dashed; dot: best epoch)" if extra else ""
     )
     return (
-        f'<svg class="curve" width="{w}" height="{h}" data-points="{len(losses)}">'
-        f'<polyline fill="none" stroke="#3367d6" stroke-width="2" points="{points}"/></svg>'
+        f'<svg class="curve" width="{CHART_W}" height="{CHART_H}" data-points="{len(losses)}">'
+        f"<title>{title}</title>"
+        f'<polyline fill="none" stroke="#3367d6" stroke-width="2" points="{points}"/>{extra}</svg>'
     )
 
 
 def _job_row(job: Any) -> str:
     e = html.escape
-    losses = [m.train_loss for m in sorted(job.epochs, key=lambda m: m.epoch)]
+    epochs = sorted(job.epochs, key=lambda m: m.epoch)
+    losses = [m.train_loss for m in epochs]
+    metric = validation_metric([m.eval for m in epochs], job.result)
+    values = [(m.eval or {}).get(metric) for m in epochs] if metric else []
+    best = (job.result or {}).get("best_epoch")
     total = int((job.params or {}).get("epochs", 0))
     ft = job_fine_tuned_id(job) if job.status == "succeeded" and job.model_version_id else ""
     return (
         f'<tr data-job="{e(str(job.id))}"><td><code>{e(str(job.id))}</code></td>'
         f"<td>{e(job.model)}</td><td class='{e(job.status)}'>{e(job.status)}</td>"
         f"<td>{len(losses)}/{total}</td><td>{f'{losses[-1]:.4f}' if losses else ''}</td>"
-        f"<td>{_curve(losses)}</td><td>{_best_epoch(job.result)}</td><td><code>{e(ft)}</code></td></tr>"
+        f"<td>{_curve(losses, metric, values, best)}</td><td>{_best_epoch(job.result)}</td><td><code>{e(ft)}</code></td></tr>"
     )
 
 

@@ -15,8 +15,30 @@ _MINING = MiningConfig()  # the defaults the options show
 def add_commands(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="build training data")
     dsub = data.add_subparsers(dest="data_command", metavar="KIND", required=True)
-    p = dsub.add_parser("codesearch", help="docstring -> code pairs, split by module")
-    p.add_argument("--source", default="stdlib", help="'stdlib' or a folder of Python files")
+    p = dsub.add_parser(
+        "codesearch",
+        help="doc -> code pairs from code in six languages, split by file",
+        description="(Summary of a function's doc -> its code without the doc) pairs from "
+        "Python, JavaScript, TypeScript, Go, Java and Rust; deduplicated, and split into "
+        "train/eval by a stable hash of each file's path. Writes train.jsonl and eval.jsonl "
+        "(what finetune --data / --eval-data read), their .meta.jsonl (language, source, "
+        "file of each row) and report.json (counts per language and source, and what was "
+        "skipped or dropped and why). See embedding/code_pairs/.",
+    )
+    p.add_argument(
+        "--source",
+        default="stdlib",
+        help="comma-separated: 'stdlib', installed package names (sqlalchemy,celery) and "
+        "folders (./repo, /src/app); a folder skips tests, vendored and generated code, "
+        "virtualenvs, node_modules, what .gitignore ignores, and every symlink "
+        "(default: stdlib)",
+    )
+    p.add_argument(
+        "--eval-share",
+        type=float,
+        default=0.1,
+        help="share of files (by path hash) whose pairs go to eval.jsonl (default: 0.1)",
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_codesearch)
 
@@ -124,10 +146,10 @@ def _optional_float(text: str) -> float | None:
 
 
 def cmd_codesearch(args: argparse.Namespace) -> int:
-    from embedding.codesearch import write_codesearch
+    from embedding.code_pairs import write_code_pairs
 
-    counts = write_codesearch(Path(args.out), source=args.source)
-    print(json.dumps(counts))
+    report = write_code_pairs(Path(args.out), args.source, eval_share=args.eval_share)
+    print(json.dumps(report))
     return 0
 
 

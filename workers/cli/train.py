@@ -78,6 +78,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         eval_examples=eval_rows,
         on_step=on_step,
         on_epoch_end=on_epoch_end,
+        stop_when_exhausted=True,  # loss 0: nothing left to learn; say so and stop
     )
     bar.close()
     print(f"\n{'epoch':>5}  {'loss':>10}  {'lr':>10}  {'ex/s':>8}  {'seconds':>8}")
@@ -96,6 +97,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             f"exported epoch {result.exported_epoch}"
             + ("; stopped early" if result.stopped_early else "")
         )
+    if result.stop_reason:
+        print(f"\n{result.stop_reason}")
     curve = _plot_losses(result, out / "model" / "loss_curve.png")
     print(f"\nmodel: {result.output_dir}\nloss curve: {curve}")
     if args.json_path:
@@ -111,6 +114,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                     "selected_by": result.selected_by,
                     "exported_epoch": result.exported_epoch,
                     "stopped_early": result.stopped_early,
+                    "stop_reason": result.stop_reason,
                     "train_seconds": result.seconds,
                     "settings": result.settings,
                 },

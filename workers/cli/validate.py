@@ -32,8 +32,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--worker-timeout",
         type=float,
-        default=3.0,
-        help="seconds to wait for workers to say which queues they consume",
+        default=60.0,
+        help="seconds to wait for a worker that is starting (announced on the broker) to "
+        "consume the queues; with none starting, validate fails after 10 s",
     )
     p.add_argument("--json", dest="json_path", default=None, help="write the results as JSON")
     p.add_argument("--junit", default=None, help="write JUnit XML")
@@ -97,7 +98,13 @@ def _run(args: argparse.Namespace, models: list[str], trigger: str) -> dict:
             file=sys.stderr,
         )
         try:
-            result.get(timeout=args.timeout, propagate=False, disable_sync_subtasks=False)
+            # A polling backend (the embedded one) is asked every 50 ms, not every 0.5 s.
+            result.get(
+                timeout=args.timeout,
+                propagate=False,
+                disable_sync_subtasks=False,
+                interval=0.05,
+            )
         except Exception as exc:  # the deadline: a hung run is ended, never left running
             abandon_validation(
                 run_id, result, f"deadline of {args.timeout:g} s passed ({type(exc).__name__})"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -138,9 +139,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "EMBEDDING_BROKER_URL is not set: a standalone worker needs a broker "
             "(without one, embedctl runs its tasks on an in-process worker)"
         )
-    if len(_queues(args)) > 1:
-        return supervise([[sys.executable, "-m", "workers.cli", *a] for a in pool_argvs(args)])
+    from workers import worker_presence
+
+    queues = _queues(args)
+    node = f"{args.hostname or 'celery@%h'}:{os.getpid()}".replace("%h", socket.gethostname())
+    if len(queues) > 1:
+        # First thing, before any pool imports torch: "a worker is starting" on the broker.
+        keys = worker_presence.announce(settings.broker_url, queues, node)
+        commands = [[sys.executable, "-m", "workers.cli", *a] for a in pool_argvs(args)]
+        envs = [_pool_env(keys.get(q), queues) for q in queues]
+        return supervise(commands, envs)
+    if worker_presence.KEY_ENV not in os.environ:
+        keys = worker_presence.announce(settings.broker_url, queues, node)
+        if keys:
+            os.environ[worker_presence.KEY_ENV] = keys[queues[0]]
+    worker_presence.connect_signal()
     from workers.app import EMBED_QUEUE, app, configure_embed_worker
+    from workers.pool_threads import configure_process
+
+    kind = pool_for(queues[0], args.concurrency, args.pool)[1]
+    configure_process(queues, kind)  # this pool's torch threads, where its tasks run
 
     if _queues(args) == [EMBED_QUEUE]:
         configure_embed_worker(app)
@@ -153,10 +171,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def supervise(commands: list[list[str]]) -> int:
+def _pool_env(starting_key: str | None, pools: list[str]) -> dict[str, str]:
+    """A pool's environment: ours, the pools running beside it (each splits the cores by
+    them: ``embedding.torch_threads``), and the key its start was announced under (the pool
+    lets it expire once it listens: ``workers.worker_presence``)."""
+    from embedding.torch_threads import POOLS_ENV
+    from workers.worker_presence import KEY_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+    env[POOLS_ENV] = ",".join(pools)
+    return {**env, KEY_ENV: starting_key} if starting_key else env
+
+
+def supervise(commands: list[list[str]], envs: list[dict[str, str]] | None = None) -> int:
     """Run the pools; pass SIGTERM/SIGINT/SIGQUIT on; when one ends, stop the other (a
     half-alive worker would look healthy to its container while a queue goes unserved)."""
-    procs = [subprocess.Popen(cmd) for cmd in commands]
+    envs = envs or [dict(os.environ) for _ in commands]
+    procs = [subprocess.Popen(cmd, env=env) for cmd, env in zip(commands, envs, strict=True)]
 
     def forward(signum: int, frame: object) -> None:
         for proc in procs:

@@ -1,0 +1,101 @@
+"""``/v1/datasets``: a fine-tuning dataset built from a codebase (an extension of OpenAI's API).
+
+``POST /v1/datasets`` (multipart form) with a ``folder`` under the model roots, or an
+``archive`` (a zip or tar of a repository, at most ``api_max_upload_bytes``), and an optional
+``eval_share``. The API stores the archive and sends ``embedding.build_dataset`` to a worker
+(it never parses code itself), waits for it, and answers with the two registered files:
+``training_file`` and ``validation_file`` are ``/v1/files`` objects whose ids
+``fine_tuning.jobs.create`` takes, and ``report`` says what the pairs are (per language and
+source) and what was skipped or dropped. Bad input is a 4xx in OpenAI's error shape, and
+leaves no file behind; the stored archive is removed once the build is done.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from pydantic import BaseModel
+
+from api import files_store
+from api.errors import APIError
+from api.schemas import FileObject
+from api.security import require_api_key
+
+router = APIRouter(dependencies=[Depends(require_api_key)], tags=["datasets"])
+
+BUILD_TASK = "embedding.build_dataset"
+BUILD_TIMEOUT_S = 900.0
+
+
+class Dataset(BaseModel):
+    object: str = "dataset"
+    training_file: FileObject
+    validation_file: FileObject | None
+    report: dict[str, Any]
+
+
+@router.post("/v1/datasets", response_model=Dataset)
+def create_dataset(
+    folder: Annotated[str | None, Form(max_length=4096)] = None,
+    archive: Annotated[UploadFile | None, File()] = None,
+    eval_share: Annotated[float, Form(ge=0.0, lt=1.0)] = 0.1,
+) -> Dataset:
+    if (folder is None) == (archive is None):
+        raise APIError(
+            400, "Give a folder or an archive, not both or neither.", code="invalid_value"
+        )
+    payload: dict[str, Any] = {"eval_share": eval_share}
+    stored = None
+    if archive is not None:
+        stored, _ = files_store.save_upload(archive.file, f"archive-{files_store.new_file_id()}")
+        payload["archive"] = str(stored)
+    else:
+        payload["folder"] = folder
+    try:
+        reply = _run(payload)
+    finally:
+        if stored is not None:
+            stored.unlink(missing_ok=True)
+    error = reply.get("error")
+    if error:
+        raise APIError(
+            int(error["status"]), error["message"], param=error.get("param"), code=error["code"]
+        )
+    return Dataset(
+        training_file=_file(reply["training_file"]),
+        validation_file=_file(reply["validation_file"]) if reply["validation_file"] else None,
+        report=reply["report"],
+    )
+
+
+def _file(row: dict[str, Any]) -> FileObject:
+    return FileObject(
+        id=row["id"],
+        bytes=row["bytes"],
+        created_at=int(row["created_at"] or 0),
+        filename=row["filename"],
+        purpose=row["purpose"],
+        rows=row["rows"],
+    )
+
+
+def _run(payload: dict[str, Any]) -> dict[str, Any]:
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from workers.app import CPU_QUEUE, app
+
+    try:
+        result = app.send_task(BUILD_TASK, kwargs=payload, queue=CPU_QUEUE)
+    except Exception:
+        raise APIError(503, "The task broker is unavailable.", code="broker_unavailable") from None
+    try:
+        return result.get(timeout=BUILD_TIMEOUT_S, interval=0.05, disable_sync_subtasks=False)
+    except CeleryTimeout:
+        raise APIError(
+            504, f"No worker built the dataset within {BUILD_TIMEOUT_S:g} s.", code="worker_timeout"
+        ) from None
+    except Exception:
+        raise APIError(
+            502, "The dataset build failed in the worker.", code="worker_error"
+        ) from None

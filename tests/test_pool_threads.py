@@ -1,0 +1,68 @@
+"""Each worker pool runs torch on its own thread counts: the defaults split the cores between
+the pools that run torch, the settings override them, and a real `embedctl worker` reports
+what each pool runs on (the latency they buy is benchmarks/contention.py's)."""
+
+from __future__ import annotations
+
+import pytest
+
+from embedding.torch_threads import default_threads, pool_threads
+
+
+@pytest.mark.parametrize(
+    ("pool", "running", "cores", "want"),
+    [
+        ("gpu", ("gpu", "cpu", "embed"), 2, (1, 1)),
+        ("embed", ("gpu", "cpu", "embed"), 2, (1, 1)),
+        ("cpu", ("gpu", "cpu", "embed"), 2, (1, 1)),
+        ("gpu", ("gpu", "cpu", "embed"), 7, (4, 1)),  # the odd core trains
+        ("embed", ("gpu", "cpu", "embed"), 7, (3, 1)),
+        ("gpu", ("gpu", "cpu"), 8, (8, 1)),  # alone with models: every core
+        ("embed", ("embed",), 8, (8, 1)),
+        ("gpu", ("gpu", "embed"), 1, (1, 1)),  # never zero
+    ],
+)
+def test_the_default_splits_the_cores_between_the_torch_pools(pool, running, cores, want):
+    assert default_threads(pool, running, cores) == want
+
+
+def test_settings_override_the_default(monkeypatch):
+    from embedding.config import Settings
+
+    settings = Settings(torch_threads_gpu=3, torch_interop_threads_embed=2)
+    assert pool_threads("gpu", ("gpu", "embed"), settings, n_cores=2) == (3, 1)
+    assert pool_threads("embed", ("gpu", "embed"), settings, n_cores=2) == (1, 2)
+    with pytest.raises(ValueError, match="unknown pool"):
+        default_threads("gpus", ("gpu",), 2)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_each_pool_of_a_real_worker_runs_its_own_thread_counts(tmp_path):
+    """`embedctl worker --queues gpu,cpu,embed`: the gpu and embed pools split the cores
+    (before, each ran torch on every core and they starved each other), and a setting
+    changes one pool only."""
+    from celery import Celery
+
+    from embedding.torch_threads import cores
+    from tests.support import celery_worker, postgres_database, redis_url, service_env
+
+    n = cores()
+    with postgres_database() as db_url:
+        env = service_env(
+            db_url, redis_url(15), tmp_path, EMBEDDING_TORCH_INTEROP_THREADS_EMBED="2"
+        )
+        broker = env["EMBEDDING_BROKER_URL"]
+        client = Celery(broker=broker, backend=env["EMBEDDING_RESULT_BACKEND"])
+        client.conf.update(task_serializer="json", accept_content=["json"])
+        with celery_worker(env, tmp_path / "worker.log", queues="gpu,cpu,embed"):
+            got = {
+                queue: client.send_task("embedding.torch_threads", queue=queue).get(timeout=60)
+                for queue in ("gpu", "cpu", "embed")
+            }
+    assert (got["gpu"]["intra_op"], got["gpu"]["inter_op"]) == default_threads(
+        "gpu", ("gpu", "cpu", "embed"), n
+    )
+    assert (got["embed"]["intra_op"], got["embed"]["inter_op"]) == (max(1, n // 2), 2)
+    assert (got["cpu"]["intra_op"], got["cpu"]["inter_op"]) == (1, 1)
+    assert got["gpu"]["intra_op"] + got["embed"]["intra_op"] == max(2, n)
