@@ -4,6 +4,7 @@ FROM python:3.11-slim
 WORKDIR /app
 RUN pip install --no-cache-dir torch==2.13.0
 COPY pyproject.toml README.md ./
+COPY core core
 COPY embedding embedding
 COPY db db
 COPY workers workers

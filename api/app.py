@@ -30,7 +30,7 @@ from api.routes import (
     validations,
 )
 from api.schemas import ErrorResponse
-from embedding.config import get_settings
+from core.config import get_settings
 
 EMBEDDED_POLL_S = 0.01
 

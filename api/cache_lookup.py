@@ -16,7 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from workers.embedding_cache import Setting, embedding_cache, folder_fingerprint, model_version
+from workers.serving.embedding_cache import (
+    Setting,
+    embedding_cache,
+    folder_fingerprint,
+    model_version,
+)
 
 _precision: dict[str, str] = {}
 _folders: dict[str, list[str]] = {}
@@ -28,8 +33,8 @@ def model_folders(load: str) -> list[str]:
     with _lock:
         known = _folders.get(load)
     if known is None:
-        from embedding.hub import resolve
-        from embedding.specs import get_spec
+        from embedding.models.hub import resolve
+        from embedding.models.specs import get_spec
 
         spec = get_spec(load)
         members = [get_spec(m) for m in spec.members] if spec.source == "combined" else [spec]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.embed_batching import estimated_tokens
+from workers.serving.embed_batching import estimated_tokens
 
 # send(key, texts) -> the task's reply: {"matrix": (rows x dim) float32, "tokens": [...], ...}
 Send = Callable[[Hashable, list[str]], dict[str, Any]]

@@ -21,8 +21,8 @@ import numpy as np
 from api import cache_lookup
 from api.coalescer import Coalescer
 from api.errors import APIError
-from embedding.config import get_settings
-from embedding.device_profile import CPU_PROFILE
+from core.config import get_settings
+from embedding.inference.device_profile import CPU_PROFILE
 
 log = logging.getLogger(__name__)
 

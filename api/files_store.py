@@ -1,7 +1,7 @@
 """Uploaded files: checked line by line when they arrive, then kept under the artifacts dir.
 
 A ``fine-tune`` file is JSONL training rows (triplets or pairs, the rows of
-``embedding.data``); a ``batch`` file is JSONL requests to ``/v1/embeddings`` with a
+``embedding.data.examples``); a ``batch`` file is JSONL requests to ``/v1/embeddings`` with a
 ``custom_id`` each. A file that would fail later fails now, with the line named: the job
 or batch that uses it must not be the first to find out.
 """
@@ -19,10 +19,10 @@ from pydantic import ValidationError
 
 from api.errors import APIError, not_found
 from api.schemas import EmbeddingRequest
+from core.config import get_settings
 from db import repo
 from db.session import session_scope
-from embedding.config import get_settings
-from embedding.data import DataError, check_row, mixed_rows, row_from_json
+from embedding.data.examples import DataError, check_row, mixed_rows, row_from_json
 
 CHUNK = 1 << 20
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.errors import APIError, error_body
-from embedding.config import get_settings
+from core.config import get_settings
 
 UPLOAD_PATH = "/v1/files"
 

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from embedding.config import get_settings
+from core.config import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class _CacheCollector(Collector):
     of the API and every worker (counted there), entries and the server's memory."""
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        from workers.embedding_cache import embedding_cache
+        from workers.serving.embedding_cache import embedding_cache
 
         try:
             cache = embedding_cache()

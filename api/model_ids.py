@@ -1,6 +1,6 @@
 """Model names the API accepts, and what the worker is told to load for each.
 
-Every name ``workers.model_names`` knows: a spec, a registered version (its name,
+Every name ``workers.serving.model_names`` knows: a spec, a registered version (its name,
 ``name:version``, its ``ft:<base>:<suffix>:<job id>`` id or its job id; looked up in the
 database and replaced by the version's folder, under the artifacts directory), or a folder
 under ``EMBEDDING_MODEL_ROOTS``. An ``ft:`` id whose base or suffix does not match its job
@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from api.errors import APIError
-from embedding.hub import PathNotAllowed
-from embedding.specs import UnknownModel, get_spec
-from workers.model_names import checked_model_name
+from embedding.models.hub import PathNotAllowed
+from embedding.models.specs import UnknownModel, get_spec
+from workers.serving.model_names import checked_model_name
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from embedding import compare as cmp
-from embedding import hyperparameters as hp
-from workers.model_names import SUFFIX_PATTERN
+from embedding.evaluation import compare as cmp
+from embedding.training import hyperparameters as hp
 from workers.schemas import check_text_caps
+from workers.serving.model_names import SUFFIX_PATTERN
 
 
 class _Request(BaseModel):
@@ -122,7 +122,7 @@ class Hyperparameters(_Request):
     learning_rate: float | Literal["auto"] = "auto"
     learning_rate_multiplier: float | Literal["auto"] = "auto"
     # Ours (with a validation_file): stop after this many epochs without a validation gain,
-    # and export the best epoch rather than the last ("auto": embedding.hyperparameters).
+    # and export the best epoch rather than the last ("auto": embedding.training.hyperparameters).
     early_stopping_patience: int | Literal["auto"] = "auto"
     select_best_epoch: bool | Literal["auto"] = "auto"
     # Ours: the cached_mnrl loss's texts per forward pass (memory), and Matryoshka training

@@ -16,7 +16,7 @@ import ipaddress
 from fastapi import Request
 
 from api.errors import APIError
-from embedding.config import Settings, get_settings
+from core.config import Settings, get_settings
 
 COOKIE = "embedding_api_key"
 

@@ -4,7 +4,7 @@
         [--max-eval-per-language 300] [--epochs 3] [--batch-size 16] [--lr 2e-5]
         [--loss mnrl] [--source S1,S2,...] [--no-npm] [--json OUT]
 
-The corpus (``embedding.code_pairs``: doc summary -> code, deduplicated, split by file, so
+The corpus (``embedding.data.code_pairs``: doc summary -> code, deduplicated, split by file, so
 no held-out file or function is trained on), unless ``--source`` names the sources instead:
 
 - **Python**: several well-documented packages of this virtualenv (``PYTHON_PACKAGES``, those
@@ -27,12 +27,12 @@ It says which languages it found. To have Go and Rust, on Debian/Ubuntu (as root
 
 Training pairs are capped per language (``--max-pairs-per-language``, a seeded sample) so
 Python does not drown the rest and the run fits a CPU; so are the held-out pairs
-(``--max-eval-per-language``). Then ``embedding.training.finetune`` trains a fresh minilm with
-the project's default recipe for pairs (``embedding.hyperparameters``: MNRL, its epochs,
+(``--max-eval-per-language``). Then ``embedding.training.loop.finetune`` trains a fresh minilm with
+the project's default recipe for pairs (``embedding.training.hyperparameters``: MNRL, its epochs,
 batch and lr, the best epoch kept by the validation MRR@10) with the held-out pairs as the
 validation file, and MRR@10 and recall@1 are printed before and after, overall and per
 language: every held-out query ranks against every held-out code of all languages
-(``embedding.evaluation.retrieval_scores``), and a language's figure is the mean over its
+(``embedding.evaluation.metrics.retrieval_scores``), and a language's figure is the mean over its
 queries. With more than one epoch the best epoch is chosen on the same held-out pairs the
 figures are measured on, which favours the "after" slightly; with one it is moot.
 """
@@ -60,8 +60,8 @@ from collections import defaultdict
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from embedding import hyperparameters as hp
-from embedding.code_pairs import CodePair, build_code_pairs
+from embedding.data.code_pairs import CodePair, build_code_pairs
+from embedding.training import hyperparameters as hp
 
 MODEL = "minilm"
 METRICS = ("mrr@10", "recall@1")
@@ -178,7 +178,7 @@ def cap(pairs: list[CodePair], limit: int | None, seed: int) -> list[CodePair]:
 
 def per_language(encoder, pairs: list[CodePair]) -> dict[str, dict[str, float]]:
     """MRR@10 and recall@1 overall and per language; every query against the whole pool."""
-    from embedding.evaluation import retrieval_scores
+    from embedding.evaluation.metrics import retrieval_scores
 
     scores = retrieval_scores(encoder, [p.example for p in pairs])
     groups: dict[str, list[int]] = defaultdict(list)
@@ -233,8 +233,8 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
 
-    from embedding.encoder import Encoder
-    from embedding.training import TrainConfig, finetune
+    from embedding.inference.encoder import Encoder
+    from embedding.training.loop import TrainConfig, finetune
 
     with tempfile.TemporaryDirectory(prefix="codesearch-bench-") as tmp:
         tmp_path = Path(tmp)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from embedding.code_pairs import build_code_pairs
-from embedding.code_pairs.sources import Source, walk
+from embedding.data.code_pairs import build_code_pairs
+from embedding.data.code_pairs.sources import Source, walk
 
 
 def origins() -> list[Path]:

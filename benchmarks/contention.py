@@ -2,12 +2,12 @@
 
 An ``embedctl worker`` runs its gpu pool (training) and its embed pool (serving) as
 processes side by side. Before issue 25 each ran torch on every core; now each runs on its
-share (``embedding.torch_threads``). This starts a real fine-tune of minilm in a process of
+share (``embedding.inference.torch_threads``). This starts a real fine-tune of minilm in a process of
 its own (the gpu pool), and in this process (the embed pool) times ``encode`` of one short
 text, first with no fine-tune running (quiet), then beside it; both ways:
 
 * ``shared``: torch's defaults, every pool on every core (before);
-* ``split``: the pools' default counts from ``embedding.torch_threads`` (after).
+* ``split``: the pools' default counts from ``embedding.inference.torch_threads`` (after).
 
 The rounds interleave the two ways, and the best round of each is reported (another
 engineer's jobs may share the cores: the best round is the least disturbed).
@@ -38,20 +38,20 @@ def threads_for(mode: str, pool: str) -> tuple[int, int] | None:
     """The (intra, inter) counts a pool runs with in ``mode``; None: torch's defaults."""
     if mode == "shared":
         return None
-    from embedding.torch_threads import pool_threads
+    from embedding.inference.torch_threads import pool_threads
 
     return pool_threads(pool, POOLS)
 
 
 def trainer(mode: str) -> None:
     """The gpu pool: fine-tune minilm on triplets until killed; prints "training" once."""
-    from embedding import torch_threads
+    from embedding.inference import torch_threads
 
     counts = threads_for(mode, "gpu")
     if counts:
         torch_threads.apply(*counts)
-    from embedding.corpus import code_corpus
-    from embedding.training import TrainConfig, finetune
+    from embedding.data.corpus import code_corpus
+    from embedding.training.loop import TrainConfig, finetune
 
     texts = code_corpus(64)
     rows = [(texts[i], texts[(i + 1) % 64], texts[(i + 7) % 64]) for i in range(64)]
@@ -94,12 +94,12 @@ def measure(mode: str, n: int) -> dict[str, float]:
 
 
 def embed_side(mode: str, n: int) -> dict[str, float]:
-    from embedding import torch_threads
+    from embedding.inference import torch_threads
 
     counts = threads_for(mode, "embed")
     if counts:
         torch_threads.apply(*counts)
-    from embedding.encoder import Encoder
+    from embedding.inference.encoder import Encoder
 
     encoder = Encoder.load("minilm", device="cpu")
     quiet = latencies(encoder, n)

@@ -30,9 +30,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import torch
 
-from embedding.corpus import code_corpus
-from embedding.encoder import Encoder
-from embedding.precision import bf16_speedup
+from embedding.data.corpus import code_corpus
+from embedding.inference.encoder import Encoder
+from embedding.inference.precision import bf16_speedup
 
 
 def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:

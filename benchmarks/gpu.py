@@ -10,8 +10,8 @@ Models: the bundled minilm (on the GPU machine an fp16 copy of its weights; ever
 loads it at the dtype named in its row) and a Qwen2 with Qodo-Embed-1-1.5B's shape (hidden
 1536, 28 layers, 12 heads, 2 KV heads, intermediate 8960, vocab 151646, random weights,
 bf16 safetensors, a byte-level BPE tokenizer trained on the stdlib, ST files with
-last-token pooling), built on the GPU in seconds. Texts: ``embedding.corpus.code_corpus``;
-pairs: the stdlib docstring -> code pairs (``embedding.codesearch``).
+last-token pooling), built on the GPU in seconds. Texts: ``embedding.data.corpus.code_corpus``;
+pairs: the stdlib docstring -> code pairs (``embedding.data.codesearch``).
 
 Sections (each prints its rows; ``--sections`` picks some):
 
@@ -26,7 +26,7 @@ Sections (each prints its rows; ``--sections`` picks some):
   repeat" question: which is faster, and whether the first epoch runs at the second's speed).
 * ``budgets``: minilm MNRL training pairs/s at each training budget of a sweep.
 * ``train``: minilm full fine-tune, MNRL, 2,048 pairs, batch 32 and 128: ours
-  (``embedding.training.finetune``, default precision) against ST's model and MNRL loss in a
+  (``embedding.training.loop.finetune``, default precision) against ST's model and MNRL loss in a
   plain bf16-autocast AdamW loop (fp32 weights), pairs/s over the epoch and peak GPU memory;
   the 1.5B with LoRA r 8 on every linear layer, 512 pairs, batch 32: ours (2 epochs, first
   and second, any NaN) against ST + peft (bf16 weights, as transformers 5 loads a bf16
@@ -174,8 +174,8 @@ def build_qwen(folder: Path, bench: Bench) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2Model
 
-    from embedding.codesearch import stdlib_root
-    from embedding.st_layout import export_sentence_transformers
+    from embedding.data.codesearch import stdlib_root
+    from embedding.models.st_layout import export_sentence_transformers
 
     t0 = time.perf_counter()
     files = sorted(stdlib_root().glob("*.py"))[: 40 if bench.smoke else 400]
@@ -276,8 +276,8 @@ def tokens_of(encoder, texts: list[str]) -> int:
 
 
 def section_encode(bench: Bench, peak: float, qwen: Path) -> dict[str, float]:
-    from embedding.corpus import code_corpus
-    from embedding.encoder import Encoder
+    from embedding.data.corpus import code_corpus
+    from embedding.inference.encoder import Encoder
 
     rates: dict[str, float] = {}
     for label, folder, n, budgets in (
@@ -377,10 +377,10 @@ def cudnn_nan_repro(bench: Bench) -> None:
 
 
 def train_epochs(encoder, pairs, batch_size: int, epochs: int, lr: float = 2e-5) -> list[float]:
-    """Our trainer's step (embedding.training.batch_backward, clip, fused AdamW), timed per
+    """Our trainer's step (embedding.training.loop.batch_backward, clip, fused AdamW), timed per
     epoch, without its evaluation and checkpoints: for variants the product's defaults do
     not reach."""
-    from embedding.training import TrainConfig, batch_backward, epoch_batches, make_optimizer
+    from embedding.training.loop import TrainConfig, batch_backward, epoch_batches, make_optimizer
 
     config = TrainConfig(loss="mnrl", batch_size=batch_size, lr=lr)
     optimizer = make_optimizer(encoder.model, config)
@@ -403,14 +403,14 @@ def train_epochs(encoder, pairs, batch_size: int, epochs: int, lr: float = 2e-5)
 
 
 def stdlib_pairs(n: int) -> list[tuple[str, str]]:
-    from embedding.codesearch import build_pairs, stdlib_root
+    from embedding.data.codesearch import build_pairs, stdlib_root
 
     train, _, _ = build_pairs(stdlib_root())
     return [tuple(p[:2]) for p in train[:n]]
 
 
 def section_attention(bench: Bench) -> None:
-    from embedding.training import load_for_training
+    from embedding.training.loop import load_for_training
 
     cudnn_nan_repro(bench)
     pairs = stdlib_pairs(bench.variant_pairs)
@@ -439,8 +439,8 @@ def section_attention(bench: Bench) -> None:
 
 
 def section_budgets(bench: Bench) -> None:
-    from embedding.training import load_for_training
-    from embedding.training_forward import embed_for_training
+    from embedding.training.forward import embed_for_training
+    from embedding.training.loop import load_for_training
 
     pairs = stdlib_pairs(bench.train_pairs // 2)
     for batch in (32, 128):
@@ -499,7 +499,7 @@ def bench_device_type() -> str:
 
 
 def section_train(bench: Bench, qwen: Path) -> None:
-    from embedding.training import TrainConfig, finetune
+    from embedding.training.loop import TrainConfig, finetune
 
     pairs = stdlib_pairs(bench.train_pairs)
     for batch in (32, 128):
@@ -583,8 +583,8 @@ def free_port() -> int:
 
 
 def section_serve(bench: Bench, local_rate: float | None) -> None:
-    from embedding.corpus import code_corpus
-    from embedding.encoder import Encoder
+    from embedding.data.corpus import code_corpus
+    from embedding.inference.encoder import Encoder
 
     texts = code_corpus(32 * bench.serve_requests, seed=1)
     if local_rate is None or bench.smoke:
@@ -758,7 +758,7 @@ def main() -> int:
     import sentence_transformers
     import transformers
 
-    from embedding.attention_kernels import configure_attention
+    from embedding.inference.attention_kernels import configure_attention
 
     configure_attention(bench.device)  # ours: the product's setting (ST sections undo it)
     results["environment"] = {

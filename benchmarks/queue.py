@@ -27,8 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from embedding.corpus import code_corpus
-from embedding.encoder import Encoder
+from embedding.data.corpus import code_corpus
+from embedding.inference.encoder import Encoder
 from tests.support import celery_worker, redis_url, service_env
 
 

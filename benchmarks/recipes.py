@@ -3,7 +3,7 @@
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/recipes.py [--n-train 400] [--epochs 1]
         [--batch-size 16] [--lr 2e-5] [--data DIR] [--json out.json]
 
-Data: docstring -> code pairs from the stdlib (``embedding.codesearch``), split by module, so
+Data: docstring -> code pairs from the stdlib (``embedding.data.codesearch``), split by module, so
 the eval's modules are never trained on. ``--n-train`` training pairs are drawn with the seed
 (not the first N, which would all be a few alphabetically early packages); the eval is every
 held-out pair (or ``--n-eval`` of them).
@@ -12,7 +12,7 @@ Recipes, each from a fresh minilm with the same rows, order seed, epochs, batch 
 
 - **plain**: MNRL on the pairs (in-batch negatives only);
 - **mined**: MNRL on the same pairs with one hard negative each, mined by the base model
-  from the same pairs' positives (``embedding.mining``, its default false-negative guard).
+  from the same pairs' positives (``embedding.training.mining``, its default false-negative guard).
   No eval text is ever a mining candidate.
 
 It prints MRR@10 (and recall@1) on the held-out pairs before training and after each recipe,
@@ -38,12 +38,12 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from embedding import hyperparameters as hp
-from embedding.codesearch import build_pairs, stdlib_root
-from embedding.data import Example, load_examples
-from embedding.encoder import Encoder
-from embedding.mining import mine_hard_negatives
-from embedding.training import TrainConfig, TrainResult, finetune
+from embedding.data.codesearch import build_pairs, stdlib_root
+from embedding.data.examples import Example, load_examples
+from embedding.inference.encoder import Encoder
+from embedding.training import hyperparameters as hp
+from embedding.training.loop import TrainConfig, TrainResult, finetune
+from embedding.training.mining import mine_hard_negatives
 from workers.cli.data import add_mining_options, mining_config
 
 MODEL = "minilm"

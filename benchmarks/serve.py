@@ -45,8 +45,8 @@ from contextlib import contextmanager
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from embedding.corpus import code_corpus
-from embedding.pass_pool import PassPool
+from embedding.data.corpus import code_corpus
+from embedding.inference.pass_pool import PassPool
 from tests.support import api_server, celery_worker, free_port, redis_url, service_env, stop_process
 
 VENV = ROOT / "benchmarks" / ".venv-infinity"
@@ -198,7 +198,7 @@ def main() -> None:
 
     from celery import Celery
 
-    from embedding.encoder import Encoder
+    from embedding.inference.encoder import Encoder
     from tests.tiny_models import MINILM_DIR
 
     tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))

@@ -17,7 +17,7 @@ pairs (``embedctl data codesearch --source stdlib``), minilm, lr 2e-5, at each b
 Each side runs as a whole process of its own, one after the other (``--rounds`` alternates
 them again), so each peak RSS (the child's VmHWM) is its own:
 
-* ours: ``embedding.training.finetune`` at the default precision, a two-row eval set (the
+* ours: ``embedding.training.loop.finetune`` at the default precision, a two-row eval set (the
   before/after evaluation a job always does) and the export of the model; no checkpoints.
 * peer: ST 6.2 ``SentenceTransformerTrainer`` with ``MultipleNegativesRankingLoss``, its
   defaults (fp32, fused AdamW), the same lr, batch, warmup share and weight decay; no eval,
@@ -65,8 +65,8 @@ def step_benchmark(repeats: int) -> None:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.losses import TripletDistanceMetric, TripletLoss
 
-    from embedding.data import SEED_TRIPLETS
-    from embedding.training import TrainConfig, batch_loss, load_for_training, make_optimizer
+    from embedding.data.examples import SEED_TRIPLETS
+    from embedding.training.loop import TrainConfig, batch_loss, load_for_training, make_optimizer
     from embedding.validation.benchmark import TIMING_MARGIN
 
     ours = load_for_training("minilm")
@@ -134,8 +134,8 @@ def peak_rss_mb() -> float:
 
 
 def child_ours(data: Path, batch: int, precision: str | None, out: Path) -> dict:
-    from embedding.data import load_examples
-    from embedding.training import TrainConfig, finetune
+    from embedding.data.examples import load_examples
+    from embedding.training.loop import TrainConfig, finetune
 
     rows = load_examples(data / "train.jsonl")
     eval_rows = load_examples(data / "eval2.jsonl")
@@ -172,7 +172,7 @@ def child_peer(data: Path, batch: int, model_path: str, out: Path) -> dict:
     except ImportError:
         from sentence_transformers.losses import MultipleNegativesRankingLoss
 
-    from embedding.data import load_examples
+    from embedding.data.examples import load_examples
 
     rows = load_examples(data / "train.jsonl")
     started = time.perf_counter()
@@ -213,8 +213,8 @@ def child_peer(data: Path, batch: int, model_path: str, out: Path) -> dict:
 # ------------------------------------------------------------- realistic: parent
 def write_data(folder: Path, n: int) -> list[tuple[str, str]]:
     """The first ``n`` training pairs of the stdlib code-search set, and a 2-row eval file."""
-    from embedding.codesearch import build_pairs, stdlib_root
-    from embedding.data import write_examples
+    from embedding.data.codesearch import build_pairs, stdlib_root
+    from embedding.data.examples import write_examples
 
     train, held_out, _ = build_pairs(stdlib_root())
     if n > len(train):
@@ -240,7 +240,7 @@ def run_child(argv: list[str], result_file: Path) -> dict:
 def realistic_benchmark(args: argparse.Namespace) -> None:
     import importlib.util
 
-    from embedding.encoder import Encoder
+    from embedding.inference.encoder import Encoder
 
     if importlib.util.find_spec("datasets") is None:  # ST's trainer needs it (and accelerate)
         raise SystemExit(
@@ -252,7 +252,7 @@ def realistic_benchmark(args: argparse.Namespace) -> None:
         held_out = write_data(folder, args.n)
         encoder = Encoder.load("minilm", precision="fp32")
         model_path = encoder.load_reports[0].path
-        from embedding.data import load_examples
+        from embedding.data.examples import load_examples
 
         rows = load_examples(folder / "train.jsonl")
         texts = [t for row in rows for t in row]
@@ -319,7 +319,7 @@ def precision_check(folder: Path, batch: int, default_output: str, held_out, n: 
     """Train once more in fp32 (same seed, same order); compare the two models' embeddings."""
     import numpy as np
 
-    from embedding.encoder import Encoder
+    from embedding.inference.encoder import Encoder
 
     out = folder / f"ours-fp32-{batch}"
     argv = ["--child", "ours", "--data", str(folder), "--batch", str(batch), "--out", str(out)]

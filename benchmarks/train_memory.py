@@ -70,7 +70,12 @@ def child(args: argparse.Namespace) -> None:
     """One variant: load, one training step, print the figures as JSON."""
     import torch
 
-    from embedding.training import TrainConfig, batch_backward, load_for_training, make_optimizer
+    from embedding.training.loop import (
+        TrainConfig,
+        batch_backward,
+        load_for_training,
+        make_optimizer,
+    )
 
     rows = code_pairs(args.batch, args.tokens)
     encoder = load_for_training("minilm", args.precision)

@@ -53,7 +53,7 @@ CHECK_STATUSES = ("passed", "failed", "unavailable", "error")
 EVALUATION_TRIGGERS = ("cli", "task", "api")
 EVALUATION_STATUSES = ("queued", "running", "succeeded", "failed")
 EVALUATION_FINAL_STATUSES = ("succeeded", "failed")
-# The verdicts of embedding/compare.py (db/ keeps its own copy for the CHECK constraint;
+# The verdicts of embedding/evaluation/compare.py (db/ keeps its own copy for the CHECK constraint;
 # tests/test_compare.py holds the two equal).
 EVALUATION_VERDICTS = ("A better", "B better", "no significant difference")
 # What can happen to a fine-tune job, in the order a timeline usually shows them.
@@ -166,7 +166,7 @@ class FinetuneJob(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
-    # sha256 of the canonical request that created the job (workers/idempotency.py): the
+    # sha256 of the canonical request that created the job (workers/jobs/idempotency.py): the
     # same key with another request is a conflict. Null for jobs from before revision 0003.
     request_sha256: Mapped[str | None] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(500))
@@ -326,7 +326,7 @@ class ValidationCheck(Base):
 
 
 class Evaluation(Base):
-    """An A/B comparison of two models on (query, document) pairs (``embedding.compare``).
+    """An A/B comparison of two models on (query, document) pairs (``embedding.evaluation.compare``).
 
     Created ``queued`` (API, task) or straight ``running`` (CLI); ``running`` records what
     was loaded for each name and the data's digest and row count as the run read them;

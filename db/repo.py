@@ -162,7 +162,7 @@ def create_job(
 
     Two concurrent submissions with one key get one job. The job keeps ``request_sha256``
     (the digest of the request that made it) so the caller can tell a repeat of the same
-    request from another request under the same key (``workers/idempotency.py``).
+    request from another request under the same key (``workers/jobs/idempotency.py``).
     """
     model = v.text(model, "model", max_len=500)
     params = v.json_object(params, "params", strict=True)

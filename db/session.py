@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from embedding.config import get_settings
+from core.config import get_settings
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 

@@ -2,7 +2,7 @@
 
 The database URL comes, first found, from: ``config.attributes["url"]`` (set by
 ``db/migrate.py``), ``-x url=...`` on the alembic command line, ``sqlalchemy.url`` in the
-ini file, and finally ``EMBEDDING_DATABASE_URL`` through ``embedding.config``. A caller may
+ini file, and finally ``EMBEDDING_DATABASE_URL`` through ``core.config``. A caller may
 also hand over an open connection in ``config.attributes["connection"]``.
 
 Migrations are rendered in batch mode so one script runs on SQLite too (which can alter

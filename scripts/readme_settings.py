@@ -1,6 +1,6 @@
 """Write the configuration table of README.md from the settings object.
 
-``embedding.config.settings_table()`` renders every ``EMBEDDING_*`` field with its default
+``core.config.settings_table()`` renders every ``EMBEDDING_*`` field with its default
 and description; this puts it between the README's ``settings:start`` / ``settings:end``
 markers. ``tests/test_readme_settings.py`` fails while the two differ.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from embedding.config import settings_table  # noqa: E402
+from core.config import settings_table  # noqa: E402
 
 MARKERS = re.compile(r"(<!-- settings:start[^>]*-->\n)(.*?)(<!-- settings:end -->)", re.S)
 

@@ -18,7 +18,7 @@ from tests.tiny_models import build_tiny_jina_v3, build_tiny_qwen2
 @pytest.fixture(scope="session")
 def minilm_fp32():
     """The real embedded default model, in fp32 (for parity checks against the peer)."""
-    from embedding.encoder import Encoder
+    from embedding.inference.encoder import Encoder
 
     return Encoder.load("minilm", device="cpu", precision="fp32")
 
@@ -26,7 +26,7 @@ def minilm_fp32():
 @pytest.fixture(scope="session")
 def minilm():
     """The real embedded default model at its default precision."""
-    from embedding.encoder import Encoder
+    from embedding.inference.encoder import Encoder
 
     return Encoder.load("minilm", device="cpu")
 

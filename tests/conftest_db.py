@@ -22,10 +22,10 @@ from sqlalchemy import Engine, create_engine, delete, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.config import redact_url
 from db import migrate
 from db.models import Base
 from db.session import make_engine
-from embedding.config import redact_url
 
 PG_ADMIN_URL = os.environ.get(
     "EMBEDDING_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -48,7 +48,7 @@ def repo_files(count: int = 24) -> dict[str, str]:
 def api(tmp_path_factory):
     import uvicorn
 
-    from embedding.config import get_settings
+    from core.config import get_settings
 
     tmp = tmp_path_factory.mktemp("datasets-api")
     roots = tmp / "roots"

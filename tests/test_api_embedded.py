@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from embedding.data import SEED_TRIPLETS
+from embedding.data.examples import SEED_TRIPLETS
 from tests.support import free_port
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,7 @@ CHARS_CAP, TEXTS_CAP, BODY_CAP, UPLOAD_CAP = 1000, 8, 200_000, 100_000
 def api(tmp_path_factory):
     import uvicorn
 
-    from embedding.config import get_settings
+    from core.config import get_settings
 
     tmp = tmp_path_factory.mktemp("embedded-api")
     saved = {k: v for k, v in os.environ.items() if k.startswith("EMBEDDING_")}
@@ -663,9 +663,9 @@ def test_a_fine_tuned_matryoshka_model_keeps_what_serving_needs(api, files):
     import numpy as np
     from openai import BadRequestError, OpenAI
 
-    from embedding.specs import spec_from_folder
+    from embedding.models.specs import spec_from_folder
     from tests.tiny_models import build_tiny_bert, write_st_pooling
-    from workers.model_names import checked_model_name
+    from workers.serving.model_names import checked_model_name
 
     base = build_tiny_bert(api.tmp / "artifacts" / "bases" / "tiny-matryoshka", hidden=32)
     prompts = {"query": "query: ", "document": "passage: "}

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from embedding.data import SEED_TRIPLETS, write_examples
+from embedding.data.examples import SEED_TRIPLETS, write_examples
 from tests.support import (
     ALL_QUEUES,
     ROOT,

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from api.security import check_bind, configured_keys, is_loopback, key_is_valid
-from embedding.config import Settings
+from core.config import Settings
 from tests.support import ROOT
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from embedding.config import Settings
+from core.config import Settings
 from workers.app import EMBEDDED_BACKEND, EMBEDDED_BROKER, TASK_ROUTES, celery_config, create_app
 
 
@@ -66,7 +66,7 @@ def test_worker_command_line():
 def test_embed_worker_runs_threads_that_batch():
     import argparse
 
-    from embedding.config import get_settings
+    from core.config import get_settings
     from workers.cli.worker import worker_argv
 
     args = argparse.Namespace(

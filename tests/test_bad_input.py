@@ -174,8 +174,8 @@ CASES = [
 
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
+    from core.config import get_settings
     from db import migrate
-    from embedding.config import get_settings
 
     for key in list(os.environ):
         if key.startswith("EMBEDDING_"):
@@ -276,7 +276,8 @@ def _run(case: Case, tmp: Path, roots: Path) -> tuple[str, str | None]:
     """Returns (error text, job status or None when no job was recorded)."""
     from db import repo
     from db.session import session_scope
-    from workers import finetune_job, tasks
+    from workers import tasks
+    from workers.jobs import finetune_job
 
     if case.layer == "payload":
         with pytest.raises(PayloadError) as info:

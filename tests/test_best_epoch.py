@@ -22,8 +22,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from embedding.epoch_selection import select
-from embedding.training import CheckpointMismatch, TrainConfig, eval_sample, finetune
+from embedding.training.epoch_selection import select
+from embedding.training.loop import CheckpointMismatch, TrainConfig, eval_sample, finetune
 from tests.tiny_models import build_tiny_bert
 
 PAIRS = [
@@ -221,8 +221,8 @@ def test_a_resume_keeps_the_best_epoch(tiny, reference, tmp_path):
 
 
 def test_without_a_validation_set_a_bounded_sample_is_evaluated_and_named(tiny):
-    from embedding.encoder import Encoder
-    from embedding.evaluation import evaluate
+    from embedding.evaluation.metrics import evaluate
+    from embedding.inference.encoder import Encoder
 
     sample = eval_sample(PAIRS, 5, seed=0)
     assert len(sample) == 5 and set(sample) <= set(PAIRS) and sample == eval_sample(PAIRS, 5, 0)
@@ -247,8 +247,8 @@ def test_early_stopping_without_a_validation_set_is_refused_before_loading():
 # ------------------------------------------------------------------ the job
 @pytest.fixture
 def sandbox(tiny, tmp_path, monkeypatch):
+    from core.config import get_settings
     from db import migrate
-    from embedding.config import get_settings
 
     for key in list(os.environ):
         if key.startswith("EMBEDDING_"):
@@ -269,8 +269,8 @@ def test_a_job_registers_the_best_epoch_and_says_which(tiny, sandbox):
     from db import repo
     from db.models import ModelVersion
     from db.session import session_scope
-    from workers import finetune_job
     from workers.client import job_status
+    from workers.jobs import finetune_job
 
     validation = Path(tiny).parent / "validation.jsonl"
     validation.write_text(

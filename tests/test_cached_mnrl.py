@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from embedding.losses import cached_mnrl_backward, multiple_negatives_ranking_loss
-from embedding.losses.cached_mnrl import length_sorted_chunks
-from embedding.specs import spec_from_folder
-from embedding.training import TrainConfig, batch_backward, finetune, load_for_training
+from embedding.models.specs import spec_from_folder
+from embedding.training.loop import TrainConfig, batch_backward, finetune, load_for_training
+from embedding.training.losses import cached_mnrl_backward, multiple_negatives_ranking_loss
+from embedding.training.losses.cached_mnrl import length_sorted_chunks
 
 # Twelve rows of different lengths, so length-sorted mini-batches mix the columns.
 ROWS = [

@@ -8,7 +8,7 @@ during a checkpoint write (in-epoch checkpoints every 2 steps: minilm's take abo
 and a half), during export and registration — with a seeded random delay after what
 announces it (the seed is printed; ``CHAOS_SEED`` replays a run), kills, and says what it
 hit by what is observable at the kill: a checkpoint's temporary folder (``.<name>-*``, see
-embedding/checkpoints.py) in the job's checkpoint folder, every epoch recorded but the job
+embedding/training/checkpoints.py) in the job's checkpoint folder, every epoch recorded but the job
 not done, or neither (a step). Every job must end ``succeeded``, each epoch recorded once,
 the takeover recorded (``retried``), the job moving again within the lease, one rescue
 period and a worker's start, and its model must load.
@@ -135,7 +135,7 @@ def _ready(stack, proc, name: str) -> None:
 
 
 def test_whole_worker_killed_at_random_moments_every_job_succeeds(stack):
-    from embedding.encoder import Encoder
+    from embedding.inference.encoder import Encoder
 
     rng = random.Random(SEED)
     aims = [AIMS[k % len(AIMS)] for k in range(TRIALS)]

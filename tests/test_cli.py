@@ -171,7 +171,7 @@ def test_embed_npy_rows_in_input_order():
     assert out.returncode == 0, out.stderr
     matrix = np.load(io.BytesIO(out.stdout))
     assert matrix.dtype == np.float32 and matrix.shape == (3, 384)
-    from embedding.encoder import Encoder
+    from embedding.inference.encoder import Encoder
 
     local = Encoder.load("minilm", device="cpu").encode(texts)
     np.testing.assert_allclose(matrix, local, atol=1e-5)
@@ -226,7 +226,7 @@ def test_the_seeds_test_3_by_hand_gives_a_decreasing_loss(tmp_path):
     triplet meets the margin and nothing is left to learn; a third epoch only applied weight
     decay and the loss rose again (0.088, 0.0, 0.0074). The run stops there instead and
     says why, so "loss decreases each epoch" holds."""
-    from embedding.data import SEED_TRIPLETS, write_examples
+    from embedding.data.examples import SEED_TRIPLETS, write_examples
 
     data = tmp_path / "seed_triplets.jsonl"
     write_examples(data, SEED_TRIPLETS)

@@ -1,4 +1,4 @@
-"""Training pairs from any codebase (``embedding/code_pairs/``): each language's extractor,
+"""Training pairs from any codebase (``embedding/data/code_pairs/``): each language's extractor,
 the file walk's skipping rules, deduplication, the split by file, and refusals.
 
 Every fixture is written here; nothing is downloaded.
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from embedding.code_pairs import NoPairsError, SourceError, build_code_pairs, write_code_pairs
-from embedding.code_pairs.doc_text import strip_comment_markers, summarize
-from embedding.code_pairs.python_source import extract_python
-from embedding.code_pairs.split import SHAPE_MIN_TOKENS, file_side, fingerprints
-from embedding.code_pairs.treesitter import extract_tree_sitter
-from embedding.data import load_examples
+from embedding.data.code_pairs import NoPairsError, SourceError, build_code_pairs, write_code_pairs
+from embedding.data.code_pairs.doc_text import strip_comment_markers, summarize
+from embedding.data.code_pairs.python_source import extract_python
+from embedding.data.code_pairs.split import SHAPE_MIN_TOKENS, file_side, fingerprints
+from embedding.data.code_pairs.treesitter import extract_tree_sitter
+from embedding.data.examples import load_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -394,7 +394,7 @@ def test_the_split_is_by_file_stable_across_runs_and_leaks_no_file(tmp_path):
         [
             sys.executable,
             "-c",
-            "from embedding.code_pairs.split import file_side;"
+            "from embedding.data.code_pairs.split import file_side;"
             "print([file_side(f'm0/f{i}.py', 0.5) for i in range(8)])",
         ],
         capture_output=True,

@@ -1,4 +1,4 @@
-"""embedding.compare: the paired bootstrap on cases whose answer is known, the verdict, and
+"""embedding.evaluation.compare: the paired bootstrap on cases whose answer is known, the verdict, and
 the metrics of two encoders on a retrieval case worked out by hand."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedding.compare import (
+from embedding.data.examples import DataError
+from embedding.evaluation.compare import (
     A_BETTER,
     B_BETTER,
     METRICS,
@@ -17,7 +18,6 @@ from embedding.compare import (
     compare_scores,
     paired_bootstrap,
 )
-from embedding.data import DataError
 from tests.test_evaluation import TableEncoder
 
 Z95 = 1.959963984540054  # the normal 97.5 % quantile

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from embedding.codesearch import build_pairs, functions_of, stdlib_root, write_codesearch
-from embedding.data import SEED_TRIPLETS, DataError, load_examples, validate_examples
+from embedding.data.codesearch import build_pairs, functions_of, stdlib_root, write_codesearch
+from embedding.data.examples import SEED_TRIPLETS, DataError, load_examples, validate_examples
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,7 @@ def test_bad_jsonl_names_the_line(tmp_path, lines, message):
 def test_n_tuples_round_trip_and_one_negative_in_a_list_is_a_triplet(tmp_path):
     """Several negatives per pair are written as a ``negatives`` list (sentence-transformers'
     n-tuple format, one row per pair) and read back as (anchor, positive, n1, n2, ...)."""
-    from embedding.data import write_examples
+    from embedding.data.examples import write_examples
 
     rows = [("q1", "d1", "n1", "m1", "o1"), ("q2", "d2", "n2", "m2", "o2")]
     path = tmp_path / "tuples.jsonl"

@@ -1,4 +1,4 @@
-"""workers.db_retry: connection-level errors are waited out, anything else fails at once.
+"""workers.lifeline.db_retry: connection-level errors are waited out, anything else fails at once.
 
 Real SQLite errors where SQLite can produce them ("database is locked", a duplicate key),
 constructed SQLAlchemy errors for the PostgreSQL-only kind (an invalidated connection).
@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from workers.db_retry import is_transient, with_db_retry
+from workers.lifeline.db_retry import is_transient, with_db_retry
 
 FAST = {"first_delay_s": 0.001, "max_delay_s": 0.004}
 
@@ -45,7 +45,7 @@ def test_a_locked_database_is_retried_until_the_write_goes_through(tmp_path, cap
             if locker.in_transaction:
                 locker.execute("COMMIT")  # ... and back for the next one
 
-    with caplog.at_level(logging.WARNING, logger="workers.db_retry"):
+    with caplog.at_level(logging.WARNING, logger="workers.lifeline.db_retry"):
         assert with_db_retry(write, "test write", deadline_s=5, **FAST) == 2
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == 1
@@ -131,7 +131,7 @@ def test_the_waits_double_up_to_the_cap(monkeypatch, caplog):
             raise outcomes.pop()
         return "ok"
 
-    with caplog.at_level(logging.WARNING, logger="workers.db_retry"):
+    with caplog.at_level(logging.WARNING, logger="workers.lifeline.db_retry"):
         assert with_db_retry(write, "backoff") == "ok"
     assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
     assert [r.getMessage().rsplit(" in ", 1)[1] for r in caplog.records] == [

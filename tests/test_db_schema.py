@@ -15,11 +15,11 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
+from core.config import get_settings
 from db import migrate, repo
 from db import session as db_session
 from db.models import Base
 from db.session import make_engine, session_scope
-from embedding.config import get_settings
 
 pytest_plugins = ("tests.conftest_db",)
 

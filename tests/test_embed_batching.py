@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from api.coalescer import Coalescer
-from workers.embed_batching import BatchKey, EmbedBatcher
+from workers.serving.embed_batching import BatchKey, EmbedBatcher
 
 CALLERS = 24
 
@@ -115,10 +115,10 @@ def test_the_api_coalescer_sends_one_task_and_slices_it(minilm):
 # ------------------------------------------------------------------ the cache
 @pytest.fixture
 def cache_env(monkeypatch, tmp_path):
-    from embedding.config import get_settings
+    from core.config import get_settings
     from tests.support import redis_url
-    from workers import embedding_cache
-    from workers.model_cache import model_cache
+    from workers.serving import embedding_cache
+    from workers.serving.model_cache import model_cache
 
     url = redis_url(9)
     monkeypatch.setenv("EMBEDDING_CACHE_URL", url)
@@ -134,9 +134,9 @@ def cache_env(monkeypatch, tmp_path):
 
 
 def _embed(texts: list[str], model: str, cache: bool = True) -> dict:
-    from workers import embed_service
-    from workers.model_names import checked_model_name
     from workers.schemas import EmbedRequest
+    from workers.serving import embed_service
+    from workers.serving.model_names import checked_model_name
 
     request = EmbedRequest(texts=texts, model=model, cache=cache)
     return embed_service.embed(request, checked_model_name(model))
@@ -156,9 +156,9 @@ def _new_version(folder: Path, seed: int) -> None:
 
 @pytest.mark.integration
 def test_the_cache_never_serves_another_version_of_the_same_name(cache_env, tmp_path):
-    from embedding.encoder import Encoder
+    from embedding.inference.encoder import Encoder
     from tests.tiny_models import MINILM_DIR
-    from workers.model_cache import model_cache
+    from workers.serving.model_cache import model_cache
 
     folder = tmp_path / "my-model"
     shutil.copytree(MINILM_DIR, folder)
@@ -193,7 +193,7 @@ def test_cache_false_neither_reads_nor_writes(cache_env):
 
 
 def test_the_cache_refuses_the_brokers_database():
-    from workers.embedding_cache import CacheOnBrokerDatabase, EmbeddingCache
+    from workers.serving.embedding_cache import CacheOnBrokerDatabase, EmbeddingCache
 
     with pytest.raises(CacheOnBrokerDatabase):
         EmbeddingCache("redis://h:6379/0", 60, broker_urls=("redis://:pw@h:6379/0",))
@@ -227,7 +227,7 @@ class GatedEncode:
 
 
 def test_two_runners_overlap_and_a_free_one_waits_for_a_fair_share(minilm):
-    from embedding.pass_pool import PassPool
+    from embedding.inference.pass_pool import PassPool
 
     pool = PassPool(2)
     encode = GatedEncode(minilm, pool)
@@ -270,7 +270,7 @@ def test_two_runners_overlap_and_a_free_one_waits_for_a_fair_share(minilm):
 
 
 def test_two_runners_keep_every_callers_rows_apart(minilm):
-    from embedding.pass_pool import PassPool
+    from embedding.inference.pass_pool import PassPool
 
     pool = PassPool(2)
 

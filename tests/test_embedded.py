@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def embedded(tmp_path, monkeypatch):
     """Settings with no broker and a SQLite file, migrated."""
+    from core.config import get_settings
     from db import migrate
-    from embedding.config import get_settings
 
     for key in list(os.environ):
         if key.startswith("EMBEDDING_"):
@@ -61,7 +61,7 @@ def test_embedded_fine_tune_with_no_services(embedded):
     same = {"epochs": 2, "lr": 1e-4, "batch_size": 2, "idempotency_key": "embedded-1"}
     triplets = [("def a(x)", "def b(y)", "SELECT 1"), ("class A", "class B", "import os")]
     assert submit_finetune("minilm", triplets=triplets, **same) == job_id
-    from workers.idempotency import IdempotencyConflict
+    from workers.jobs.idempotency import IdempotencyConflict
 
     with pytest.raises(IdempotencyConflict) as info:
         submit_finetune("minilm", triplets=[("x", "y", "z")], idempotency_key="embedded-1")
@@ -172,7 +172,7 @@ def test_one_check_alone_and_a_failing_exit_code(tmp_path):
 def test_report_page_renders_in_headless_chromium(embedded):
     import shutil
 
-    from workers.dashboard import write_report
+    from workers.reports.dashboard import write_report
 
     chromium = shutil.which("chromium")
     assert chromium, "make test installs Debian's chromium (scripts/ensure_chromium.sh)"

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from embedding import specs
-from embedding.corpus import code_corpus
-from embedding.encoder import (
+from embedding.data.corpus import code_corpus
+from embedding.inference.encoder import (
     CombinedEncoder,
     Encoder,
     load_encoder,
     similarity,
     similarity_matrix,
 )
-from embedding.specs import ModelSpec, spec_from_folder
+from embedding.models import specs
+from embedding.models.specs import ModelSpec, spec_from_folder
 from tests.tiny_models import MINILM_DIR, build_tiny_qwen2, write_st_pooling
 
 

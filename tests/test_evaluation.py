@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedding.evaluation import (
+from embedding.evaluation.metrics import (
     evaluate,
     per_query_metrics,
     retrieval_metrics,

@@ -1,6 +1,6 @@
 """A/B evaluations end to end on the embedded default (SQLite, memory broker): ``embedctl
 compare`` on the real minilm (against itself, and against a randomly initialised copy),
-``embedctl report`` listing them, and the ``embedding.compare`` task on the in-process worker,
+``embedctl report`` listing them, and the ``embedding.evaluation.compare`` task on the in-process worker,
 sent by the client and by plain ``send_task``."""
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ def _write_pairs(path: Path, pairs=PAIRS) -> Path:
 def embedded(tmp_path, monkeypatch):
     """No broker, a migrated SQLite file of this test's own, artifacts (the model roots)
     under the test's folder."""
+    from core.config import get_settings
     from db import migrate
     from db.session import dispose_engines
-    from embedding.config import get_settings
 
     for key in list(os.environ):
         if key.startswith("EMBEDDING_"):
@@ -72,7 +72,7 @@ def damaged(tmp_path_factory) -> Path:
 
 
 def _recorded() -> list[dict]:
-    from workers.evaluation_run import recent
+    from workers.jobs.evaluation_run import recent
 
     return recent(100)
 
@@ -209,8 +209,8 @@ def test_the_task_on_the_in_process_worker(embedded, monkeypatch):
 
     assert reply["status"] == "succeeded" and reply["trigger"] == "task", reply
     assert (reply["seed"], reply["data"]["name"], reply["data"]["rows"]) == (3, "inline", 5)
-    # The inline digest is that of the same pairs written as embedding.data writes them.
-    from embedding.data import write_examples
+    # The inline digest is that of the same pairs written as embedding.data.examples writes them.
+    from embedding.data.examples import write_examples
 
     write_examples(embedded / "same.jsonl", PAIRS[:5])
     assert (
@@ -232,7 +232,7 @@ def test_the_task_on_the_in_process_worker(embedded, monkeypatch):
 def test_a_run_that_fails_ends_failed_with_its_reason(embedded):
     """The row exists (the API recorded it) and the data turns out bad on the worker: the
     evaluation ends ``failed`` with the line named, never stays ``running``."""
-    from workers import evaluation_run
+    from workers.jobs import evaluation_run
     from workers.schemas import CompareRequest
 
     bad = embedded / "artifacts" / "bad.jsonl"
@@ -258,11 +258,12 @@ def test_a_run_whose_worker_was_killed_is_rerun_or_failed_by_the_lifeline(embedd
     worker processes: tests/test_lifeline.py.)"""
     from datetime import timedelta
 
+    from core.config import get_settings
     from db import repo
     from db.models import utcnow
     from db.session import session_scope
-    from embedding.config import get_settings
-    from workers import evaluation_run, lifeline
+    from workers.jobs import evaluation_run
+    from workers.lifeline import duties as lifeline
 
     data = str(_write_pairs(embedded / "artifacts" / "pairs.jsonl"))
 

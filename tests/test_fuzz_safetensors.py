@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from embedding.weights import DTYPE_BYTES, WeightsError, read_header
+from embedding.models.weights import DTYPE_BYTES, WeightsError, read_header
 
 pytestmark = pytest.mark.slow
 

@@ -17,17 +17,17 @@ import numpy as np
 import pytest
 import torch
 
-from embedding.attention_kernels import configure_attention, cudnn_attention_wanted
-from embedding.device_profile import (
+from embedding.inference.attention_kernels import configure_attention, cudnn_attention_wanted
+from embedding.inference.device_profile import (
     CPU_PROFILE,
     CUDA_PROFILE,
     MIN_SCALED_TRAINING_BUDGET,
     pass_profile,
 )
-from embedding.encoder import Encoder
-from embedding.precision import DeviceCaps, choose_precision
-from embedding.specs import spec_from_folder
-from embedding.training import TrainConfig, finetune
+from embedding.inference.encoder import Encoder
+from embedding.inference.precision import DeviceCaps, choose_precision
+from embedding.models.specs import spec_from_folder
+from embedding.training.loop import TrainConfig, finetune
 from tests.tiny_models import MINILM_DIR
 
 H200 = DeviceCaps(kind="cuda", bf16=True, bf16_speedup=math.inf)
@@ -166,7 +166,7 @@ def test_bf16_training_of_a_left_padding_qwen2_stays_finite(tiny_qwen2_dir, tmp_
     """One epoch of MNRL in bf16 on a Qwen2 whose tokenizer pads left, over texts of many
     lengths (every pass padded): finite losses and an export that encodes to finite vectors.
     """
-    from embedding.codesearch import build_pairs, stdlib_root
+    from embedding.data.codesearch import build_pairs, stdlib_root
 
     train, _, _ = build_pairs(stdlib_root())
     folder = tmp_path / "qwen"

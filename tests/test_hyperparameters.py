@@ -1,5 +1,5 @@
 """One source for fine-tune hyper-parameters: the core, the payload, the CLI and the HTTP API
-all take defaults and bounds from embedding.hyperparameters, and refuse the same values."""
+all take defaults and bounds from embedding.training.hyperparameters, and refuse the same values."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import fields
 
 import pytest
 
-from embedding.hyperparameters import HYPERPARAMETERS, problems
-from embedding.training import TrainConfig
+from embedding.training.hyperparameters import HYPERPARAMETERS, problems
+from embedding.training.loop import TrainConfig
 from workers.cli.jobs import SUBMIT_HYPERPARAMETERS, add_submit_options
 from workers.cli.train import FINETUNE_HYPERPARAMETERS, add_finetune_options
 from workers.schemas import FinetuneRequest, PayloadError, parse
@@ -163,7 +163,7 @@ def test_cached_mnrl_and_matryoshka_flow_from_cli_and_payload_into_the_config():
 
 def test_matryoshka_on_a_model_without_dims_is_refused_at_submission():
     """Refused before anything is recorded, not as a job that fails later."""
-    from workers.submit_checks import check_request
+    from workers.jobs.submit_checks import check_request
 
     request = parse(FinetuneRequest, {"model": "minilm", "triplets": OK_ROWS, "matryoshka": True})
     with pytest.raises(PayloadError, match="'minilm' declares no Matryoshka dims"):

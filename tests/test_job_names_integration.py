@@ -177,7 +177,7 @@ def test_an_out_folder_embeds_and_saved_files_follow_the_umask(system, billing_j
 def test_same_key_other_request_is_a_conflict_and_a_repeat_reads_the_current_status(
     system, billing_job
 ):
-    from workers.idempotency import IdempotencyConflict
+    from workers.jobs.idempotency import IdempotencyConflict
 
     same = dict(
         model="minilm",
@@ -198,7 +198,7 @@ def test_same_key_other_request_is_a_conflict_and_a_repeat_reads_the_current_sta
         assert "names-1" in reply["error"] and "different request" in reply["error"]
     assert job_count(system["db_url"]) == before
 
-    from embedding.config import get_settings
+    from core.config import get_settings
     from workers.client import submit_finetune
 
     old = dict(os.environ)

@@ -1,7 +1,10 @@
 """The layering rule of docs/architecture.md, and no import cycles anywhere.
 
-`embedding/` imports neither Celery, SQLAlchemy, `db`, `workers` nor `api`; `db/` does not
-import Celery, `workers` or `api`; `workers/` does not import `api`. Checked two ways:
+`core/` (the settings) imports nothing of ours and no framework; `embedding/` imports neither
+Celery, SQLAlchemy, `db`, `workers` nor `api`, and its sub-packages import only those below
+them (models, inference, data, evaluation, training, validation); `db/` imports neither
+Celery, the ML core, `workers` nor `api`; `workers/` does not import `api`; nothing imports
+`api`. Checked two ways:
 statically over every import statement (lazy imports inside functions included), and by
 importing the core in a fresh interpreter and looking at what got loaded.
 
@@ -23,12 +26,26 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("embedding", "db", "workers", "api")
+PACKAGES = ("core", "embedding", "db", "workers", "api")
+ML = {
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "peft",
+    "numpy",
+    "sentence_transformers",
+}
 FORBIDDEN = {
+    "core": {"celery", "kombu", "sqlalchemy", "alembic", "fastapi", "embedding", "db", "workers"}
+    | {"api"}
+    | ML,
     "embedding": {"celery", "kombu", "sqlalchemy", "alembic", "db", "workers", "api", "fastapi"},
-    "db": {"celery", "kombu", "workers", "api", "fastapi"},
+    "db": {"celery", "kombu", "workers", "api", "fastapi", "embedding"} | ML,
     "workers": {"api", "fastapi"},
 }
+# The ML core's sub-packages, lowest first: each may import only those before it.
+EMBEDDING_ORDER = ("models", "inference", "data", "evaluation", "training", "validation")
 
 
 def imported_top_levels(path: Path) -> set[str]:
@@ -51,10 +68,61 @@ def test_no_module_imports_a_higher_layer(package):
     assert not {k: v for k, v in bad.items() if v}
 
 
+def embedding_subpackage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "embedding" else None
+
+
+def test_embedding_subpackages_import_only_lower_ones():
+    graph = import_graph()
+    assert set(EMBEDDING_ORDER) <= {embedding_subpackage(m) for m in graph}, "the walk sees them"
+    upward = []
+    for module, targets in graph.items():
+        here = embedding_subpackage(module)
+        if here is None:
+            continue
+        for target in targets:
+            there = embedding_subpackage(target)
+            if there is not None and EMBEDDING_ORDER.index(there) > EMBEDDING_ORDER.index(here):
+                upward.append(f"{module} -> {target}")
+    assert not upward, upward
+
+
+def test_nothing_imports_the_api():
+    graph = import_graph()
+    assert any(m.startswith("api.") for m in graph), "the walk must see the API"
+    callers = sorted(
+        f"{m} -> {t}"
+        for m, targets in graph.items()
+        if not m.startswith("api")
+        for t in targets
+        if t == "api" or t.startswith("api.")
+    )
+    assert not callers, callers
+
+
+def test_settings_and_persistence_load_no_ml():
+    """The API process and a database migration read settings and the ORM without torch."""
+    code = (
+        "import json, sys\n"
+        "import core.config, db.models, db.session, db.repo, db.migrate\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert {"core", "db", "sqlalchemy"} <= loaded, "the probe must really have imported them"
+    assert not loaded & (ML | {"embedding", "workers", "celery"}), sorted(
+        loaded & (ML | {"embedding", "workers", "celery"})
+    )
+
+
 def test_importing_the_core_loads_no_celery_or_database():
     code = (
         "import json, sys\n"
-        "import embedding.encoder, embedding.training, embedding.validation, embedding.bench\n"
+        "import embedding.inference.encoder, embedding.training.loop, embedding.validation, embedding.evaluation.bench\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     done = subprocess.run(
@@ -154,7 +222,7 @@ def test_the_cycle_finder_finds_a_cycle_and_nothing_else():
 
 def test_no_import_cycles_among_our_modules():
     graph = import_graph()
-    assert "workers.tasks" in graph and "embedding.encoder" in graph, (
+    assert "workers.tasks" in graph and "embedding.inference.encoder" in graph, (
         "the walk must see our modules"
     )
     assert not find_cycles(graph)
@@ -172,5 +240,5 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 def test_the_client_never_imports_the_tasks():
     from_client = reachable(import_graph(), "workers.client")
-    assert {"workers.client", "workers.outbox", "workers.validation_run"} <= from_client
+    assert {"workers.client", "workers.jobs.outbox", "workers.jobs.validation_run"} <= from_client
     assert "workers.tasks" not in from_client, "the client sends by task name"

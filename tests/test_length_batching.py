@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from embedding.length_batching import length_batches, pass_cost
+from embedding.inference.length_batching import length_batches, pass_cost
 
 
 def _check(lengths: list[int], batch_size: int, budget: int) -> list[list[int]]:
@@ -79,7 +79,7 @@ def test_the_plan_is_the_cheapest_contiguous_cut(seed):
 
 @pytest.mark.parametrize("seed", range(10))
 def test_spread_passes_splits_until_every_worker_has_a_pass_costliest_first(seed):
-    from embedding.length_batching import spread_passes
+    from embedding.inference.length_batching import spread_passes
 
     rng = random.Random(seed)
     lengths = [rng.choice([3, 12, 40, 128, 256]) for _ in range(rng.randint(1, 30))]

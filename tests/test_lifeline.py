@@ -144,7 +144,7 @@ def test_whole_worker_killed_in_epoch_2_and_broker_flushed_is_finished_by_a_new_
     too (the broker's database flushed): nothing depended on it."""
     import redis
 
-    from embedding.encoder import Encoder
+    from embedding.inference.encoder import Encoder
 
     art = stack["artifacts"]
     with beat(stack, "beat-kill-flush"):

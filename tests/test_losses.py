@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from embedding.encoder import Encoder
-from embedding.losses import multiple_negatives_ranking_loss, triplet_loss
+from embedding.inference.encoder import Encoder
+from embedding.training.losses import multiple_negatives_ranking_loss, triplet_loss
 from tests.tiny_models import MINILM_DIR
 
 BATCH = [
@@ -80,7 +80,7 @@ def test_a_repeated_positive_is_not_its_own_negative():
     """Row 2 repeats row 0's positive, and row 1's hard negative is that same text: for
     anchor 0 those two candidates are masked, so its loss is the loss over the batch without
     them; anchors whose positive is not repeated keep every candidate."""
-    from embedding.losses import false_negative_mask
+    from embedding.training.losses import false_negative_mask
 
     torch.manual_seed(0)
     positives, negatives = torch.randn(3, 8), torch.randn(3, 8)
@@ -114,7 +114,7 @@ def test_a_repeated_positive_is_not_its_own_negative():
 def test_every_negative_column_is_masked_where_it_repeats_a_positive():
     """n-tuples: a positive repeated in the second negative column is masked there too, and
     the masked loss is the cross-entropy over the candidates each anchor keeps."""
-    from embedding.losses import false_negative_mask
+    from embedding.training.losses import false_negative_mask
 
     columns = [["a0", "a1"], ["p", "q"], ["n0", "n1"], ["m0", "p"]]
     mask = false_negative_mask(columns)

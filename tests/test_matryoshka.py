@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from embedding import specs
-from embedding.encoder import Encoder
-from embedding.evaluation import evaluate, evaluate_at_dims
-from embedding.losses import MatryoshkaLoss, multiple_negatives_ranking_loss, training_dims
-from embedding.specs import spec_from_folder
-from embedding.training import TrainConfig, batch_backward, finetune, load_for_training
+from embedding.evaluation.metrics import evaluate, evaluate_at_dims
+from embedding.inference.encoder import Encoder
+from embedding.models import specs
+from embedding.models.specs import spec_from_folder
+from embedding.training.loop import TrainConfig, batch_backward, finetune, load_for_training
+from embedding.training.losses import MatryoshkaLoss, multiple_negatives_ranking_loss, training_dims
 
 PAIRS = [
     ("read a file", "def read_file(path): return open(path).read()"),

@@ -1,4 +1,4 @@
-"""Hard-negative mining (``embedding/mining.py``) and ``embedctl data mine-negatives``.
+"""Hard-negative mining (``embedding/training/mining.py``) and ``embedctl data mine-negatives``.
 
 The numeric core is checked against a brute-force reference on random vectors (hypothesis);
 the text level runs on the real bundled minilm with a few dozen constructed rows.
@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embedding.data import DataError, load_examples, write_examples
-from embedding.mining import MiningConfig, mine_from_vectors, mine_hard_negatives
+from embedding.data.examples import DataError, load_examples, write_examples
+from embedding.training.mining import MiningConfig, mine_from_vectors, mine_hard_negatives
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDCTL = [sys.executable, "-m", "workers.cli"]
@@ -298,7 +298,7 @@ def embedctl(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_cli_mines_triplets_that_train_with_triplet_and_mnrl(tmp_path):
-    from embedding.training import TrainConfig, finetune
+    from embedding.training.loop import TrainConfig, finetune
 
     pairs = tmp_path / "pairs.jsonl"
     write_examples(pairs, code_pairs())

@@ -1,11 +1,11 @@
-"""workers.model_cache: real encoders (two tiny architectures and the embedded MiniLM), no
+"""workers.serving.model_cache: real encoders (two tiny architectures and the embedded MiniLM), no
 broker, no database. The least recently used model goes first, by count and by megabytes."""
 
 from __future__ import annotations
 
 import pytest
 
-from workers.model_cache import ModelCache
+from workers.serving.model_cache import ModelCache
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +70,8 @@ def test_at_least_one_model_is_required():
 
 def test_the_deployment_can_pin_the_precision(monkeypatch, tiny_qwen2_dir):
     """``EMBEDDING_PRECISION`` overrides the measured default; a caller's choice overrides it."""
-    from embedding.config import get_settings
-    from embedding.precision import bf16_supported
+    from core.config import get_settings
+    from embedding.inference.precision import bf16_supported
 
     monkeypatch.setenv("EMBEDDING_PRECISION", "bf16")
     get_settings.cache_clear()

@@ -1,11 +1,11 @@
-"""What a model name means (workers/model_names.py), on a migrated SQLite registry."""
+"""What a model name means (workers/serving/model_names.py), on a migrated SQLite registry."""
 
 from __future__ import annotations
 
 import pytest
 
-from embedding.hub import PathNotAllowed
-from embedding.specs import UnknownModel
+from embedding.models.hub import PathNotAllowed
+from embedding.models.specs import UnknownModel
 
 SHA = "ab" * 32
 
@@ -13,9 +13,9 @@ SHA = "ab" * 32
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
     """A registry with one succeeded job (suffix "billing") and its version folder."""
+    from core.config import get_settings
     from db import migrate, repo
     from db.session import dispose_engines, session_scope
-    from embedding.config import get_settings
 
     url = f"sqlite:///{tmp_path / 'reg.db'}"
     artifacts = tmp_path / "artifacts"
@@ -40,7 +40,7 @@ def registry(tmp_path, monkeypatch):
 
 
 def test_every_name_of_a_version_resolves_to_its_folder(registry):
-    from workers.model_names import checked_model_name, find_version, local_model_name
+    from workers.serving.model_names import checked_model_name, find_version, local_model_name
 
     job_id = registry["job_id"]
     for name in (
@@ -77,14 +77,14 @@ def test_every_name_of_a_version_resolves_to_its_folder(registry):
     ],
 )
 def test_names_that_are_no_model_are_unknown_not_database_errors(registry, name):
-    from workers.model_names import checked_model_name
+    from workers.serving.model_names import checked_model_name
 
     with pytest.raises(UnknownModel):
         checked_model_name(name.format(job=registry["job_id"]))
 
 
 def test_hub_ids_only_where_a_spec_names_them(registry):
-    from workers.model_names import checked_model_name, local_model_name
+    from workers.serving.model_names import checked_model_name, local_model_name
 
     assert checked_model_name("Qodo/Qodo-Embed-1-1.5B") == "qodo"
     with pytest.raises(UnknownModel, match="named by no spec"):
@@ -93,7 +93,7 @@ def test_hub_ids_only_where_a_spec_names_them(registry):
 
 
 def test_folders_payloads_under_the_roots_cli_anywhere_out_folder_means_its_model(registry):
-    from workers.model_names import checked_model_name, local_model_name
+    from workers.serving.model_names import checked_model_name, local_model_name
 
     out = registry["tmp"] / "out"
     (out / "model").mkdir(parents=True)
@@ -106,8 +106,8 @@ def test_folders_payloads_under_the_roots_cli_anywhere_out_folder_means_its_mode
 
 
 def test_an_unmigrated_embedded_database_is_not_created_by_a_lookup(tmp_path, monkeypatch):
-    from embedding.config import get_settings
-    from workers.model_names import local_model_name
+    from core.config import get_settings
+    from workers.serving.model_names import local_model_name
 
     monkeypatch.setenv("EMBEDDING_DATABASE_URL", f"sqlite:///{tmp_path / 'never.db'}")
     get_settings.cache_clear()

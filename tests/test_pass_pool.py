@@ -1,4 +1,4 @@
-"""Forward passes side by side on single-threaded workers (:mod:`embedding.pass_pool`): the
+"""Forward passes side by side on single-threaded workers (:mod:`embedding.inference.pass_pool`): the
 workers run torch on one core, the rest of the process keeps its threads, and an encode on
 the pool gives the rows an encode without it gives, in order, from any number of threads."""
 
@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from embedding.pass_pool import PassPool
+from embedding.inference.pass_pool import PassPool
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from embedding.torch_threads import default_threads, pool_threads
+from embedding.inference.torch_threads import default_threads, pool_threads
 
 
 @pytest.mark.parametrize(
@@ -27,7 +27,7 @@ def test_the_default_splits_the_cores_between_the_torch_pools(pool, running, cor
 
 
 def test_settings_override_the_default(monkeypatch):
-    from embedding.config import Settings
+    from core.config import Settings
 
     settings = Settings(torch_threads_gpu=3, torch_interop_threads_embed=2)
     assert pool_threads("gpu", ("gpu", "embed"), settings, n_cores=2) == (3, 1)
@@ -44,7 +44,7 @@ def test_each_pool_of_a_real_worker_runs_its_own_thread_counts(tmp_path):
     changes one pool only."""
     from celery import Celery
 
-    from embedding.torch_threads import cores
+    from embedding.inference.torch_threads import cores
     from tests.support import celery_worker, postgres_database, redis_url, service_env
 
     n = cores()

@@ -8,14 +8,14 @@ import shutil
 import pytest
 import torch
 
-from embedding.pooling import (
+from embedding.models.pooling import (
     POOLING_MODES,
     config_for,
     dimension_from_config,
     mode_from_config,
     pool,
 )
-from embedding.specs import spec_from_folder
+from embedding.models.specs import spec_from_folder
 from tests.tiny_models import MINILM_DIR
 
 # Our mode names -> sentence-transformers' mode names.

@@ -7,8 +7,13 @@ import time
 
 import pytest
 
-from embedding.encoder import Encoder
-from embedding.precision import MIN_SPEEDUP, bf16_speedup, bf16_supported, resolve_precision
+from embedding.inference.encoder import Encoder
+from embedding.inference.precision import (
+    MIN_SPEEDUP,
+    bf16_speedup,
+    bf16_supported,
+    resolve_precision,
+)
 
 
 def test_the_speedup_is_measured_once_a_process():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from embedding.config import Settings, settings_table
+from core.config import Settings, settings_table
 from tests.support import ROOT
 
 

@@ -116,7 +116,7 @@ def _wait(stack, job_id: str, predicate, timeout: float = 180) -> dict:
 
 @pytest.mark.parametrize("trial", range(KILL_TRIALS))
 def test_worker_killed_after_an_epoch_resumes_and_finishes(stack, trial):
-    from embedding.encoder import Encoder
+    from embedding.inference.encoder import Encoder
 
     with celery_worker(stack["env"], stack["artifacts"] / f"kill-{trial}.log") as worker:
         job_id = _submit(stack, epochs=4)

@@ -1,11 +1,11 @@
-"""workers.report: the console report names every criterion that failed; the JUnit XML has
+"""workers.reports.render: the console report names every criterion that failed; the JUnit XML has
 one testcase per criterion, with failures, errors and skips where CI will look for them."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from workers.report import render_junit, render_report
+from workers.reports.render import render_junit, render_report
 
 
 def _criterion(name: str, threshold: str, actual, passed: bool) -> dict:

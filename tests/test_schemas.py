@@ -17,7 +17,7 @@ def test_a_good_payload_parses_with_defaults():
 
 
 def test_too_many_rows_are_refused(monkeypatch):
-    from embedding.config import get_settings
+    from core.config import get_settings
 
     monkeypatch.setenv("EMBEDDING_MAX_TRIPLETS_PER_JOB", "2")
     get_settings.cache_clear()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from embedding.config import redact_url
+from core.config import redact_url
 from tests.servers import RedisServer
 from tests.support import (
     ALL_QUEUES,
@@ -65,7 +65,7 @@ UNSAFE = re.compile(
 
 def test_no_code_path_loads_pickle_or_remote_code():
     offenders = []
-    for folder in ("embedding", "db", "workers", "migrations", "benchmarks"):
+    for folder in ("core", "embedding", "db", "workers", "api", "migrations", "benchmarks"):
         for path in (ROOT / folder).rglob("*.py"):
             if any(part.startswith(".venv") for part in path.relative_to(ROOT).parts):
                 continue  # a benchmark peer's own virtualenv (benchmarks/.venv-infinity)
@@ -84,7 +84,7 @@ def test_the_app_accepts_json_only():
 
 
 def test_builtin_specs_never_trust_remote_code():
-    from embedding.specs import BUILTIN_SPECS
+    from embedding.models.specs import BUILTIN_SPECS
 
     assert not any(spec.trust_remote_code for spec in BUILTIN_SPECS.values())
     assert (

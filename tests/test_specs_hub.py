@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from embedding import specs
-from embedding.hub import ModelUnavailable, PathNotAllowed, ensure_under_roots, resolve
-from embedding.specs import ModelSpec, UnknownModel, get_spec, spec_from_folder
-from embedding.weights import UnsafeWeightsFormat
+from embedding.models import specs
+from embedding.models.hub import ModelUnavailable, PathNotAllowed, ensure_under_roots, resolve
+from embedding.models.specs import ModelSpec, UnknownModel, get_spec, spec_from_folder
+from embedding.models.weights import UnsafeWeightsFormat
 from tests.tiny_models import MINILM_DIR, write_st_pooling
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from embedding import specs
-from embedding.encoder import Encoder
-from embedding.specs import spec_from_folder
-from embedding.weights import UnsafeWeightsFormat
+from embedding.inference.encoder import Encoder
+from embedding.models import specs
+from embedding.models.specs import spec_from_folder
+from embedding.models.weights import UnsafeWeightsFormat
 from tests.tiny_models import add_task_adapters
 
 TEXTS = ["find users by id", "SELECT * FROM users WHERE id = 1", "a"]
@@ -109,7 +109,7 @@ def test_pickle_adapter_weights_are_refused(jina_with_adapters, tmp_path):
 
 
 def test_training_loads_the_bare_base(jina_with_adapters):
-    from embedding.training import load_for_training
+    from embedding.training.loop import load_for_training
 
     spec = specs.replace(spec_from_folder(jina_with_adapters), default_task="text-matching")
     encoder = load_for_training(spec, precision="fp32")
@@ -124,7 +124,7 @@ def test_concurrent_calls_with_different_tasks_keep_their_own_adapter(jina_with_
     runners, passes on a pool) must not run under each other's adapter."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from embedding.pass_pool import PassPool
+    from embedding.inference.pass_pool import PassPool
 
     spec = specs.replace(spec_from_folder(jina_with_adapters), default_task="text-matching")
     encoder = Encoder.load(spec, device="cpu", precision="fp32")

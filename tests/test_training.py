@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from embedding.data import SEED_TRIPLETS, DataError
-from embedding.encoder import Encoder
-from embedding.specs import spec_from_folder
-from embedding.training import TrainConfig, TrainingDiverged, finetune, make_scheduler
+from embedding.data.examples import SEED_TRIPLETS, DataError
+from embedding.inference.encoder import Encoder
+from embedding.models.specs import spec_from_folder
+from embedding.training.loop import TrainConfig, TrainingDiverged, finetune, make_scheduler
 from embedding.validation.benchmark import time_train_step
 from embedding.validation.convergence import run_convergence
 
@@ -123,7 +123,7 @@ def test_a_stop_inside_an_epoch_writes_a_checkpoint_at_once(tmp_path):
 
 
 def test_checkpoints_are_pruned_when_the_job_ends(tmp_path):
-    from embedding.checkpoints import prune_after_job
+    from embedding.training.checkpoints import prune_after_job
 
     finetune("minilm", TRIPLETS, _fp32(epochs=3), checkpoint_dir=tmp_path / "c")
     assert len(list((tmp_path / "c").glob("epoch-*"))) == 2
@@ -238,7 +238,7 @@ def test_lora_trains_only_adapters_on_tiny_qwen2(tiny_qwen2_dir, tmp_path):
     def grab(stats):
         trained["done"] = stats.epoch
 
-    import embedding.training as training
+    import embedding.training.loop as training
 
     captured = {}
     original = training._export
@@ -288,7 +288,7 @@ def test_train_step_timing_is_real():
 
 def test_resume_with_other_settings_or_data_is_refused(tmp_path):
     """A checkpoint directory belongs to one run: resuming it with other data would mix two."""
-    from embedding.training import CheckpointMismatch
+    from embedding.training.loop import CheckpointMismatch
 
     ckpt = tmp_path / "ckpt"
     finetune("minilm", TRIPLETS, _fp32(epochs=2), checkpoint_dir=ckpt, stop_after_epoch=1)
@@ -309,7 +309,7 @@ def test_a_fresh_run_clears_old_checkpoints(tmp_path):
 
 
 def test_epoch_batches_never_leave_a_lone_row():
-    from embedding.training import epoch_batches
+    from embedding.training.loop import epoch_batches
 
     batches = epoch_batches(7, 3, seed=0, epoch=1)
     assert sorted(i for b in batches for i in b) == list(range(7))

@@ -1,4 +1,4 @@
-"""workers.validation_run on SQLite: a run's rows from creation to verdict, and read back.
+"""workers.jobs.validation_run on SQLite: a run's rows from creation to verdict, and read back.
 
 No broker: these are the functions the chord's tasks call, run directly.
 """
@@ -8,15 +8,15 @@ from __future__ import annotations
 import pytest
 
 from embedding.validation import CheckResult, Criterion
-from workers import validation_run
+from workers.jobs import validation_run
 
 
 @pytest.fixture
 def database(tmp_path, monkeypatch):
     """The settings' database is a migrated SQLite file of this test's own."""
+    from core.config import get_settings
     from db import migrate
     from db.session import dispose_engines
-    from embedding.config import get_settings
 
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     monkeypatch.setenv("EMBEDDING_DATABASE_URL", url)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from embedding.weights import (
+from embedding.models.weights import (
     CorruptWeights,
     UnsafeWeightsFormat,
     inventory,

@@ -59,7 +59,7 @@ def plain_celery(broker: str):
 
 
 def test_embed_task_matches_the_local_encoder(system):
-    from embedding.encoder import Encoder
+    from embedding.inference.encoder import Encoder
 
     texts = ["def f(): return 1", "SELECT * FROM users", ""]
     reply = (
@@ -253,7 +253,7 @@ reply = app.send_task(
     },
     queue="cpu",
 ).get(timeout=60)
-ours = sorted(m for m in sys.modules if m.split(".")[0] in ("embedding", "workers", "db"))
+ours = sorted(m for m in sys.modules if m.split(".")[0] in ("core", "embedding", "workers", "db"))
 print(json.dumps({"reply": reply, "our_modules": ours}))
 """
 
@@ -326,7 +326,7 @@ def test_finetune_end_to_end_from_a_service_that_only_has_celery(system):
     assert [e for e, _ in epochs] == [1, 2, 3]
     assert all(math.isfinite(loss) for _, loss in epochs) and epochs[0][1] > epochs[-1][1]
     assert version_path and (version_path.endswith("model"))
-    from embedding.encoder import Encoder
+    from embedding.inference.encoder import Encoder
 
     vec = Encoder.load(version_path, device="cpu").encode(["def f(): pass"])
     assert vec.shape == (1, 384)

@@ -172,7 +172,7 @@ def add_task_adapters(folder: Path, tasks: list[str], seed: int = 1) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel
 
-    from embedding.adapters import adapter_name
+    from embedding.models.adapters import adapter_name
 
     folder = Path(folder)
     for i, task in enumerate(tasks):

@@ -24,12 +24,12 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
-from embedding.config import Settings, get_settings
+from core.config import Settings, get_settings
 
 GPU_QUEUE = "gpu"
 CPU_QUEUE = "cpu"
 # Embedding requests: served by a threads-pool worker that batches them (see
-# workers/embed_batching.py); the prefork gpu worker, one task at a time and its child
+# workers/serving/embed_batching.py); the prefork gpu worker, one task at a time and its child
 # replaced every few tasks (a model reload each time), is the wrong place for them.
 EMBED_QUEUE = "embed"
 
@@ -106,7 +106,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Hand GPU memory back: a child process is replaced after this many tasks.
         "worker_max_tasks_per_child": settings.worker_max_tasks_per_child,
         "broker_connection_max_retries": None,
-        # `embedctl beat`: the periodic duties (workers/lifeline.py), scheduled by RedBeat,
+        # `embedctl beat`: the periodic duties (workers/lifeline/duties.py), scheduled by RedBeat,
         # whose Redis lock lets only one beat of the fleet send them.
         **beat_config(settings, broker),
     }
@@ -153,7 +153,7 @@ def beat_config(settings: Settings, broker: str) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    celery = Celery("embedding", include=["workers.tasks", "workers.batch_tasks"])
+    celery = Celery("embedding", include=["workers.tasks", "workers.serving.batch_tasks"])
     celery.conf.update(celery_config(settings))
     return celery
 
@@ -198,7 +198,7 @@ def embedded_worker(
     work with no services, through the same tasks and chords. One worker per entry of
     ``threads``, each consuming those queues with a hostname of its own (``gpu-<pid>@...``):
     by default the gpu queue in one thread and the cpu and embed queues in another. The
-    periodic duties run beside them in one more thread (``workers.lifeline``, started by
+    periodic duties run beside them in one more thread (``workers.lifeline.duties``, started by
     the first worker's ``worker_init``). Yields the workers.
     """
     celery = celery or app

@@ -1,9 +1,9 @@
 """The public Python client: what other services call to fine-tune, follow, cancel, validate
 and compare.
 
-Submitting goes through the outbox (:mod:`workers.outbox`): the job is recorded first, then
-sent. Validation records a run (:mod:`workers.validation_run`) and sends its chord. An A/B
-evaluation records its row (:mod:`workers.evaluation_run`) and sends ``embedding.compare``.
+Submitting goes through the outbox (:mod:`workers.jobs.outbox`): the job is recorded first, then
+sent. Validation records a run (:mod:`workers.jobs.validation_run`) and sends its chord. An A/B
+evaluation records its row (:mod:`workers.jobs.evaluation_run`) and sends ``embedding.evaluation.compare``.
 Every message is sent by task name, so a client never imports the task definitions.
 """
 
@@ -14,11 +14,11 @@ from typing import Any
 
 from db import repo
 from db.session import session_scope
-from workers import evaluation_run, validation_run
-from workers.lifeline import cancel_orphaned
-from workers.model_names import job_fine_tuned_id
-from workers.outbox import submit_request
+from workers.jobs import evaluation_run, validation_run
+from workers.jobs.outbox import submit_request
+from workers.lifeline.duties import cancel_orphaned
 from workers.schemas import CompareRequest, FinetuneRequest, parse
+from workers.serving.model_names import job_fine_tuned_id
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,10 @@ def submit_finetune(
     ``hyperparameters`` (``epochs=``, ``lr=``, ``loss=``, ``batch_size=``, ``margin=``,
     ``seed=``, ``mini_batch_size=``, ``matryoshka=``, ``early_stopping_patience=``,
     ``select_best_epoch=``): those not given take
-    the defaults of :mod:`embedding.hyperparameters`.
+    the defaults of :mod:`embedding.training.hyperparameters`.
     ``suffix=`` names the model version ``<model>-<suffix>``. Raises ``PayloadError`` for a
     malformed request, ``UnknownModel`` / ``PathNotAllowed`` / ``DatasetNotFound`` for a model
-    or dataset the workers may not use, and :class:`~workers.idempotency.IdempotencyConflict`
+    or dataset the workers may not use, and :class:`~workers.jobs.idempotency.IdempotencyConflict`
     for a key already used with another request (the same request with the same key returns
     the same job).
     """
@@ -122,7 +122,7 @@ def job_to_dict(job: Any) -> dict[str, Any]:
         "finished_at": iso(job.finished_at),
         "sent_at": iso(job.sent_at),
         "model_version_id": job.model_version_id,
-        # How to embed with the job's model (any of the names workers.model_names takes).
+        # How to embed with the job's model (any of the names workers.serving.model_names takes).
         "model_version": f"{job.model_version.name}:{job.model_version.version}"
         if job.model_version is not None
         else None,
@@ -229,7 +229,7 @@ def abandon_validation(run_id: str, result: Any, reason: str) -> None:
     """End a run its caller stopped waiting for: ``error`` with ``reason``, and its tasks
     revoked so they do not hold workers for a result nobody reads. A worker that did not
     hear the revoke (one started later) still skips them: a check of a finished run does
-    nothing (``workers.validation_run.is_open``)."""
+    nothing (``workers.jobs.validation_run.is_open``)."""
     from workers.app import app
 
     validation_run.error_run(run_id, reason)

@@ -1,4 +1,4 @@
-"""Each worker pool runs torch on its own thread counts (:mod:`embedding.torch_threads`).
+"""Each worker pool runs torch on its own thread counts (:mod:`embedding.inference.torch_threads`).
 
 ``embedctl worker`` runs one process per queue and tells each which pools run beside it
 (``EMBEDDING_WORKER_POOLS``); each process applies its counts before it serves, and again
@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from embedding import torch_threads
+from embedding.inference import torch_threads
 
 log = logging.getLogger(__name__)
 

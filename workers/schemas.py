@@ -13,11 +13,11 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from embedding import compare as cmp
-from embedding import hyperparameters as hp
-from embedding.config import get_settings
-from embedding.hyperparameters import Hyperparameter
-from workers.model_names import SUFFIX_PATTERN
+from core.config import get_settings
+from embedding.evaluation import compare as cmp
+from embedding.training import hyperparameters as hp
+from embedding.training.hyperparameters import Hyperparameter
+from workers.serving.model_names import SUFFIX_PATTERN
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -130,7 +130,7 @@ class FinetuneRequest(_Strict):
     The validation set is evaluated before, after every epoch and after; it chooses the
     epoch whose weights become the version (``select_best_epoch``) and can stop training
     early (``early_stopping_patience``). Without one, a bounded sample of the training rows
-    is evaluated before and after (:func:`embedding.training.finetune`)."""
+    is evaluated before and after (:func:`embedding.training.loop.finetune`)."""
 
     model: str = Field(min_length=1, max_length=500)
     triplets: list[Triplet] | None = None
@@ -150,7 +150,7 @@ class FinetuneRequest(_Strict):
     validation_pairs: list[Pair] | None = None
     validation_dataset: str | None = Field(default=None, max_length=4096)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
-    # Names the model version (<model>-<suffix>) and the ft: id (workers/model_names.py).
+    # Names the model version (<model>-<suffix>) and the ft: id (workers/serving/model_names.py).
     suffix: str | None = Field(default=None, pattern=f"^{SUFFIX_PATTERN}$")
 
     @field_validator("model", "dataset", "validation_dataset", "idempotency_key")
@@ -224,7 +224,7 @@ class EmbedRequest(_Strict):
     # little-endian float32 matrix, base64 encoded (rows x dim), bit-exact, ~2x smaller and
     # faster to move for big batches.
     encoding: Literal["json", "base64"] = "json"
-    # False: neither read nor write the embedding cache (workers/embedding_cache.py).
+    # False: neither read nor write the embedding cache (workers/serving/embedding_cache.py).
     cache: bool = True
 
     @field_validator("texts")
@@ -244,7 +244,7 @@ class BenchmarkRequest(_Strict):
 
 
 class CompareRequest(_Strict):
-    """An A/B comparison (``embedding.compare``): two model names, (query, document) pairs
+    """An A/B comparison (``embedding.evaluation.compare``): two model names, (query, document) pairs
     inline or a dataset path under the roots, and the bootstrap's resamples and seed.
 
     ``evaluation_id`` names an evaluation already recorded (``queued``) by the API or the

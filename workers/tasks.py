@@ -14,13 +14,12 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import task_received
 
-from embedding.config import get_settings
-from workers import embed_service, evaluation_run, finetune_job, lifeline, validation_run
+from core.config import get_settings
 from workers.app import app
-from workers.benchmark_record import record_benchmark_from_check, run_and_record_benchmark
-from workers.model_cache import model_cache
-from workers.model_names import checked_model_name
-from workers.outbox import relay_unsent, submit_request
+from workers.jobs import evaluation_run, finetune_job, validation_run
+from workers.jobs.outbox import relay_unsent, submit_request
+from workers.lifeline import duties as lifeline
+from workers.reports.benchmark_record import record_benchmark_from_check, run_and_record_benchmark
 from workers.schemas import (
     BenchmarkRequest,
     CompareRequest,
@@ -30,6 +29,9 @@ from workers.schemas import (
     PayloadError,
     parse,
 )
+from workers.serving import embed_service
+from workers.serving.model_cache import model_cache
+from workers.serving.model_names import checked_model_name
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ def load_model(**payload: Any) -> dict[str, Any]:
 class EmbedTask(Task):
     """The reply is a matrix of floats: Celery's "succeeded" log line must not print it
     (``resultrepr_maxsize`` cuts the reply's repr to its head); the task logs its size and
-    time itself (:func:`workers.embed_service.embed`).
+    time itself (:func:`workers.serving.embed_service.embed`).
 
     No STARTED state: a task that lasts a batch (a few hundred ms) gains nothing from it,
     and storing it costs two more Redis round trips per request, CPU that on 2 cores comes
@@ -66,7 +68,7 @@ def embed(**payload: Any) -> dict[str, Any]:
     """Embed texts, rows in input order: JSON lists, or a base64 float32 matrix on request.
 
     Batched with concurrent requests for the same model and settings, and cached
-    (:mod:`workers.embed_service`); ``"cache": false`` in the payload skips the cache.
+    (:mod:`workers.serving.embed_service`); ``"cache": false`` in the payload skips the cache.
     """
     request = parse(EmbedRequest, payload)
     name = checked_model_name(request.model or get_settings().default_model)
@@ -99,10 +101,10 @@ def json_vectors(vectors: Any) -> list[list[float]]:
 @app.task(name="embedding.torch_threads")
 def torch_threads() -> dict[str, Any]:
     """The torch thread counts of the pool that ran this (send it to a queue by name): each
-    pool has its own (``EMBEDDING_TORCH_THREADS_<POOL>``, ``embedding.torch_threads``)."""
+    pool has its own (``EMBEDDING_TORCH_THREADS_<POOL>``, ``embedding.inference.torch_threads``)."""
     import socket
 
-    from embedding.torch_threads import current
+    from embedding.inference.torch_threads import current
 
     return {"host": socket.gethostname(), **current()}
 
@@ -118,18 +120,18 @@ def benchmark(**payload: Any) -> dict[str, Any]:
 
 @app.task(name="embedding.compare")
 def compare(**payload: Any) -> dict[str, Any]:
-    """A/B comparison of two models on (query, document) pairs (:mod:`embedding.compare`).
+    """A/B comparison of two models on (query, document) pairs (:mod:`embedding.evaluation.compare`).
 
     ``send_task("embedding.compare", kwargs={...})`` with the schema of
     :class:`workers.schemas.CompareRequest`. Returns the evaluation as JSON
-    (``workers.evaluation_run.read``): ``succeeded`` with both models' metrics, the
+    (``workers.jobs.evaluation_run.read``): ``succeeded`` with both models' metrics, the
     differences B - A with their 95 % intervals and the verdict, or ``failed`` with the
     reason. A request refused before anything is recorded returns ``{"evaluation_id": null,
     "status": "rejected", "error": ...}``.
     """
-    from embedding.hub import PathNotAllowed
-    from embedding.specs import UnknownModel
-    from workers.submit_checks import DatasetNotFound
+    from embedding.models.hub import PathNotAllowed
+    from embedding.models.specs import UnknownModel
+    from workers.jobs.submit_checks import DatasetNotFound
 
     try:
         request = parse(CompareRequest, payload)
@@ -209,10 +211,10 @@ def finetune_request(**payload: Any) -> dict[str, Any]:
     "error": ...}``; a key already used with another request returns ``{"job_id": <that
     job>, "status": "conflict", "error": ...}``.
     """
-    from embedding.hub import PathNotAllowed
-    from embedding.specs import UnknownModel
-    from workers.idempotency import IdempotencyConflict
-    from workers.submit_checks import DatasetNotFound
+    from embedding.models.hub import PathNotAllowed
+    from embedding.models.specs import UnknownModel
+    from workers.jobs.idempotency import IdempotencyConflict
+    from workers.jobs.submit_checks import DatasetNotFound
 
     try:
         submitted = submit_request(parse(FinetuneRequest, payload))
@@ -231,10 +233,10 @@ def build_dataset(**payload: Any) -> dict[str, Any]:
     ``"archive"``: a zip or tar under them; ``"eval_share"``, default 0.1). Returns
     ``{"training_file", "validation_file", "report"}`` (the ids go to a fine-tuning job), or
     ``{"error": {"message", "code", "status", "param"}}`` for bad input, with nothing left
-    behind. See ``workers/dataset_build.py``.
+    behind. See ``workers/jobs/dataset_build.py``.
     """
-    from workers.dataset_build import DatasetBuildError
-    from workers.dataset_build import build_dataset as build
+    from workers.jobs.dataset_build import DatasetBuildError
+    from workers.jobs.dataset_build import build_dataset as build
 
     unknown = set(payload) - {"folder", "archive", "eval_share"}
     if unknown:

@@ -4,7 +4,7 @@ Creating a batch reads its input file (already checked line by line at upload), 
 every model it names once (``ft:`` ids to their folders), cuts the requests into chunks
 of at most ``EMBEDDING_BATCH_CHUNK_TEXTS`` texts, records the batch and sends one
 ``embedding.batch_chunk`` task per chunk. The chunk that finishes last writes the output
-and error files (see ``workers/batch_tasks.py``).
+and error files (see ``workers/serving/batch_tasks.py``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from api.schemas import (
     unix,
 )
 from api.security import require_api_key
+from core.config import get_settings
 from db import repo
 from db.models import utcnow
 from db.session import session_scope
-from embedding.config import get_settings
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["batches"])
 CHUNK_TASK = "embedding.batch_chunk"

@@ -2,7 +2,7 @@
 
 ``POST`` checks both model names and the data file (an upload of purpose ``fine-tune``
 holding pairs), then ``workers.client.start_evaluation`` records the evaluation (``queued``)
-and sends ``embedding.compare`` to the gpu queue; the answer is the evaluation as recorded.
+and sends ``embedding.evaluation.compare`` to the gpu queue; the answer is the evaluation as recorded.
 The worker resolves the names, reads the file, compares and records the outcome: poll
 ``GET /v1/evaluations/{id}``. This process never loads a model.
 """
@@ -28,7 +28,7 @@ from api.schemas import (
 from api.security import require_api_key
 from db import repo
 from db.session import session_scope
-from workers.evaluation_run import read, to_dict
+from workers.jobs.evaluation_run import read, to_dict
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["evaluations"])
 
@@ -38,7 +38,7 @@ def _unix(text: str | None) -> int | None:
 
 
 def evaluation_object(evaluation: dict[str, Any]) -> Evaluation:
-    """An evaluation (``workers.evaluation_run.to_dict``) in the API's shape."""
+    """An evaluation (``workers.jobs.evaluation_run.to_dict``) in the API's shape."""
     data = evaluation["data"]
     return Evaluation(
         id=evaluation["id"],
@@ -73,11 +73,11 @@ def _read(evaluation_id: str, param: str = "evaluation_id") -> dict[str, Any]:
 
 @router.post("/v1/evaluations", response_model=Evaluation)
 def create_evaluation(body: EvaluationRequest) -> Evaluation:
-    from embedding.hub import PathNotAllowed
-    from embedding.specs import UnknownModel
+    from embedding.models.hub import PathNotAllowed
+    from embedding.models.specs import UnknownModel
     from workers.client import NotSent, start_evaluation
+    from workers.jobs.submit_checks import DatasetNotFound
     from workers.schemas import PayloadError
-    from workers.submit_checks import DatasetNotFound
 
     model_ids.resolve(body.model_a, param="model_a")
     model_ids.resolve(body.model_b, param="model_b")

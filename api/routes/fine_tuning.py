@@ -35,8 +35,8 @@ from api.schemas import (
 from api.security import require_api_key
 from db import repo
 from db.session import session_scope
-from embedding import hyperparameters as hp
-from workers.model_names import FT_PREFIX, job_fine_tuned_id
+from embedding.training import hyperparameters as hp
+from workers.serving.model_names import FT_PREFIX, job_fine_tuned_id
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["fine-tuning"])
 
@@ -154,12 +154,12 @@ def create_job(
     """The job goes through the outbox as any other; ``Idempotency-Key`` is the job's key
     (prefixed, apart from send_task/CLI keys) and the body's digest its request digest, so
     a repeat is the same job and another body under the key a 409 (``workers/idempotency``)."""
-    from embedding.hub import PathNotAllowed
-    from embedding.specs import UnknownModel
-    from workers.idempotency import IdempotencyConflict, request_digest
-    from workers.outbox import submit_request
+    from embedding.models.hub import PathNotAllowed
+    from embedding.models.specs import UnknownModel
+    from workers.jobs.idempotency import IdempotencyConflict, request_digest
+    from workers.jobs.outbox import submit_request
+    from workers.jobs.submit_checks import DatasetNotFound
     from workers.schemas import FinetuneRequest, PayloadError, parse
-    from workers.submit_checks import DatasetNotFound
 
     if model_ids.resolve(body.model).name.startswith(FT_PREFIX):
         raise APIError(400, "Fine-tuning a fine-tuned model is not supported yet.", param="model")

@@ -13,8 +13,8 @@ from api.schemas import Deleted, Model, ModelList, unix
 from api.security import require_api_key
 from db import repo
 from db.session import session_scope
-from embedding.specs import all_specs, spec_from_folder
-from workers.model_names import FT_PREFIX, job_fine_tuned_id
+from embedding.models.specs import all_specs, spec_from_folder
+from workers.serving.model_names import FT_PREFIX, job_fine_tuned_id
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
 OWNER = "embedding-infra"

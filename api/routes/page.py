@@ -22,7 +22,7 @@ from api.errors import APIError
 from api.security import COOKIE, configured_keys, key_is_valid, require_api_key
 from db import repo
 from db.session import session_scope
-from workers.model_names import job_fine_tuned_id
+from workers.serving.model_names import job_fine_tuned_id
 
 router = APIRouter(include_in_schema=False)
 
@@ -113,7 +113,7 @@ def validation_metric(
     evals: list[dict[str, Any] | None], result: dict[str, Any] | None
 ) -> str | None:
     """The per-epoch validation metric to chart: the one that chose the best epoch, else the
-    one :mod:`embedding.epoch_selection` would use; None without a validation set."""
+    one :mod:`embedding.training.epoch_selection` would use; None without a validation set."""
     keys = {k for e in evals for k in (e or {})}
     chosen = (result or {}).get("selected_by")
     return next((k for k in (chosen, "mrr@10", "triplet_accuracy") if k and k in keys), None)

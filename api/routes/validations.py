@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from api.errors import APIError, not_found
 from api.schemas import ValidationRequest, ValidationRun
 from api.security import require_api_key
-from embedding.config import get_settings
+from core.config import get_settings
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["validations"])
 
@@ -40,7 +40,7 @@ def run_object(summary: dict[str, Any]) -> ValidationRun:
 
 
 def _summary(run_id: str) -> dict[str, Any]:
-    from workers.validation_run import read_run
+    from workers.jobs.validation_run import read_run
 
     try:
         uuid.UUID(run_id)
@@ -76,7 +76,7 @@ def retrieve_validation(
 ) -> Any:
     summary = _summary(validation_id)
     if format == "junit":
-        from workers.report import render_junit
+        from workers.reports.render import render_junit
 
         return Response(render_junit(summary), media_type="application/xml")
     return run_object(summary)

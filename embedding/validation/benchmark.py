@@ -11,12 +11,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from embedding.data import SEED_TRIPLETS, Example
+from embedding.data.examples import SEED_TRIPLETS, Example
 from embedding.validation.results import CheckResult, ResultBuilder, guarded
 
 if TYPE_CHECKING:
-    from embedding.encoder import Encoder
-    from embedding.specs import ModelSpec
+    from embedding.inference.encoder import Encoder
+    from embedding.models.specs import ModelSpec
 
 # Thresholds (the seed's criteria).
 MAX_LATENCY_MS = 50.0
@@ -34,13 +34,13 @@ def time_train_step(
 
     The whole computation is timed: tokenizing, one forward over all 15 texts, loss, backward
     through every trainable parameter; clipping and the optimizer step are timed beside it.
-    On a fresh copy of the model (:func:`~embedding.training.load_for_training`), in train
+    On a fresh copy of the model (:func:`~embedding.training.loop.load_for_training`), in train
     mode, two warm-up steps.
     """
     import torch
 
-    from embedding.data import validate_examples
-    from embedding.training import TrainConfig, batch_loss, load_for_training, make_optimizer
+    from embedding.data.examples import validate_examples
+    from embedding.training.loop import TrainConfig, batch_loss, load_for_training, make_optimizer
 
     encoder = load_for_training(model)
     encoder.model.train()
@@ -78,7 +78,7 @@ def check_benchmark(
     model: str, iterations: int = 20, load: Callable[[str], Any] | None = None
 ) -> CheckResult:
     """Single-embedding latency, batch throughput, and a real gradient step on 5 triplets."""
-    from embedding.bench import benchmark_encoder
+    from embedding.evaluation.bench import benchmark_encoder
 
     check = ResultBuilder("benchmark")
     encoder = check.load(model, load)

@@ -1,6 +1,6 @@
 """Check 3, convergence: the seed's 5 triplets, 3 epochs, on a fresh copy of the model.
 
-The probe (:func:`run_convergence`) runs the real trainer (:func:`embedding.training.finetune`)
+The probe (:func:`run_convergence`) runs the real trainer (:func:`embedding.training.loop.finetune`)
 with settings chosen so that the check measures learning; see ``CONVERGENCE_CONFIG``.
 """
 
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from embedding.validation.results import CheckResult, ResultBuilder, guarded
 
 if TYPE_CHECKING:
-    from embedding.encoder import Encoder
-    from embedding.specs import ModelSpec
+    from embedding.inference.encoder import Encoder
+    from embedding.models.specs import ModelSpec
 
 # Thresholds (the seed's criteria).
 MIN_IMPROVEMENT = 0.20
@@ -47,8 +47,8 @@ def run_convergence(
     model: str | ModelSpec | Encoder, epochs: int = 3, lr: float = 1e-4, seed: int = 0
 ) -> ConvergenceRun:
     """The seed guide's check 3 on a fresh copy of ``model``: per-epoch losses and time."""
-    from embedding.data import SEED_TRIPLETS
-    from embedding.training import TrainConfig, finetune
+    from embedding.data.examples import SEED_TRIPLETS
+    from embedding.training.loop import TrainConfig, finetune
 
     config = TrainConfig(loss="triplet", epochs=epochs, lr=lr, seed=seed, **CONVERGENCE_CONFIG)
     result = finetune(model, SEED_TRIPLETS, config)
@@ -58,7 +58,7 @@ def run_convergence(
 @guarded
 def check_convergence(model: str, epochs: int = 3, lr: float = 1e-4) -> CheckResult:
     """The seed's 5 triplets, 3 epochs, on a fresh copy of the model (never the served one)."""
-    from embedding.hub import ModelUnavailable
+    from embedding.models.hub import ModelUnavailable
 
     check = ResultBuilder("convergence")
     try:

@@ -12,8 +12,8 @@ MIN_TENSORS = 100
 @guarded
 def check_model_loading(models: list[str]) -> CheckResult:
     """Load each model fresh: time, size, weights present, tensor count."""
-    from embedding.encoder import load_encoder
-    from embedding.hub import ModelUnavailable
+    from embedding.inference.encoder import load_encoder
+    from embedding.models.hub import ModelUnavailable
 
     check = ResultBuilder("model_loading")
     for name in models:

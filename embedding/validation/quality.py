@@ -73,7 +73,7 @@ def similarity_score(cosine: float) -> float:
 @guarded
 def check_inference_quality(model: str, load: Callable[[str], Any] | None = None) -> CheckResult:
     """Shape, norms, ranges, pairwise scores, related > unrelated, reproducibility, edge cases."""
-    from embedding.specs import get_spec
+    from embedding.models.specs import get_spec
 
     check = ResultBuilder("inference_quality")
     encoder = check.load(model, load)

@@ -60,8 +60,8 @@ class ResultBuilder:
     def load(self, model: Any, load: Callable[[Any], Any] | None = None) -> Any | None:
         """The loaded model, or ``None`` after noting why it could not be had (the check then
         reports ``unavailable``: a missing model is not a failed criterion)."""
-        from embedding.encoder import load_encoder
-        from embedding.hub import ModelUnavailable
+        from embedding.inference.encoder import load_encoder
+        from embedding.models.hub import ModelUnavailable
 
         try:
             return (load or load_encoder)(model)

@@ -20,12 +20,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from embedding.config import get_settings
+    from core.config import get_settings
 
     ensure_schema()
     if args.action == "history":
         return _history(args.model, args.limit)
-    from workers.benchmark_record import run_and_record_benchmark
+    from workers.reports.benchmark_record import run_and_record_benchmark
 
     model = args.model or get_settings().default_model
     figures = run_and_record_benchmark(model, args.iterations, args.batch_size)

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from embedding.compare import DEFAULT_RESAMPLES, MAX_RESAMPLES, MAX_SEED, MIN_RESAMPLES
+from embedding.evaluation.compare import DEFAULT_RESAMPLES, MAX_RESAMPLES, MAX_SEED, MIN_RESAMPLES
 from workers.cli.db import ensure_schema
 
 
@@ -56,11 +56,11 @@ def _bounded(low: int, high: int):
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from embedding.config import get_settings
-    from embedding.encoder import load_encoder
-    from workers import evaluation_run
-    from workers.model_names import local_model_name
-    from workers.report import render_evaluation
+    from core.config import get_settings
+    from embedding.inference.encoder import load_encoder
+    from workers.jobs import evaluation_run
+    from workers.reports.render import render_evaluation
+    from workers.serving.model_names import local_model_name
 
     pairs = evaluation_run.pairs_from_file(args.data)  # validated before any model loads
     for name in (args.a, args.b):

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from embedding.mining import OUTPUT_FORMATS, SAMPLING, MiningConfig
+from embedding.training.mining import OUTPUT_FORMATS, SAMPLING, MiningConfig
 
 _MINING = MiningConfig()  # the defaults the options show
 
@@ -23,7 +23,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "train/eval by a stable hash of each file's path. Writes train.jsonl and eval.jsonl "
         "(what finetune --data / --eval-data read), their .meta.jsonl (language, source, "
         "file of each row) and report.json (counts per language and source, and what was "
-        "skipped or dropped and why). See embedding/code_pairs/.",
+        "skipped or dropped and why). See embedding/data/code_pairs/.",
     )
     p.add_argument(
         "--source",
@@ -49,7 +49,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "model scores highest for the anchor, never a positive of it, and (the false-negative "
         "guard) not scored within --margin of its positive. Triplets train with loss "
         "triplet or mnrl; n-tuples (several negatives in one row) with mnrl. See "
-        "embedding/mining.py for each rule and why.",
+        "embedding/training/mining.py for each rule and why.",
     )
     p.add_argument("--data", required=True, help="JSONL of {anchor, positive} pairs")
     p.add_argument(
@@ -146,7 +146,7 @@ def _optional_float(text: str) -> float | None:
 
 
 def cmd_codesearch(args: argparse.Namespace) -> int:
-    from embedding.code_pairs import write_code_pairs
+    from embedding.data.code_pairs import write_code_pairs
 
     report = write_code_pairs(Path(args.out), args.source, eval_share=args.eval_share)
     print(json.dumps(report))
@@ -156,10 +156,10 @@ def cmd_codesearch(args: argparse.Namespace) -> int:
 def cmd_mine_negatives(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from embedding.data import load_examples, load_texts, write_examples
-    from embedding.encoder import load_encoder
-    from embedding.mining import check_pairs, mine_hard_negatives
-    from workers.model_names import local_model_name
+    from embedding.data.examples import load_examples, load_texts, write_examples
+    from embedding.inference.encoder import load_encoder
+    from embedding.training.mining import check_pairs, mine_hard_negatives
+    from workers.serving.model_names import local_model_name
 
     # Data, corpus and settings are checked before the model is loaded.
     rows = check_pairs(load_examples(args.data), where=f"{args.data} row")

@@ -30,7 +30,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def ensure_schema() -> None:
     """The embedded SQLite default is migrated on first use; a server database is not touched."""
-    from embedding.config import get_settings
+    from core.config import get_settings
 
     if get_settings().database_url.startswith("sqlite"):
         from db import migrate

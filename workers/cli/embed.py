@@ -40,9 +40,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _load(name: str | None, precision: str | None = None):
     """The encoder for ``--model`` (the settings' default model when it is not given)."""
-    from embedding.config import get_settings
-    from embedding.encoder import load_encoder
-    from workers.model_names import local_model_name
+    from core.config import get_settings
+    from embedding.inference.encoder import load_encoder
+    from workers.serving.model_names import local_model_name
 
     settings = get_settings()
     if name is None:
@@ -87,7 +87,7 @@ def _read_jsonl_strings(stream: Iterable[str]) -> list[str]:
 
 
 def cmd_similarity(args: argparse.Namespace) -> int:
-    from embedding.encoder import similarity
+    from embedding.inference.encoder import similarity
 
     encoder = _load(args.model, args.precision)
     a, b = encoder.encode([args.a, args.b], task=args.task)
@@ -99,8 +99,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The embedding demo: load the default model, embed code snippets, show similarities."""
     import numpy as np
 
-    from embedding.config import get_settings
-    from embedding.encoder import similarity_matrix
+    from core.config import get_settings
+    from embedding.inference.encoder import similarity_matrix
 
     name = args.model or get_settings().default_model
     encoder = _load(name)

@@ -1,4 +1,4 @@
-"""Fine-tune options generated from the shared table (:mod:`embedding.hyperparameters`).
+"""Fine-tune options generated from the shared table (:mod:`embedding.training.hyperparameters`).
 
 ``embedctl finetune`` and ``embedctl jobs submit`` both take their hyper-parameter options
 from here, so a flag, default or help text can never drift from the payload schema or the
@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Iterable
 from typing import Any
 
-from embedding.hyperparameters import HYPERPARAMETERS
+from embedding.training.hyperparameters import HYPERPARAMETERS
 
 
 def add_hyperparameter_options(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:

@@ -177,7 +177,7 @@ def watch(job_id: str, timeout: float | None = None, interval: float = 0.5) -> i
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
-    from workers.outbox import relay_unsent
+    from workers.jobs.outbox import relay_unsent
 
     print(f"sent {relay_unsent()} job(s) from the outbox")
     return 0

@@ -12,9 +12,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from embedding.hub import ModelUnavailable, resolve
-    from embedding.specs import all_specs, get_spec
-    from embedding.weights import WeightsError
+    from embedding.models.hub import ModelUnavailable, resolve
+    from embedding.models.specs import all_specs, get_spec
+    from embedding.models.weights import WeightsError
 
     rows = []
     for spec in all_specs():

@@ -1,5 +1,5 @@
 """``embedctl report --out DIR``: print the recent A/B evaluations and write the dashboard
-(:mod:`workers.dashboard`) from the database."""
+(:mod:`workers.reports.dashboard`) from the database."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from workers.dashboard import write_report
-    from workers.evaluation_run import recent
-    from workers.report import render_evaluations
+    from workers.jobs.evaluation_run import recent
+    from workers.reports.dashboard import write_report
+    from workers.reports.render import render_evaluations
 
     ensure_schema()
     print(render_evaluations(recent(args.evaluations)))

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from embedding.hyperparameters import DEFAULT_EVAL_SAMPLE_ROWS, HYPERPARAMETERS
+from embedding.training.hyperparameters import DEFAULT_EVAL_SAMPLE_ROWS, HYPERPARAMETERS
 from workers.cli.hyperparameter_options import add_hyperparameter_options, hyperparameters_from
 
 # A local run may set every shared hyper-parameter.
@@ -51,8 +51,8 @@ def add_finetune_options(p: argparse.ArgumentParser) -> None:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from embedding.data import load_examples
-    from embedding.training import TrainConfig, finetune
+    from embedding.data.examples import load_examples
+    from embedding.training.loop import TrainConfig, finetune
 
     rows = load_examples(args.data)  # validated before any model is loaded
     eval_rows = load_examples(args.eval_data) if args.eval_data else None
@@ -140,10 +140,10 @@ def _plot_losses(result, path: Path) -> Path:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from embedding.data import load_examples
-    from embedding.encoder import load_encoder
-    from embedding.evaluation import evaluate
-    from workers.model_names import local_model_name
+    from embedding.data.examples import load_examples
+    from embedding.evaluation.metrics import evaluate
+    from embedding.inference.encoder import load_encoder
+    from workers.serving.model_names import local_model_name
 
     rows = load_examples(args.data)
     metrics = evaluate(load_encoder(local_model_name(args.model)), rows)

@@ -43,8 +43,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from embedding.config import get_settings
-    from workers.report import render_report
+    from core.config import get_settings
+    from workers.reports.render import render_report
 
     settings = get_settings()
     models = [m.strip() for m in (args.models or settings.default_model).split(",") if m.strip()]
@@ -80,16 +80,16 @@ def _run(args: argparse.Namespace, models: list[str], trigger: str) -> dict:
 
     Past the deadline the run is abandoned: ended as ``error`` and its tasks revoked.
     """
-    from embedding.config import get_settings
+    from core.config import get_settings
     from workers.app import app, embedded_worker, is_embedded
     from workers.client import abandon_validation, start_validation, validation_tasks
-    from workers.validation_run import read_run
+    from workers.jobs.validation_run import read_run
 
     ensure_schema()
     embedded = is_embedded(get_settings())
     with embedded_worker() if embedded else nullcontext():
         if not embedded:
-            from workers.worker_check import queues_of, require_consumers
+            from workers.lifeline.worker_check import queues_of, require_consumers
 
             require_consumers(app, queues_of(validation_tasks(args.check)), args.worker_timeout)
         run_id, result = start_validation(models, trigger=trigger, checks=args.check)
@@ -132,7 +132,7 @@ def _forget_pending(result) -> None:
 
 
 def _write(args: argparse.Namespace, summary: dict) -> None:
-    from workers.report import render_junit
+    from workers.reports.render import render_junit
 
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(summary, indent=2))

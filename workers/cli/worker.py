@@ -83,7 +83,7 @@ def pool_for(queue: str, concurrency: int | None, pool: str | None) -> tuple[int
     concurrency (times prefetch 1) is how many requests it can batch at once; it never
     replaces a child, so it never reloads its model in the middle of serving."""
     if queue == "embed":
-        from embedding.config import get_settings
+        from core.config import get_settings
 
         return concurrency or get_settings().embed_worker_concurrency, pool or "threads"
     return concurrency or (1 if queue == "gpu" else (os.cpu_count() or 1)), pool or "prefork"
@@ -131,7 +131,7 @@ def pool_argvs(args: argparse.Namespace) -> list[list[str]]:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from embedding.config import get_settings, redact_url
+    from core.config import get_settings, redact_url
 
     settings = get_settings()
     if not settings.broker_url:
@@ -139,7 +139,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "EMBEDDING_BROKER_URL is not set: a standalone worker needs a broker "
             "(without one, embedctl runs its tasks on an in-process worker)"
         )
-    from workers import worker_presence
+    from workers.lifeline import worker_presence
 
     queues = _queues(args)
     node = f"{args.hostname or 'celery@%h'}:{os.getpid()}".replace("%h", socket.gethostname())
@@ -173,10 +173,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _pool_env(starting_key: str | None, pools: list[str]) -> dict[str, str]:
     """A pool's environment: ours, the pools running beside it (each splits the cores by
-    them: ``embedding.torch_threads``), and the key its start was announced under (the pool
-    lets it expire once it listens: ``workers.worker_presence``)."""
-    from embedding.torch_threads import POOLS_ENV
-    from workers.worker_presence import KEY_ENV
+    them: ``embedding.inference.torch_threads``), and the key its start was announced under (the pool
+    lets it expire once it listens: ``workers.lifeline.worker_presence``)."""
+    from embedding.inference.torch_threads import POOLS_ENV
+    from workers.lifeline.worker_presence import KEY_ENV
 
     env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
     env[POOLS_ENV] = ",".join(pools)
@@ -204,7 +204,7 @@ def supervise(commands: list[list[str]], envs: list[dict[str, str]] | None = Non
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
-    from embedding.config import get_settings, redact_url
+    from core.config import get_settings, redact_url
 
     settings = get_settings()
     if not (settings.broker_url or "").startswith(("redis://", "rediss://")):

@@ -1,0 +1,177 @@
+"""Every fine-tune hyper-parameter a user may set, defined once: type, default, bounds, help.
+
+Users set them in four places: the core's :class:`~embedding.training.loop.TrainConfig`, the JSON
+payload (``workers.schemas.FinetuneRequest``), the command line (``embedctl finetune``,
+``embedctl jobs submit``) and the HTTP API's ``hyperparameters``. Each of them takes its
+defaults and bounds from the table here, so a default changed here changes everywhere
+(``tests/test_hyperparameters.py`` checks all of them against it).
+
+Two kinds of bound: ``ge``/``gt`` say what can train at all and hold everywhere; ``cap`` is
+the most a job submitted by *another service* may ask for (payload, HTTP), so a typo cannot
+book a GPU for a year. A user training on their own machine (``embedctl finetune``, the
+library) is trusted past the caps, as they are trusted to load any model folder.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    name: str
+    type: type  # int, float, str or bool
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    ge: float | None = None  # inclusive lower bound
+    gt: float | None = None  # exclusive lower bound
+    cap: float | None = None  # inclusive upper bound for submitted jobs (see above)
+    nullable: bool = False  # None is allowed (and means "off")
+
+    @property
+    def flag(self) -> str:
+        """The command-line option: ``batch_size`` -> ``--batch-size``."""
+        return "--" + self.name.replace("_", "-")
+
+    def problem(self, value: Any, capped: bool = False) -> str | None:
+        """Why ``value`` is not allowed (past the cap too, if ``capped``), in one sentence."""
+        if value is None and self.nullable:
+            return None
+        if self.choices is not None:
+            if value in self.choices:
+                return None
+            return f"{self.name} must be one of {', '.join(map(repr, self.choices))}, got {value!r}"
+        if self.type is bool:
+            if isinstance(value, bool):
+                return None
+            return f"{self.name} must be true or false, got {value!r}"
+        if self.type is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                return f"{self.name} must be an integer, got {value!r}"
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{self.name} must be a number, got {value!r}"
+        elif not math.isfinite(value):
+            return f"{self.name} must be a finite number, got {value!r}"
+        too_low = (self.ge is not None and value < self.ge) or (
+            self.gt is not None and value <= self.gt
+        )
+        if too_low or (capped and self.cap is not None and value > self.cap):
+            return f"{self.name} must be {self.describe_bounds(capped)}, got {value!r}"
+        return None
+
+    def describe_bounds(self, capped: bool = False) -> str:
+        """``a positive integer <= 1000``, ``a finite number > 0 and <= 1``, ..."""
+        if self.type is int and self.ge == 1:
+            head, limits = "a positive integer", []
+        else:
+            head = "an integer" if self.type is int else "a finite number"
+            limits = [f">= {self.ge:g}"] if self.ge is not None else []
+            limits += [f"> {self.gt:g}"] if self.gt is not None else []
+        limits += [f"<= {self.cap:g}"] if capped and self.cap is not None else []
+        text = f"{head} {' and '.join(limits)}".strip()
+        return text + (" or None" if self.nullable else "")
+
+
+LOSS = Hyperparameter(
+    "loss",
+    str,
+    "triplet",
+    "triplet: (anchor, positive, negative) rows; mnrl: in-batch negatives, pairs or triplets; "
+    "cached_mnrl: mnrl with GradCache, a big batch in the memory of mini_batch_size texts",
+    choices=("triplet", "mnrl", "cached_mnrl"),
+)
+EPOCHS = Hyperparameter("epochs", int, 3, "passes over the training data", ge=1, cap=1000)
+LR = Hyperparameter("lr", float, 2e-5, "peak learning rate (AdamW)", gt=0, cap=1.0)
+BATCH_SIZE = Hyperparameter("batch_size", int, 16, "rows per optimizer step", ge=1, cap=4096)
+# Cosine distance lives in [0, 2]. sentence-transformers' TripletLoss default margin of 5 is
+# meant for Euclidean distance on unnormalized vectors; with cosine distance on unit vectors
+# a margin of 5 can never be met, so the loss never reaches zero and stops meaning "the
+# negative is far enough". 0.5 asks for the negative to be half a unit of cosine distance
+# further than the positive: reachable, but not reached by an untrained model on related code.
+MARGIN = Hyperparameter(
+    "margin",
+    float,
+    0.5,
+    "triplet loss margin, in cosine distance",
+    gt=0,
+    cap=2.0,
+)
+SEED = Hyperparameter("seed", int, 0, "seed of data order, dropout and initialisation")
+MAX_TOKENS = Hyperparameter(
+    "max_tokens",
+    int,
+    None,
+    "cap sequence length while training (speed); evaluation is uncapped",
+    ge=4,
+    nullable=True,
+)
+
+# cached_mnrl only. Texts per forward pass: memory follows it, the in-batch negatives follow
+# batch_size. 32 as sentence-transformers' CachedMultipleNegativesRankingLoss. The cap is
+# batch_size's: a mini-batch larger than the batch is the whole batch.
+MINI_BATCH_SIZE = Hyperparameter(
+    "mini_batch_size",
+    int,
+    32,
+    "cached_mnrl: texts per forward pass (memory); batch_size sets the in-batch negatives",
+    ge=1,
+    cap=4096,
+)
+MATRYOSHKA = Hyperparameter(
+    "matryoshka",
+    bool,
+    False,
+    "also train at each Matryoshka dim of the model's spec (truncated, renormalized); "
+    "only for specs that declare them",
+)
+
+# Both act on the per-epoch evaluation, which runs only with a validation set (the trainer's
+# ``eval_examples``, a job's ``validation_*`` field, the API's ``validation_file``): without
+# one there is nothing to choose by, so patience > 0 is refused and select_best_epoch is moot.
+EARLY_STOPPING_PATIENCE = Hyperparameter(
+    "early_stopping_patience",
+    int,
+    0,
+    "stop after this many epochs without a gain in the validation metric "
+    "(MRR@10 for pairs, triplet accuracy for triplets); 0: off; needs a validation set",
+    ge=0,
+    cap=1000,
+)
+SELECT_BEST_EPOCH = Hyperparameter(
+    "select_best_epoch",
+    bool,
+    True,
+    "export the epoch with the best validation metric instead of the last (with a validation set)",
+)
+
+# Not a user setting but the trainer's own knob (``TrainConfig.eval_sample_rows``), here so
+# the CLI's help can quote it without importing torch: without a validation set, "before
+# and after" is measured on at most this many training rows (seeded), enough for a stable
+# MRR@10 or accuracy at a fixed cost however large the training set is.
+DEFAULT_EVAL_SAMPLE_ROWS = 256
+
+HYPERPARAMETERS: dict[str, Hyperparameter] = {
+    h.name: h
+    for h in (
+        LOSS,
+        EPOCHS,
+        LR,
+        BATCH_SIZE,
+        MARGIN,
+        SEED,
+        MAX_TOKENS,
+        MINI_BATCH_SIZE,
+        MATRYOSHKA,
+        EARLY_STOPPING_PATIENCE,
+        SELECT_BEST_EPOCH,
+    )
+}
+
+
+def problems(values: dict[str, Any], capped: bool = False) -> list[str]:
+    """Every problem among ``values`` (names from the table), in table order."""
+    found = (HYPERPARAMETERS[n].problem(values[n], capped) for n in HYPERPARAMETERS if n in values)
+    return [p for p in found if p]

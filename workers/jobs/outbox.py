@@ -1,0 +1,89 @@
+"""The fine-tune outbox: a job is recorded before its message is sent, and nothing is lost
+between the two.
+
+:func:`submit_request` commits the job row first (``sent_at`` empty), then sends the
+``embedding.finetune`` message and marks the row sent. If the broker is down the job stays
+in the outbox and :func:`relay_unsent` (``embedctl jobs relay``, or the beat task
+``embedding.relay_outbox``) sends it once the broker is back. The same idempotency key with
+the same request always gives the same job (a job already sent is not sent again); with
+another request it is an :class:`~workers.jobs.idempotency.IdempotencyConflict`.
+
+Messages are sent by task name, so this module (and the client that uses it) never
+imports the task definitions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from db import repo
+from db.session import session_scope
+from workers.jobs.idempotency import check_same_request, request_digest
+from workers.jobs.submit_checks import check_request
+from workers.schemas import FinetuneRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The job a request gave, and its status now (a repeated request may find it finished)."""
+
+    job_id: str
+    status: str
+
+
+def submit_request(request: FinetuneRequest, request_sha256: str | None = None) -> Submitted:
+    """Check a validated request, record it in the outbox, then try to send it.
+
+    Refused before anything is recorded: a model or dataset the workers may not use
+    (:func:`workers.jobs.submit_checks.check_request`), and a key already used with another
+    request (:class:`~workers.jobs.idempotency.IdempotencyConflict`; ``request_sha256`` is the
+    caller's digest of what it was asked, by default the payload's).
+    """
+    check_request(request)
+    params = request.model_dump(exclude={"model", "idempotency_key"}, exclude_none=True)
+    digest = request_sha256 or request_digest(
+        request.model_dump(mode="json", exclude={"idempotency_key"}, exclude_none=True)
+    )
+    with session_scope() as session:
+        job = repo.create_job(
+            session,
+            request.model,
+            params,
+            idempotency_key=request.idempotency_key,
+            request_sha256=digest,
+        )
+        check_same_request(request.idempotency_key, job, digest)
+        job_id, status, already_sent = str(job.id), job.status, job.sent_at is not None
+    if not already_sent:
+        send(job_id)
+    return Submitted(job_id, status)
+
+
+def send(job_id: str) -> bool:
+    """Send one job's message; on a broker error leave it in the outbox for the relay.
+
+    The Celery task id is the job id, so a resend after a lost acknowledgement is the same
+    task, and the worker's database claim keeps it from running twice.
+    """
+    from workers.app import app  # made on first use, with the settings of that moment
+
+    try:
+        app.send_task("embedding.finetune", args=[job_id], task_id=job_id, queue="gpu")
+    except Exception as exc:
+        log.warning(
+            "job %s stays in the outbox: broker unavailable (%s)", job_id, type(exc).__name__
+        )
+        return False
+    with session_scope() as session:
+        repo.mark_sent(session, job_id)
+    return True
+
+
+def relay_unsent(older_than_s: float = 0.0) -> int:
+    """Send every job still in the outbox; returns how many were sent."""
+    with session_scope() as session:
+        pending = [str(job.id) for job in repo.unsent_jobs(session, older_than_s=older_than_s)]
+    return sum(send(job_id) for job_id in pending)

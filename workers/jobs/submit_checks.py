@@ -1,0 +1,47 @@
+"""What a fine-tune request must pass before anything is recorded.
+
+The payload's shape is the schema's (:mod:`workers.schemas`); this checks what it names on
+the worker's side of the world: the model (a spec, a registered version, a folder under
+the roots, a hub id a spec names) and the datasets, training and validation (existing
+files under the roots). A request refused here leaves no row behind, instead of a job that
+is ``queued`` now and ``failed`` later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.config import get_settings
+from embedding.models.hub import ensure_under_roots
+from embedding.models.specs import get_spec
+from workers.schemas import FinetuneRequest, PayloadError
+from workers.serving.model_names import checked_model_name
+
+
+class DatasetNotFound(FileNotFoundError):
+    """The dataset named in a request is not a file (under the allowed roots)."""
+
+
+def check_request(request: FinetuneRequest) -> None:
+    """Raise ``UnknownModel``, ``PathNotAllowed`` or :class:`DatasetNotFound` for a request
+    that names what the workers may not or cannot use, and :class:`PayloadError` for
+    ``matryoshka`` on a model without Matryoshka dims."""
+    model = checked_model_name(request.model)
+    if request.matryoshka and not get_spec(model).matryoshka_dims:
+        raise PayloadError(
+            f"matryoshka: model {request.model!r} declares no Matryoshka dims; "
+            "submit without matryoshka"
+        )
+    for what in ("dataset", "validation_dataset"):
+        named = getattr(request, what)
+        if named is not None:
+            checked_dataset(named, what)
+
+
+def checked_dataset(dataset: str, what: str = "dataset") -> Path:
+    """The file a payload's ``dataset`` (or ``validation_dataset``) names: under the roots
+    (``PathNotAllowed``) and a file (:class:`DatasetNotFound`)."""
+    path = Path(ensure_under_roots(dataset, get_settings().model_roots, what=what))
+    if not path.is_file():
+        raise DatasetNotFound(f"{what} {dataset!r} is not a file")
+    return path

@@ -1,0 +1,112 @@
+"""A worker that is still starting says so on the broker, so that a client can wait for it.
+
+CI starts ``embedctl worker`` and runs ``embedctl validate`` at once. The worker needs a few
+seconds (6-7 s here, cold, for gpu + cpu + embed: ``benchmarks/RESULTS.md``) before it
+answers ``inspect``: most of it importing torch and the tasks. Nothing on the broker shows
+it until then, so a client cannot tell "still starting" from "no worker at all".
+
+``embedctl worker`` therefore writes one key per queue it is about to consume, first thing
+(:func:`announce`), before any heavy import: ``embedding:worker-starting:<queue>:<node>``
+with a time to live (:data:`STARTING_TTL_S`). Each pool shortens its key's life to
+:data:`READY_GRACE_S` once its consumer is ready (``worker_ready``): a client whose question
+went out just before, or whose answer is slow on a loaded machine, still sees a worker
+there and asks again. A worker that dies while starting leaves a key that expires.
+:func:`starting_queues` reads them (``workers.lifeline.worker_check`` waits while one names a queue
+nobody consumes yet).
+
+Redis brokers only: other transports have no keys to read, and a client then waits only
+its short first round.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+
+log = logging.getLogger(__name__)
+
+PREFIX = "embedding:worker-starting:"
+# A key outlives the slowest cold start we expect (6-7 s measured here; 2 cores shared
+# with a test run: a few times that), and no more: a worker that died while starting stops
+# being waited for after this long.
+STARTING_TTL_S = 120
+# How long a key outlives its pool's ``worker_ready``: a few rounds of questions, so that a
+# reply slowed by load (seen in a full test run beside two others on 2 cores) is waited for.
+READY_GRACE_S = 30
+# The environment variable that hands a pool process the key its start was announced under.
+KEY_ENV = "EMBEDDING_WORKER_STARTING_KEY"
+
+
+def _is_redis(url: str | None) -> bool:
+    return bool(url) and str(url).startswith(("redis://", "rediss://", "unix://"))
+
+
+def key_for(queue: str, node: str) -> str:
+    return f"{PREFIX}{queue}:{node}"
+
+
+def announce(broker_url: str | None, queues: Iterable[str], node: str) -> dict[str, str]:
+    """Write a starting key for each queue; returns queue -> key (empty when the broker is
+    not Redis or cannot be reached: announcing is best effort, starting is not)."""
+    if not _is_redis(broker_url):
+        return {}
+    import redis
+
+    keys = {queue: key_for(queue, node) for queue in queues}
+    try:
+        client = redis.Redis.from_url(str(broker_url), socket_timeout=2, socket_connect_timeout=2)
+        try:
+            with client.pipeline() as pipe:
+                for queue, key in keys.items():
+                    pipe.set(key, queue, ex=STARTING_TTL_S)
+                pipe.execute()
+        finally:
+            client.close()
+    except Exception as exc:  # the worker retries the broker itself; never fail its start
+        log.warning("could not announce the worker's start: %s", type(exc).__name__)
+        return {}
+    return keys
+
+
+def starting_queues(broker_url: str | None) -> set[str]:
+    """The queues some worker announced it is starting to consume (keys not yet deleted or
+    expired); empty for a broker that is not Redis."""
+    if not _is_redis(broker_url):
+        return set()
+    import redis
+
+    client = redis.Redis.from_url(str(broker_url), socket_timeout=2, socket_connect_timeout=2)
+    try:
+        keys = list(client.scan_iter(match=f"{PREFIX}*", count=100))
+    finally:
+        client.close()
+    return {k.decode("utf-8", "replace")[len(PREFIX) :].split(":", 1)[0] for k in keys}
+
+
+def clear_at_ready(sender: object = None, **_: object) -> None:
+    """``worker_ready``: this pool listens now; its starting key goes after a grace."""
+    key = os.environ.get(KEY_ENV)
+    if not key:
+        return
+    from core.config import get_settings
+
+    url = get_settings().broker_url
+    if not _is_redis(url):
+        return
+    import redis
+
+    try:
+        client = redis.Redis.from_url(str(url), socket_timeout=2, socket_connect_timeout=2)
+        try:
+            client.expire(key, READY_GRACE_S)
+        finally:
+            client.close()
+    except Exception as exc:  # it expires by itself
+        log.warning("could not clear the worker's starting key: %s", type(exc).__name__)
+
+
+def connect_signal() -> None:
+    from celery.signals import worker_ready
+
+    worker_ready.connect(clear_at_ready, weak=False)
