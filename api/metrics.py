@@ -53,7 +53,7 @@ class _StateCollector(Collector):
             from db.session import session_scope
 
             with session_scope() as session:
-                counts = repo.count_jobs_by_status(session)
+                counts = repo.jobs.count_jobs_by_status(session)
             for state, n in counts.items():
                 jobs.add_metric([state], n)
         except Exception as exc:

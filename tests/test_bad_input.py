@@ -307,18 +307,18 @@ def _run(case: Case, tmp: Path, roots: Path) -> tuple[str, str | None]:
             {"anchor": "class A", "positive": "class B", "negative": "import os"},
         ]
     with session_scope() as session:
-        job_id = str(repo.create_job(session, model, params).id)
+        job_id = str(repo.jobs.create_job(session, model, params).id)
     if case.value == "cancelled":
         with session_scope() as session:
-            repo.request_cancel(session, job_id)
-            repo.finish_job(session, job_id, "cancelled", error="cancelled before it started")
+            repo.jobs.request_cancel(session, job_id)
+            repo.jobs.finish_job(session, job_id, "cancelled", error="cancelled before it started")
         result = finetune_job.run_finetune_job(job_id, hostname="test")
         assert result["status"] == "cancelled"
     else:
         with pytest.raises(Exception):  # noqa: B017 - the job's record is what we check
             finetune_job.run_finetune_job(job_id, hostname="test")
     with session_scope() as session:
-        job = repo.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id)
         status, error = job.status, job.error or ""
         versions = session.query(
             __import__("db.models", fromlist=["ModelVersion"]).ModelVersion

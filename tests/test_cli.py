@@ -131,7 +131,7 @@ def test_jobs_list_into_a_closed_pipe_ends_quietly(tmp_path, monkeypatch):
     migrate.upgrade(url)
     with session_scope(url) as session:
         for i in range(300):
-            repo.create_job(session, "minilm", {"epochs": i + 1})
+            repo.jobs.create_job(session, "minilm", {"epochs": i + 1})
     dispose_engines()
     monkeypatch.setenv("EMBEDDING_DATABASE_URL", url)
     for buffered in (True, False):

@@ -35,7 +35,7 @@ def _create(session: Session, **over) -> uuid.UUID:
         "primary_metric": "mrr@10",
         **over,
     }
-    return repo.create_evaluation(session, **args).id
+    return repo.evaluations.create_evaluation(session, **args).id
 
 
 def test_an_evaluation_from_queued_to_succeeded(new_session: Factory) -> None:
@@ -43,18 +43,20 @@ def test_an_evaluation_from_queued_to_succeeded(new_session: Factory) -> None:
         eid = _create(session)
         session.commit()
     with new_session() as session:
-        row = repo.get_evaluation(session, str(eid))
+        row = repo.evaluations.get_evaluation(session, str(eid))
         assert (row.status, row.started_at, row.data_sha256) == ("queued", None, None)
-        assert repo.start_evaluation(
+        assert repo.evaluations.start_evaluation(
             session, eid, "minilm", "/artifacts/jobs/x/model", SHA, 12, None, "minilm-ft:1"
         )
-        assert not repo.start_evaluation(session, eid, "minilm", "m", SHA, 12), "claimed once"
-        assert repo.finish_evaluation(
+        assert not repo.evaluations.start_evaluation(session, eid, "minilm", "m", SHA, 12), (
+            "claimed once"
+        )
+        assert repo.evaluations.finish_evaluation(
             session, eid, METRICS, METRICS, DIFFERENCES, "B better", duration_s=1.5
         )
         session.commit()
     with new_session() as session:
-        row = repo.get_evaluation(session, eid)
+        row = repo.evaluations.get_evaluation(session, eid)
         assert (row.status, row.verdict, row.error) == ("succeeded", "B better", None)
         assert (row.model_b_loaded, row.model_b_version) == (
             "/artifacts/jobs/x/model",
@@ -64,24 +66,28 @@ def test_an_evaluation_from_queued_to_succeeded(new_session: Factory) -> None:
         assert row.metrics_a == METRICS and row.differences == DIFFERENCES
         assert row.created_at <= row.started_at <= row.finished_at
         # the first outcome stands
-        assert not repo.fail_evaluation(session, eid, "late")
-        assert not repo.finish_evaluation(session, eid, {}, {}, {}, "A better")
-        assert repo.get_evaluation(session, eid).status == "succeeded"
+        assert not repo.evaluations.fail_evaluation(session, eid, "late")
+        assert not repo.evaluations.finish_evaluation(session, eid, {}, {}, {}, "A better")
+        assert repo.evaluations.get_evaluation(session, eid).status == "succeeded"
 
 
 def test_a_failure_keeps_its_reason(new_session: Factory) -> None:
     with new_session() as session:
         queued = _create(session)
         running = _create(session)
-        repo.start_evaluation(session, running, "minilm", "minilm", SHA, 3)
-        assert repo.fail_evaluation(session, queued, "not sent: broker unavailable")
-        assert repo.fail_evaluation(session, running, "DataError: line 2: not JSON")
+        repo.evaluations.start_evaluation(session, running, "minilm", "minilm", SHA, 3)
+        assert repo.evaluations.fail_evaluation(session, queued, "not sent: broker unavailable")
+        assert repo.evaluations.fail_evaluation(session, running, "DataError: line 2: not JSON")
         session.commit()
     with new_session() as session:
-        assert repo.get_evaluation(session, queued).error == "not sent: broker unavailable"
-        failed = repo.get_evaluation(session, running)
+        assert (
+            repo.evaluations.get_evaluation(session, queued).error == "not sent: broker unavailable"
+        )
+        failed = repo.evaluations.get_evaluation(session, running)
         assert (failed.status, failed.verdict) == ("failed", None)
-        assert not repo.start_evaluation(session, running, "a", "b", SHA, 1), "failed stays"
+        assert not repo.evaluations.start_evaluation(session, running, "a", "b", SHA, 1), (
+            "failed stays"
+        )
 
 
 @pytest.mark.parametrize(
@@ -107,19 +113,23 @@ def test_bad_outcomes_are_refused_and_the_row_is_left_as_it_was(new_session: Fac
     with new_session() as session:
         eid = _create(session)
         with pytest.raises(InvalidValue, match="data_sha256"):
-            repo.start_evaluation(session, eid, "a", "b", "not-a-digest", 3)
+            repo.evaluations.start_evaluation(session, eid, "a", "b", "not-a-digest", 3)
         with pytest.raises(InvalidValue, match="data_rows"):
-            repo.start_evaluation(session, eid, "a", "b", SHA, 0)
-        repo.start_evaluation(session, eid, "a", "b", SHA, 3)
+            repo.evaluations.start_evaluation(session, eid, "a", "b", SHA, 0)
+        repo.evaluations.start_evaluation(session, eid, "a", "b", SHA, 3)
         with pytest.raises(InvalidValue, match="verdict"):
-            repo.finish_evaluation(session, eid, METRICS, METRICS, DIFFERENCES, "B wins")
+            repo.evaluations.finish_evaluation(
+                session, eid, METRICS, METRICS, DIFFERENCES, "B wins"
+            )
         with pytest.raises(InvalidValue, match="finite"):
-            repo.finish_evaluation(session, eid, {"mrr@10": math.nan}, METRICS, {}, "A better")
-        assert repo.get_evaluation(session, eid).status == "running"
+            repo.evaluations.finish_evaluation(
+                session, eid, {"mrr@10": math.nan}, METRICS, {}, "A better"
+            )
+        assert repo.evaluations.get_evaluation(session, eid).status == "running"
         with pytest.raises(NotFound):
-            repo.fail_evaluation(session, uuid.uuid4(), "x")
+            repo.evaluations.fail_evaluation(session, uuid.uuid4(), "x")
         with pytest.raises(InvalidValue, match="UUID"):
-            repo.get_evaluation(session, "eval-1")
+            repo.evaluations.get_evaluation(session, "eval-1")
 
 
 def test_the_table_refuses_an_unknown_verdict_from_any_writer(session: Session) -> None:
@@ -135,16 +145,18 @@ def test_the_table_refuses_an_unknown_verdict_from_any_writer(session: Session) 
 def test_listing_is_newest_first_with_a_cursor(new_session: Factory) -> None:
     with new_session() as session:
         ids = [_create(session, data_name=f"file-{i}") for i in range(5)]
-        repo.fail_evaluation(session, ids[0], "x")
+        repo.evaluations.fail_evaluation(session, ids[0], "x")
         session.commit()
     with new_session() as session:
-        first = repo.list_evaluations(session, limit=2)
+        first = repo.evaluations.list_evaluations(session, limit=2)
         assert [e.id for e in first] == ids[::-1][:2]
-        rest = repo.list_evaluations(session, after=first[-1].id, limit=10)
+        rest = repo.evaluations.list_evaluations(session, after=first[-1].id, limit=10)
         assert [e.id for e in rest] == ids[::-1][2:]
-        assert [e.id for e in repo.list_evaluations(session, status="failed")] == [ids[0]]
+        assert [e.id for e in repo.evaluations.list_evaluations(session, status="failed")] == [
+            ids[0]
+        ]
         with pytest.raises(NotFound):
-            repo.list_evaluations(session, after=uuid.uuid4())
+            repo.evaluations.list_evaluations(session, after=uuid.uuid4())
 
 
 def test_lost_running_evaluations_are_failed_once(new_session: Factory) -> None:
@@ -155,18 +167,22 @@ def test_lost_running_evaluations_are_failed_once(new_session: Factory) -> None:
     with new_session() as session:
         old, fresh, queued = _create(session), _create(session), _create(session)
         for eid in (old, fresh):
-            assert repo.start_evaluation(session, eid, "minilm", "m", SHA, 12)
+            assert repo.evaluations.start_evaluation(session, eid, "minilm", "m", SHA, 12)
         session.commit()
     with new_session() as session:
-        repo.get_evaluation(session, old).started_at = utcnow() - timedelta(hours=1)
+        repo.evaluations.get_evaluation(session, old).started_at = utcnow() - timedelta(hours=1)
         session.commit()
     cutoff = utcnow() - timedelta(minutes=30)
     with new_session() as session:
-        assert repo.fail_lost_evaluations(session, cutoff, "lost: worker killed") == [str(old)]
-        assert repo.fail_lost_evaluations(session, cutoff, "lost: worker killed") == []
+        assert repo.evaluations.fail_lost_evaluations(session, cutoff, "lost: worker killed") == [
+            str(old)
+        ]
+        assert repo.evaluations.fail_lost_evaluations(session, cutoff, "lost: worker killed") == []
         session.commit()
     with new_session() as session:
-        statuses = {eid: repo.get_evaluation(session, eid) for eid in (old, fresh, queued)}
+        statuses = {
+            eid: repo.evaluations.get_evaluation(session, eid) for eid in (old, fresh, queued)
+        }
         assert (statuses[old].status, statuses[old].error) == ("failed", "lost: worker killed")
         assert statuses[old].finished_at is not None
         assert statuses[fresh].status == "running" and statuses[queued].status == "queued"

@@ -28,7 +28,7 @@ Rows = Callable[[str], int]
 
 def _job(new_session: Factory, **kwargs) -> uuid.UUID:
     with new_session() as session:
-        job = repo.create_job(session, "minilm", dict(PARAMS), **kwargs)
+        job = repo.jobs.create_job(session, "minilm", dict(PARAMS), **kwargs)
         session.commit()
         return job.id
 
@@ -64,7 +64,7 @@ def _race(new_session: Factory, attempt: Callable[[Session], object], n: int = 2
 
 # ------------------------------------------------------------------ create
 def test_create_job_defaults(session: Session) -> None:
-    job = repo.create_job(session, "minilm", PARAMS)
+    job = repo.jobs.create_job(session, "minilm", PARAMS)
     session.commit()
     assert isinstance(job.id, uuid.UUID)
     assert job.status == "queued" and job.attempts == 0 and not job.cancel_requested
@@ -76,7 +76,7 @@ def test_create_job_defaults(session: Session) -> None:
 def test_the_same_idempotency_key_gives_the_same_job(new_session: Factory, rows: Rows) -> None:
     first = _job(new_session, idempotency_key="nightly-1")
     with new_session() as session:
-        again = repo.create_job(session, "qodo", {"epochs": 9}, idempotency_key="nightly-1")
+        again = repo.jobs.create_job(session, "qodo", {"epochs": 9}, idempotency_key="nightly-1")
         session.commit()
         assert again.id == first
         assert again.model == "minilm" and again.params == PARAMS  # the key wins
@@ -89,7 +89,9 @@ def test_the_same_idempotency_key_gives_the_same_job(new_session: Factory, rows:
 def test_concurrent_submissions_with_one_key_make_one_job(new_session: Factory, rows: Rows) -> None:
     for i in range(5):
         key = f"race-{i}"
-        ids = _race(new_session, lambda s, key=key: repo.create_job(s, "minilm", {}, key).id, n=3)
+        ids = _race(
+            new_session, lambda s, key=key: repo.jobs.create_job(s, "minilm", {}, key).id, n=3
+        )
         assert len(set(ids)) == 1
     assert rows("finetune_jobs") == 5
 
@@ -98,10 +100,10 @@ def test_concurrent_submissions_with_one_key_make_one_job(new_session: Factory, 
 def test_claim_a_queued_job_once(new_session: Factory) -> None:
     job_id = _job(new_session)
     with new_session() as session:
-        assert repo.claim_job(session, str(job_id), "host-a") is True
+        assert repo.jobs.claim_job(session, str(job_id), "host-a") is True
         session.commit()
-        assert repo.claim_job(session, job_id, "host-b") is False
-        job = repo.get_job(session, job_id)
+        assert repo.jobs.claim_job(session, job_id, "host-b") is False
+        job = repo.jobs.get_job(session, job_id)
         assert (job.status, job.attempts, job.worker) == ("running", 1, "host-a")
         assert job.started_at is not None and job.started_at.utcoffset() == timedelta(0)
 
@@ -109,16 +111,16 @@ def test_claim_a_queued_job_once(new_session: Factory) -> None:
 def test_reclaim_a_running_job_only_when_asked(new_session: Factory) -> None:
     job_id = _job(new_session)
     with new_session() as session:
-        assert repo.claim_job(session, job_id, "host-a")
-        first_start = repo.get_job(session, job_id).started_at
-        assert not repo.claim_job(session, job_id, "host-b", allow_reclaim_running=False)
-        assert repo.claim_job(session, job_id, "host-b", allow_reclaim_running=True)
+        assert repo.jobs.claim_job(session, job_id, "host-a")
+        first_start = repo.jobs.get_job(session, job_id).started_at
+        assert not repo.jobs.claim_job(session, job_id, "host-b", allow_reclaim_running=False)
+        assert repo.jobs.claim_job(session, job_id, "host-b", allow_reclaim_running=True)
         session.commit()
-        job = repo.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id)
         assert (job.status, job.attempts, job.worker) == ("running", 2, "host-b")
         assert job.started_at == first_start
-        repo.finish_job(session, job_id, "succeeded")
-        assert not repo.claim_job(session, job_id, "host-c", allow_reclaim_running=True)
+        repo.jobs.finish_job(session, job_id, "succeeded")
+        assert not repo.jobs.claim_job(session, job_id, "host-c", allow_reclaim_running=True)
         session.commit()
 
 
@@ -128,7 +130,7 @@ def _wait_until_lease_older_than(session: Session, job_id: uuid.UUID, seconds: f
 
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        beat = repo.get_job(session, job_id).heartbeat_at
+        beat = repo.jobs.get_job(session, job_id).heartbeat_at
         session.rollback()  # the next read sees the stored row, not this transaction's snapshot
         if (utcnow() - beat).total_seconds() > seconds:
             return
@@ -140,37 +142,37 @@ def test_a_live_lease_keeps_the_job_a_stale_one_lets_it_go(new_session: Factory)
     """A worker that heartbeats keeps its job; after the lease runs out another may resume it."""
     job_id = _job(new_session)
     with new_session() as session:
-        assert repo.claim_job(session, job_id, "host-a")
+        assert repo.jobs.claim_job(session, job_id, "host-a")
         session.commit()
-        assert repo.heartbeat(session, job_id)
+        assert repo.jobs.heartbeat(session, job_id)
         session.commit()
-        assert not repo.claim_job(
+        assert not repo.jobs.claim_job(
             session, job_id, "host-b", allow_reclaim_running=True, stale_after_s=30
         )
         session.commit()
         _wait_until_lease_older_than(session, job_id, 0.2)
-        assert repo.claim_job(
+        assert repo.jobs.claim_job(
             session, job_id, "host-b", allow_reclaim_running=True, stale_after_s=0.2
         )
         session.commit()
-        job = repo.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id)
         assert (job.worker, job.attempts) == ("host-b", 2)
-        events = [(e.kind, e.data) for e in repo.job_events(session, job_id)]
+        events = [(e.kind, e.data) for e in repo.jobs.job_events(session, job_id)]
         assert [kind for kind, _ in events] == ["created", "claimed", "retried", "claimed"]
         retried = events[2][1]
         assert (retried["attempt"], retried["lost_worker"]) == (2, "host-a")
         assert retried["lease_age_s"] >= 0.2
-        repo.finish_job(session, job_id, "succeeded")
+        repo.jobs.finish_job(session, job_id, "succeeded")
         session.commit()
-        assert not repo.heartbeat(session, job_id)  # only running jobs hold a lease
+        assert not repo.jobs.heartbeat(session, job_id)  # only running jobs hold a lease
 
 
 def test_claim_updates_a_job_already_loaded_in_the_session(new_session: Factory) -> None:
     job_id = _job(new_session)
     with new_session() as session:
-        job = repo.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id)
         assert job.status == "queued"
-        assert repo.claim_job(session, job_id, "host-a")
+        assert repo.jobs.claim_job(session, job_id, "host-a")
         assert job.status == "running" and job.attempts == 1
 
 
@@ -180,24 +182,24 @@ def test_claim_race_exactly_one_wins(new_session: Factory, reclaim: bool) -> Non
         job_id = _job(new_session)
         if reclaim:  # a crashed worker's job, redelivered to two workers at once
             with new_session() as session:
-                assert repo.claim_job(session, job_id, "dead-host")
+                assert repo.jobs.claim_job(session, job_id, "dead-host")
                 session.commit()
         won = _race(
             new_session,
-            lambda s, j=job_id: repo.claim_job(s, j, threading.current_thread().name, reclaim),
+            lambda s, j=job_id: repo.jobs.claim_job(s, j, threading.current_thread().name, reclaim),
         )
         assert sorted(won) == [False, True]
         with new_session() as session:
-            assert repo.get_job(session, job_id).attempts == (2 if reclaim else 1)
+            assert repo.jobs.get_job(session, job_id).attempts == (2 if reclaim else 1)
 
 
 def test_claim_unknown_job(session: Session) -> None:
     with pytest.raises(NotFound):
-        repo.claim_job(session, uuid.uuid4(), "host")
+        repo.jobs.claim_job(session, uuid.uuid4(), "host")
     with pytest.raises(InvalidValue, match="job_id must be a UUID"):
-        repo.claim_job(session, "not-a-uuid", "host")
+        repo.jobs.claim_job(session, "not-a-uuid", "host")
     with pytest.raises(InvalidValue, match="hostname"):
-        repo.claim_job(session, uuid.uuid4(), "")
+        repo.jobs.claim_job(session, uuid.uuid4(), "")
 
 
 # ------------------------------------------------------------------ epochs
@@ -206,18 +208,18 @@ def test_record_epoch_twice_leaves_one_row_with_the_later_values(
 ) -> None:
     job_id = _job(new_session)
     with new_session() as session:
-        repo.record_epoch(session, job_id, 0, 0.9, 2e-5, 10.0, 50.0, eval={"acc": 0.5})
-        repo.record_epoch(session, job_id, 1, 0.7, 1e-5, 11.0, 49.0)
+        repo.jobs.record_epoch(session, job_id, 0, 0.9, 2e-5, 10.0, 50.0, eval={"acc": 0.5})
+        repo.jobs.record_epoch(session, job_id, 1, 0.7, 1e-5, 11.0, 49.0)
         session.commit()
     with new_session() as session:  # a resumed job writes epoch 1 again
-        row = repo.record_epoch(
+        row = repo.jobs.record_epoch(
             session, str(job_id), 1, 0.6, 1.5e-5, 12.0, 48.0, eval={"acc": 0.75}
         )
         session.commit()
         assert (row.train_loss, row.lr, row.eval) == (0.6, 1.5e-5, {"acc": 0.75})
     assert rows("epoch_metrics") == 2
     with new_session() as session:
-        epochs = repo.get_job(session, job_id).epochs
+        epochs = repo.jobs.get_job(session, job_id).epochs
         assert [(e.epoch, e.train_loss, e.duration_s, e.samples_per_s) for e in epochs] == [
             (0, 0.9, 10.0, 50.0),
             (1, 0.6, 12.0, 48.0),
@@ -228,16 +230,16 @@ def test_record_epoch_twice_leaves_one_row_with_the_later_values(
 def test_record_epoch_refreshes_a_loaded_job(new_session: Factory) -> None:
     job_id = _job(new_session)
     with new_session() as session:
-        job = repo.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id)
         assert job.epochs == []
-        repo.record_epoch(session, job_id, 0, 0.5, None, None, None)
+        repo.jobs.record_epoch(session, job_id, 0, 0.5, None, None, None)
         assert [e.epoch for e in job.epochs] == [0]
 
 
 def test_eval_figures_that_are_not_finite_are_stored_as_null(new_session: Factory) -> None:
     job_id = _job(new_session)
     with new_session() as session:
-        row = repo.record_epoch(
+        row = repo.jobs.record_epoch(
             session, job_id, 0, 0.5, 1e-5, 1.0, 1.0, eval={"mrr": math.nan, "k": (1, 2)}
         )
         session.commit()
@@ -262,7 +264,7 @@ def test_bad_epochs_are_refused_and_leave_no_rows(
     job_id = _job(new_session)
     with new_session() as session:
         with pytest.raises(InvalidValue, match=message):
-            repo.record_epoch(session, job_id, *args, 1e-5, 1.0, 1.0)
+            repo.jobs.record_epoch(session, job_id, *args, 1e-5, 1.0, 1.0)
         session.commit()
     assert rows("epoch_metrics") == 0
 
@@ -271,13 +273,13 @@ def test_bad_epoch_figures_are_refused(new_session: Factory, rows: Rows) -> None
     job_id = _job(new_session)
     with new_session() as session:
         with pytest.raises(InvalidValue, match="lr must be finite"):
-            repo.record_epoch(session, job_id, 0, 0.5, math.nan, 1.0, 1.0)
+            repo.jobs.record_epoch(session, job_id, 0, 0.5, math.nan, 1.0, 1.0)
         with pytest.raises(InvalidValue, match="duration_s must be >= 0"):
-            repo.record_epoch(session, job_id, 0, 0.5, 1e-5, -1.0, 1.0)
+            repo.jobs.record_epoch(session, job_id, 0, 0.5, 1e-5, -1.0, 1.0)
         with pytest.raises(InvalidValue, match="eval must be a JSON object"):
-            repo.record_epoch(session, job_id, 0, 0.5, 1e-5, 1.0, 1.0, eval=[1, 2])
+            repo.jobs.record_epoch(session, job_id, 0, 0.5, 1e-5, 1.0, 1.0, eval=[1, 2])
         with pytest.raises(NotFound):
-            repo.record_epoch(session, uuid.uuid4(), 0, 0.5, 1e-5, 1.0, 1.0)
+            repo.jobs.record_epoch(session, uuid.uuid4(), 0, 0.5, 1e-5, 1.0, 1.0)
         session.commit()
     assert rows("epoch_metrics") == 0
 
@@ -286,11 +288,11 @@ def test_bad_epoch_figures_are_refused(new_session: Factory, rows: Rows) -> None
 def test_finish_job_first_outcome_wins(new_session: Factory) -> None:
     job_id = _job(new_session)
     with new_session() as session:
-        repo.claim_job(session, job_id, "host")
-        assert repo.finish_job(session, job_id, "failed", error="CUDA out of memory")
-        assert not repo.finish_job(session, job_id, "succeeded")
+        repo.jobs.claim_job(session, job_id, "host")
+        assert repo.jobs.finish_job(session, job_id, "failed", error="CUDA out of memory")
+        assert not repo.jobs.finish_job(session, job_id, "succeeded")
         session.commit()
-        job = repo.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id)
         assert (job.status, job.error) == ("failed", "CUDA out of memory")
         assert job.finished_at is not None and job.finished_at >= job.started_at
 
@@ -298,13 +300,13 @@ def test_finish_job_first_outcome_wins(new_session: Factory) -> None:
 def test_finish_job_with_a_model_version(new_session: Factory) -> None:
     job_id = _job(new_session)
     with new_session() as session:
-        version = repo.register_model_version(
+        version = repo.versions.register_model_version(
             session, "minilm-ft", "minilm", "/artifacts/m", "ab" * 32, {"mrr": 0.5}
         )
-        repo.claim_job(session, job_id, "host")
-        assert repo.finish_job(session, job_id, "succeeded", model_version_id=version.id)
+        repo.jobs.claim_job(session, job_id, "host")
+        assert repo.jobs.finish_job(session, job_id, "succeeded", model_version_id=version.id)
         session.commit()
-        job = repo.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id)
         assert job.status == "succeeded" and job.model_version.version == 1
 
 
@@ -313,51 +315,53 @@ def test_finish_job_refuses_statuses_that_are_not_final(new_session: Factory, st
     job_id = _job(new_session)
     with new_session() as session:
         with pytest.raises(InvalidValue, match="status"):
-            repo.finish_job(session, job_id, status)
+            repo.jobs.finish_job(session, job_id, status)
         session.commit()
-        assert repo.get_job(session, job_id).status == "queued"
+        assert repo.jobs.get_job(session, job_id).status == "queued"
 
 
 def test_finish_unknown_job(session: Session) -> None:
     with pytest.raises(NotFound):
-        repo.finish_job(session, uuid.uuid4(), "failed")
+        repo.jobs.finish_job(session, uuid.uuid4(), "failed")
 
 
 def test_cancel_request(new_session: Factory) -> None:
     job_id = _job(new_session)
     with new_session() as session:
-        assert not repo.is_cancel_requested(session, job_id)
-        assert repo.request_cancel(session, str(job_id))
+        assert not repo.jobs.is_cancel_requested(session, job_id)
+        assert repo.jobs.request_cancel(session, str(job_id))
         session.commit()
     with new_session() as session:
-        assert repo.is_cancel_requested(session, job_id)
-        assert repo.finish_job(session, job_id, "cancelled", error="cancelled before it started")
-        assert not repo.request_cancel(session, job_id)  # finished: nothing left to stop
+        assert repo.jobs.is_cancel_requested(session, job_id)
+        assert repo.jobs.finish_job(
+            session, job_id, "cancelled", error="cancelled before it started"
+        )
+        assert not repo.jobs.request_cancel(session, job_id)  # finished: nothing left to stop
         session.commit()
         with pytest.raises(NotFound):
-            repo.request_cancel(session, uuid.uuid4())
+            repo.jobs.request_cancel(session, uuid.uuid4())
         with pytest.raises(NotFound):
-            repo.is_cancel_requested(session, uuid.uuid4())
+            repo.jobs.is_cancel_requested(session, uuid.uuid4())
 
 
 def test_outbox(new_session: Factory) -> None:
     first, second, cancelled = _job(new_session), _job(new_session), _job(new_session)
     with new_session() as session:
-        repo.request_cancel(session, cancelled)
+        repo.jobs.request_cancel(session, cancelled)
         session.commit()
-        assert [j.id for j in repo.unsent_jobs(session)] == [first, second]
-        assert repo.unsent_jobs(session, older_than_s=3600) == []
-        assert repo.mark_sent(session, first)
+        assert [j.id for j in repo.jobs.unsent_jobs(session)] == [first, second]
+        assert repo.jobs.unsent_jobs(session, older_than_s=3600) == []
+        assert repo.jobs.mark_sent(session, first)
         session.commit()
-        sent_at = repo.get_job(session, first).sent_at
-        assert not repo.mark_sent(session, first)  # the first send time is kept
+        sent_at = repo.jobs.get_job(session, first).sent_at
+        assert not repo.jobs.mark_sent(session, first)  # the first send time is kept
         session.commit()
-        assert repo.get_job(session, first).sent_at == sent_at
-        assert [j.id for j in repo.unsent_jobs(session)] == [second]
+        assert repo.jobs.get_job(session, first).sent_at == sent_at
+        assert [j.id for j in repo.jobs.unsent_jobs(session)] == [second]
         with pytest.raises(InvalidValue, match="older_than_s"):
-            repo.unsent_jobs(session, older_than_s=-1)
+            repo.jobs.unsent_jobs(session, older_than_s=-1)
         with pytest.raises(NotFound):
-            repo.mark_sent(session, uuid.uuid4())
+            repo.jobs.mark_sent(session, uuid.uuid4())
 
 
 def test_old_unsent_jobs(new_session: Factory) -> None:
@@ -368,38 +372,38 @@ def test_old_unsent_jobs(new_session: Factory) -> None:
             update(FinetuneJob).where(FinetuneJob.id == job_id).values(created_at=long_ago)
         )
         session.commit()
-        assert [j.id for j in repo.unsent_jobs(session, older_than_s=3600)] == [job_id]
+        assert [j.id for j in repo.jobs.unsent_jobs(session, older_than_s=3600)] == [job_id]
 
 
 # ------------------------------------------------------------------ reads
 def test_get_and_list_jobs(new_session: Factory) -> None:
     ids = [_job(new_session) for _ in range(3)]
     with new_session() as session:
-        repo.claim_job(session, ids[1], "host")
-        repo.record_epoch(session, ids[1], 0, 0.5, 1e-5, 1.0, 1.0)
+        repo.jobs.claim_job(session, ids[1], "host")
+        repo.jobs.record_epoch(session, ids[1], 0, 0.5, 1e-5, 1.0, 1.0)
         session.commit()
-        assert repo.get_job(session, uuid.uuid4()) is None
-        assert [j.id for j in repo.list_jobs(session)] == ids[::-1]
-        assert [j.id for j in repo.list_jobs(session, limit=2)] == ids[:0:-1]
-        running = repo.list_jobs(session, status="running")
+        assert repo.jobs.get_job(session, uuid.uuid4()) is None
+        assert [j.id for j in repo.jobs.list_jobs(session)] == ids[::-1]
+        assert [j.id for j in repo.jobs.list_jobs(session, limit=2)] == ids[:0:-1]
+        running = repo.jobs.list_jobs(session, status="running")
         assert [j.id for j in running] == [ids[1]] and len(running[0].epochs) == 1
-        assert repo.list_jobs(session, status="failed") == []
+        assert repo.jobs.list_jobs(session, status="failed") == []
         with pytest.raises(InvalidValue, match="unknown job status 'paused'"):
-            repo.list_jobs(session, status="paused")
+            repo.jobs.list_jobs(session, status="paused")
         with pytest.raises(InvalidValue, match="limit"):
-            repo.list_jobs(session, limit=0)
+            repo.jobs.list_jobs(session, limit=0)
 
 
 def test_bad_job_values_are_refused_and_leave_no_rows(session: Session, rows: Rows) -> None:
     with pytest.raises(InvalidValue, match=r"params.*lr.*finite"):
-        repo.create_job(session, "minilm", {"lr": math.nan})
+        repo.jobs.create_job(session, "minilm", {"lr": math.nan})
     with pytest.raises(InvalidValue, match="params must be a JSON object"):
-        repo.create_job(session, "minilm", [("a", "b", "c")])
+        repo.jobs.create_job(session, "minilm", [("a", "b", "c")])
     with pytest.raises(InvalidValue, match="model must be a non-empty string"):
-        repo.create_job(session, " ", {})
+        repo.jobs.create_job(session, " ", {})
     with pytest.raises(InvalidValue, match="idempotency_key is 201 characters"):
-        repo.create_job(session, "minilm", {}, idempotency_key="k" * 201)
+        repo.jobs.create_job(session, "minilm", {}, idempotency_key="k" * 201)
     with pytest.raises(InvalidValue, match="not a JSON value"):
-        repo.create_job(session, "minilm", {"when": datetime.now(UTC)})
+        repo.jobs.create_job(session, "minilm", {"when": datetime.now(UTC)})
     session.commit()
     assert rows("finetune_jobs") == 0

@@ -46,9 +46,11 @@ def _figures(**overrides: Any) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ model versions
 def test_model_versions_count_up_per_name(session: Session) -> None:
-    first = repo.register_model_version(session, "minilm-ft", "minilm", "/a/1", SHA, {"m": 1})
-    second = repo.register_model_version(session, "minilm-ft", "minilm", "/a/2", SHA, None)
-    other = repo.register_model_version(session, "qodo-ft", "qodo", "/b/1", SHA, {})
+    first = repo.versions.register_model_version(
+        session, "minilm-ft", "minilm", "/a/1", SHA, {"m": 1}
+    )
+    second = repo.versions.register_model_version(session, "minilm-ft", "minilm", "/a/2", SHA, None)
+    other = repo.versions.register_model_version(session, "qodo-ft", "qodo", "/b/1", SHA, {})
     session.commit()
     assert (first.version, second.version, other.version) == (1, 2, 1)
     assert first.metrics == {"m": 1} and second.metrics == {}
@@ -58,8 +60,8 @@ def test_model_versions_count_up_per_name(session: Session) -> None:
 def test_registering_the_same_weights_again_returns_that_version(
     session: Session, rows: Rows
 ) -> None:
-    first = repo.register_model_version(session, "m-ft", "m", "/a/1", SHA.upper(), {})
-    again = repo.register_model_version(session, "m-ft", "m", "/a/1", SHA, {"x": 1})
+    first = repo.versions.register_model_version(session, "m-ft", "m", "/a/1", SHA.upper(), {})
+    again = repo.versions.register_model_version(session, "m-ft", "m", "/a/1", SHA, {"x": 1})
     session.commit()
     assert again.id == first.id and again.weights_sha256 == SHA
     assert rows("model_versions") == 1
@@ -75,7 +77,7 @@ def test_concurrent_registrations_get_distinct_versions(new_session: Factory, ro
         try:
             with new_session() as session:
                 barrier.wait(timeout=10)
-                v = repo.register_model_version(session, "m-ft", "m", f"/p/{i}", SHA, {})
+                v = repo.versions.register_model_version(session, "m-ft", "m", f"/p/{i}", SHA, {})
                 versions.append(v.version)
                 session.commit()
         except BaseException as exc:
@@ -93,29 +95,29 @@ def test_concurrent_registrations_get_distinct_versions(new_session: Factory, ro
 
 def test_bad_model_versions_are_refused(session: Session, rows: Rows) -> None:
     with pytest.raises(InvalidValue, match="weights_sha256 must be 64 hex digits"):
-        repo.register_model_version(session, "m", "m", "/p", "xyz", {})
+        repo.versions.register_model_version(session, "m", "m", "/p", "xyz", {})
     with pytest.raises(InvalidValue, match="name"):
-        repo.register_model_version(session, "", "m", "/p", SHA, {})
+        repo.versions.register_model_version(session, "", "m", "/p", SHA, {})
     with pytest.raises(InvalidValue, match="metrics must be a JSON object"):
-        repo.register_model_version(session, "m", "m", "/p", SHA, [1])
+        repo.versions.register_model_version(session, "m", "m", "/p", SHA, [1])
     session.commit()
     assert rows("model_versions") == 0
 
 
 # ------------------------------------------------------------------ benchmarks
 def test_benchmark_results_and_history(session: Session) -> None:
-    first = repo.add_benchmark_result(session, **_figures())
-    repo.add_benchmark_result(session, **_figures(model="qodo", grad_step_ms=None))
-    latest = repo.add_benchmark_result(
+    first = repo.benchmarks.add_benchmark_result(session, **_figures())
+    repo.benchmarks.add_benchmark_result(session, **_figures(model="qodo", grad_step_ms=None))
+    latest = repo.benchmarks.add_benchmark_result(
         session, **_figures(latency_p50_ms=np.float32(9.5), batch_size=np.int64(32))
     )
     session.commit()
     assert first.optimizer_step_ms is None and first.throughput_per_s == 6100.0
     assert isinstance(latest.latency_p50_ms, float) and latest.batch_size == 32
-    history = repo.benchmark_history(session, model="minilm")
+    history = repo.benchmarks.benchmark_history(session, model="minilm")
     assert [r.id for r in history] == [latest.id, first.id]
-    assert len(repo.benchmark_history(session)) == 3
-    assert [r.id for r in repo.benchmark_history(session, limit=1)] == [latest.id]
+    assert len(repo.benchmarks.benchmark_history(session)) == 3
+    assert [r.id for r in repo.benchmarks.benchmark_history(session, limit=1)] == [latest.id]
 
 
 @pytest.mark.parametrize(
@@ -133,7 +135,7 @@ def test_bad_benchmark_figures_are_refused(
     session: Session, rows: Rows, overrides: dict, message: str
 ) -> None:
     with pytest.raises(InvalidValue, match=message):
-        repo.add_benchmark_result(session, **_figures(**overrides))
+        repo.benchmarks.add_benchmark_result(session, **_figures(**overrides))
     session.commit()
     assert rows("benchmark_results") == 0
 
@@ -142,7 +144,7 @@ def test_missing_benchmark_figures_are_named(session: Session) -> None:
     figures = _figures()
     del figures["host"], figures["peak_memory_mb"]  # peak memory is optional, host is not
     with pytest.raises(InvalidValue, match=r"missing benchmark figures \['host'\]"):
-        repo.add_benchmark_result(session, **figures)
+        repo.benchmarks.add_benchmark_result(session, **figures)
 
 
 # ------------------------------------------------------------------ validation
@@ -154,21 +156,23 @@ CRITERIA = [
 
 def test_a_validation_run_from_start_to_verdict(new_session: Factory) -> None:
     with new_session() as session:
-        run = repo.create_validation_run(session, "ci", ["minilm", "qodo"])
+        run = repo.validations.create_validation_run(session, "ci", ["minilm", "qodo"])
         session.commit()
         run_id = run.id
         assert run.status == "running" and run.models == ["minilm", "qodo"]
     with new_session() as session:
-        repo.record_validation_check(
+        repo.validations.record_validation_check(
             session, str(run_id), "inference_quality", "passed", {"mrr": 0.61}, CRITERIA, 1.5
         )
-        repo.record_validation_check(
+        repo.validations.record_validation_check(
             session, run_id, "benchmark", "unavailable", {"reason": "no GPU"}, [], 0.1
         )
-        assert repo.finish_validation_run(session, run_id, "passed", "all 2 checks passed")
+        assert repo.validations.finish_validation_run(
+            session, run_id, "passed", "all 2 checks passed"
+        )
         session.commit()
     with new_session() as session:
-        run = repo.get_validation_run(session, run_id)
+        run = repo.validations.get_validation_run(session, run_id)
         assert (run.status, run.verdict, run.error) == ("passed", "all 2 checks passed", None)
         assert run.finished_at is not None and run.finished_at >= run.started_at
         assert [c.name for c in run.checks] == ["benchmark", "inference_quality"]
@@ -176,19 +180,23 @@ def test_a_validation_run_from_start_to_verdict(new_session: Factory) -> None:
         assert quality.criteria == CRITERIA and quality.figures == {"mrr": 0.61}
         assert quality.duration_s == 1.5
         # the first verdict stands
-        assert not repo.finish_validation_run(session, run_id, "error", "late", error="x")
-        assert repo.get_validation_run(session, run_id).status == "passed"
+        assert not repo.validations.finish_validation_run(
+            session, run_id, "error", "late", error="x"
+        )
+        assert repo.validations.get_validation_run(session, run_id).status == "passed"
 
 
 def test_a_retried_check_replaces_its_row(new_session: Factory, rows: Rows) -> None:
     with new_session() as session:
-        run_id = repo.create_validation_run(session, "cli", ["minilm"]).id
-        repo.record_validation_check(session, run_id, "convergence", "error", {}, [], 0.5)
+        run_id = repo.validations.create_validation_run(session, "cli", ["minilm"]).id
+        repo.validations.record_validation_check(
+            session, run_id, "convergence", "error", {}, [], 0.5
+        )
         session.commit()
     with new_session() as session:
-        run = repo.get_validation_run(session, run_id)
+        run = repo.validations.get_validation_run(session, run_id)
         assert [c.status for c in run.checks] == ["error"]
-        check = repo.record_validation_check(
+        check = repo.validations.record_validation_check(
             session,
             run_id,
             "convergence",
@@ -206,16 +214,18 @@ def test_a_retried_check_replaces_its_row(new_session: Factory, rows: Rows) -> N
 
 def test_latest_validation_run(new_session: Factory) -> None:
     with new_session() as session:
-        assert repo.latest_validation_run(session) is None
-        repo.create_validation_run(session, "cli", ["minilm"])
+        assert repo.validations.latest_validation_run(session) is None
+        repo.validations.create_validation_run(session, "cli", ["minilm"])
         session.commit()
-        newer = repo.create_validation_run(session, "api", ["qodo"])
+        newer = repo.validations.create_validation_run(session, "api", ["qodo"])
         session.commit()
-        repo.record_validation_check(session, newer.id, "model_loading", "passed", {}, [], 1.0)
+        repo.validations.record_validation_check(
+            session, newer.id, "model_loading", "passed", {}, [], 1.0
+        )
         session.commit()
-        latest = repo.latest_validation_run(session)
+        latest = repo.validations.latest_validation_run(session)
         assert latest.id == newer.id and [c.name for c in latest.checks] == ["model_loading"]
-        assert repo.get_validation_run(session, uuid.uuid4()) is None
+        assert repo.validations.get_validation_run(session, uuid.uuid4()) is None
 
 
 def test_bad_validation_values_are_refused_and_leave_no_rows(
@@ -223,13 +233,13 @@ def test_bad_validation_values_are_refused_and_leave_no_rows(
 ) -> None:
     with new_session() as session:
         with pytest.raises(InvalidValue, match="unknown trigger 'cron'"):
-            repo.create_validation_run(session, "cron", ["minilm"])
+            repo.validations.create_validation_run(session, "cron", ["minilm"])
         with pytest.raises(InvalidValue, match="models must be a list"):
-            repo.create_validation_run(session, "cli", "minilm")
+            repo.validations.create_validation_run(session, "cli", "minilm")
         session.commit()
     assert rows("validation_runs") == 0
     with new_session() as session:
-        run_id = repo.create_validation_run(session, "cli", ["minilm"]).id
+        run_id = repo.validations.create_validation_run(session, "cli", ["minilm"]).id
         session.commit()
         bad_checks = [
             (("x", "skipped", {}, [], 1.0), "unknown check status 'skipped'"),
@@ -241,15 +251,17 @@ def test_bad_validation_values_are_refused_and_leave_no_rows(
         ]
         for args, message in bad_checks:
             with pytest.raises(InvalidValue, match=message):
-                repo.record_validation_check(session, run_id, *args)
+                repo.validations.record_validation_check(session, run_id, *args)
         with pytest.raises(NotFound):
-            repo.record_validation_check(session, uuid.uuid4(), "x", "passed", {}, [], 1.0)
+            repo.validations.record_validation_check(
+                session, uuid.uuid4(), "x", "passed", {}, [], 1.0
+            )
         with pytest.raises(InvalidValue, match="unknown run status 'ok'"):
-            repo.finish_validation_run(session, run_id, "ok", "fine")
+            repo.validations.finish_validation_run(session, run_id, "ok", "fine")
         with pytest.raises(InvalidValue, match="final run status"):
-            repo.finish_validation_run(session, run_id, "running", "fine")
+            repo.validations.finish_validation_run(session, run_id, "running", "fine")
         with pytest.raises(NotFound):
-            repo.finish_validation_run(session, uuid.uuid4(), "passed", "fine")
+            repo.validations.finish_validation_run(session, uuid.uuid4(), "passed", "fine")
         session.commit()
-        assert repo.get_validation_run(session, run_id).status == "running"
+        assert repo.validations.get_validation_run(session, run_id).status == "running"
     assert rows("validation_checks") == 0

@@ -76,9 +76,9 @@ def test_settings_url_is_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyP
         migrate.upgrade()
         assert migrate.current() == "0007"
         with session_scope() as session:
-            job_id = repo.create_job(session, "minilm", {"epochs": 1}).id
+            job_id = repo.jobs.create_job(session, "minilm", {"epochs": 1}).id
         with session_scope() as session:
-            assert repo.get_job(session, job_id) is not None
+            assert repo.jobs.get_job(session, job_id) is not None
         assert db_session.get_engine().url.render_as_string() == url
     finally:
         db_session.dispose_engines()
@@ -88,9 +88,9 @@ def test_settings_url_is_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_session_scope_commits_or_rolls_back(migrated_url: str, rows: Callable[[str], int]) -> None:
     try:
         with session_scope(migrated_url) as session:
-            repo.create_job(session, "minilm", {})
+            repo.jobs.create_job(session, "minilm", {})
         with pytest.raises(RuntimeError), session_scope(migrated_url) as session:
-            repo.create_job(session, "minilm", {})
+            repo.jobs.create_job(session, "minilm", {})
             raise RuntimeError("boom")
         assert rows("finetune_jobs") == 1
     finally:

@@ -270,8 +270,8 @@ def test_a_run_whose_worker_was_killed_is_rerun_or_failed_by_the_lifeline(embedd
     def started(trigger: str, dataset: str | None, attempts: int = 1) -> str:
         eid = evaluation_run.create(trigger, "minilm", "minilm", "x", 1000, 0, dataset=dataset)
         with session_scope() as session:
-            assert repo.start_evaluation(session, eid, "minilm", "minilm", "ab" * 32, 3)
-            repo.get_evaluation(session, eid).attempts = attempts
+            assert repo.evaluations.start_evaluation(session, eid, "minilm", "minilm", "ab" * 32, 3)
+            repo.evaluations.get_evaluation(session, eid).attempts = attempts
         return eid
 
     rerun, inline, cli, capped, alive, done = (
@@ -284,12 +284,12 @@ def test_a_run_whose_worker_was_killed_is_rerun_or_failed_by_the_lifeline(embedd
     )
     with session_scope() as session:
         metrics = {"mrr@10": 1.0}
-        assert repo.finish_evaluation(
+        assert repo.evaluations.finish_evaluation(
             session, done, metrics, metrics, {}, "no significant difference"
         )
         stale = utcnow() - timedelta(seconds=get_settings().job_lease_s + 5)
         for eid in (rerun, inline, cli, capped, done):
-            repo.get_evaluation(session, eid).heartbeat_at = stale
+            repo.evaluations.get_evaluation(session, eid).heartbeat_at = stale
     assert lifeline.rescue_evaluations(utcnow()) == {"rerun": 1, "failed": 3}
 
     again = evaluation_run.read(rerun)

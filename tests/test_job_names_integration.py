@@ -89,7 +89,7 @@ def job_count(db_url: str) -> int:
     from db.session import session_scope
 
     with session_scope(db_url) as session:
-        return len(repo.list_jobs(session, limit=1000))
+        return len(repo.jobs.list_jobs(session, limit=1000))
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,9 @@ def test_an_out_folder_embeds_and_saved_files_follow_the_umask(system, billing_j
     from db.session import session_scope
 
     with session_scope(system["db_url"]) as session:
-        folder = Path(repo.get_model_version(session, billing_job["model_version_id"]).path)
+        folder = Path(
+            repo.versions.get_model_version(session, billing_job["model_version_id"]).path
+        )
     mask = os.umask(0)
     os.umask(mask)
     for path in [folder, *folder.rglob("*")]:

@@ -86,11 +86,11 @@ def _submit(stack, epochs: int, triplets=TRIPLETS, send: bool = True) -> str:
     params = {"triplets": triplets, "loss": "triplet", "epochs": epochs, "batch_size": 4}
     params.update(lr=2e-5, margin=1.0, seed=0)
     with session_scope(stack["db_url"]) as session:
-        job_id = str(repo.create_job(session, "minilm", params).id)
+        job_id = str(repo.jobs.create_job(session, "minilm", params).id)
     if send:
         _client(stack).send_task("embedding.finetune", args=[job_id], task_id=job_id, queue="gpu")
         with session_scope(stack["db_url"]) as session:
-            repo.mark_sent(session, job_id)
+            repo.jobs.mark_sent(session, job_id)
     return job_id
 
 
@@ -110,8 +110,8 @@ def _job(stack, job_id: str) -> dict:
     from db.session import session_scope
 
     with session_scope(stack["db_url"]) as session:
-        job = repo.get_job(session, job_id)
-        events = [e.kind for e in repo.job_events(session, job_id)]
+        job = repo.jobs.get_job(session, job_id)
+        events = [e.kind for e in repo.jobs.job_events(session, job_id)]
         return {
             "status": job.status,
             "error": job.error,
@@ -296,7 +296,7 @@ def test_finetune_request_is_answered_while_a_fine_tune_runs(stack):
         from db.session import session_scope
 
         with session_scope(stack["db_url"]) as session:
-            repo.request_cancel(session, job_id)
+            repo.jobs.request_cancel(session, job_id)
         _wait(stack, job_id, _finished)
     assert reply["status"] == "queued", reply
     assert answered < 1.0, answered
@@ -343,7 +343,7 @@ def test_a_compare_and_a_validation_whose_worker_is_killed_are_rescued(stack):
 
     def evaluation(eid: str) -> dict:
         with session_scope(stack["db_url"]) as session:
-            row = repo.get_evaluation(session, eid)
+            row = repo.evaluations.get_evaluation(session, eid)
             return {"status": row.status, "rescues": row.rescues or [], "error": row.error}
 
     pairs = stack["artifacts"] / "pairs.jsonl"
@@ -354,7 +354,7 @@ def test_a_compare_and_a_validation_whose_worker_is_killed_are_rescued(stack):
     )
     with session_scope(stack["db_url"]) as session:
         eid = str(
-            repo.create_evaluation(
+            repo.evaluations.create_evaluation(
                 session, "api", "minilm", "minilm", "pairs.jsonl", 20000, 0, "mrr@10",
                 dataset=str(pairs),
             ).id
@@ -377,11 +377,13 @@ def test_a_compare_and_a_validation_whose_worker_is_killed_are_rescued(stack):
     assert "lease expired" in row["rescues"][0]["reason"]
 
     with session_scope(stack["db_url"]) as session:
-        run_id = str(repo.create_validation_run(session, trigger="ci", models=["minilm"]).id)
+        run_id = str(
+            repo.validations.create_validation_run(session, trigger="ci", models=["minilm"]).id
+        )
 
     def run() -> dict:
         with session_scope(stack["db_url"]) as session:
-            found = repo.get_validation_run(session, run_id)
+            found = repo.validations.get_validation_run(session, run_id)
             return {"status": found.status, "error": found.error, "beat": found.heartbeat_at}
 
     with beat(stack, "beat-validation"):

@@ -28,11 +28,11 @@ def registry(tmp_path, monkeypatch):
     get_settings.cache_clear()
     migrate.upgrade(url)
     with session_scope() as session:
-        job = repo.create_job(session, "minilm", {"epochs": 1, "suffix": "billing"})
-        version = repo.register_model_version(
+        job = repo.jobs.create_job(session, "minilm", {"epochs": 1, "suffix": "billing"})
+        version = repo.versions.register_model_version(
             session, "minilm-billing", "minilm", str(folder), SHA, None
         )
-        repo.finish_job(session, job.id, "succeeded", model_version_id=version.id)
+        repo.jobs.finish_job(session, job.id, "succeeded", model_version_id=version.id)
         job_id = str(job.id)
     yield {"job_id": job_id, "folder": str(folder), "tmp": tmp_path}
     dispose_engines()

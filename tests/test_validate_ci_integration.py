@@ -56,7 +56,10 @@ def runs(db_url: str) -> list:
     from db.session import session_scope
 
     with session_scope(db_url) as session:
-        return [(str(r.id), r.status, len(r.checks)) for r in repo.list_validation_runs(session)]
+        return [
+            (str(r.id), r.status, len(r.checks))
+            for r in repo.validations.list_validation_runs(session)
+        ]
 
 
 def test_no_worker_on_the_gpu_queue_fails_at_once_with_an_error_case(services, tmp_path):
@@ -104,8 +107,12 @@ def test_a_check_of_an_ended_run_does_nothing(services, tmp_path):
     from db.session import session_scope
 
     with session_scope(services["db_url"]) as session:
-        run_id = str(repo.create_validation_run(session, trigger="ci", models=["minilm"]).id)
-        repo.finish_validation_run(session, run_id, "error", "error: abandoned", error="abandoned")
+        run_id = str(
+            repo.validations.create_validation_run(session, trigger="ci", models=["minilm"]).id
+        )
+        repo.validations.finish_validation_run(
+            session, run_id, "error", "error: abandoned", error="abandoned"
+        )
     broker = services["env"]["EMBEDDING_BROKER_URL"]
     client = Celery(broker=broker, backend=broker)
     client.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
@@ -115,4 +122,4 @@ def test_a_check_of_an_ended_run_does_nothing(services, tmp_path):
         ).get(timeout=120)
     assert reply["status"] == "error" and "had already ended" in reply["reason"], reply
     with session_scope(services["db_url"]) as session:
-        assert repo.get_validation_run(session, run_id).checks == []
+        assert repo.validations.get_validation_run(session, run_id).checks == []

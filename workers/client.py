@@ -82,10 +82,10 @@ def _row(row: Any, names: tuple[str, ...]) -> Any:
 def job_status(job_id: str) -> dict[str, Any]:
     """The job with its epochs and its timeline (``events``, oldest first), as JSON types."""
     with session_scope() as session:
-        job = repo.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id)
         if job is None:
             raise LookupError(f"no fine-tune job {job_id}")
-        return {**job_to_dict(job), "events": event_dicts(repo.job_events(session, job_id))}
+        return {**job_to_dict(job), "events": event_dicts(repo.jobs.job_events(session, job_id))}
 
 
 def event_dicts(events: list[Any]) -> list[dict[str, Any]]:
@@ -146,7 +146,9 @@ def job_to_dict(job: Any) -> dict[str, Any]:
 
 def list_jobs(status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     with session_scope() as session:
-        return [job_to_dict(job) for job in repo.list_jobs(session, status=status, limit=limit)]
+        return [
+            job_to_dict(job) for job in repo.jobs.list_jobs(session, status=status, limit=limit)
+        ]
 
 
 def cancel_job(job_id: str) -> dict[str, Any]:
@@ -156,13 +158,13 @@ def cancel_job(job_id: str) -> dict[str, Any]:
     from workers.app import app
 
     with session_scope() as session:
-        job = repo.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id)
         if job is None:
             raise LookupError(f"no fine-tune job {job_id}")
         status = job.status
-        repo.request_cancel(session, job_id)
+        repo.jobs.request_cancel(session, job_id)
         if status == "queued":
-            repo.finish_job(session, job_id, "cancelled", error="cancelled before it started")
+            repo.jobs.finish_job(session, job_id, "cancelled", error="cancelled before it started")
     if status == "running":
         cancel_orphaned(job_id)  # its worker is gone: nobody else would read the flag
     try:

@@ -102,7 +102,7 @@ def create_batch(body: BatchRequest) -> BatchObject:
     from workers.app import GPU_QUEUE, app
 
     with session_scope() as session:
-        source = repo.get_file(session, body.input_file_id)
+        source = repo.files.get_file(session, body.input_file_id)
     if source is None:
         raise not_found("file", body.input_file_id, param="input_file_id")
     if source.purpose != "batch":
@@ -114,7 +114,7 @@ def create_batch(body: BatchRequest) -> BatchObject:
     chunks, models, total = _plan(source.path)
     batch_id = f"batch_{uuid.uuid4().hex}"
     with session_scope() as session:
-        repo.create_batch(
+        repo.batches.create_batch(
             session,
             batch_id,
             input_file_id=source.id,
@@ -131,7 +131,7 @@ def create_batch(body: BatchRequest) -> BatchObject:
             app.send_task(CHUNK_TASK, args=[batch_id, index], queue=GPU_QUEUE)
     except Exception as exc:
         with session_scope() as session:
-            repo.set_batch_status(
+            repo.batches.set_batch_status(
                 session,
                 batch_id,
                 "failed",
@@ -144,7 +144,7 @@ def create_batch(body: BatchRequest) -> BatchObject:
 
 def _get(batch_id: str) -> BatchObject:
     with session_scope() as session:
-        batch = repo.get_batch(session, batch_id)
+        batch = repo.batches.get_batch(session, batch_id)
         if batch is None:
             raise not_found("batch", batch_id, param="batch_id")
         return batch_object(batch)
@@ -161,9 +161,9 @@ def list_batches(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> BatchList:
     with session_scope() as session:
-        if after is not None and repo.get_batch(session, after) is None:
+        if after is not None and repo.batches.get_batch(session, after) is None:
             raise not_found("batch", after, param="after")
-        rows = repo.list_batches(session, after=after, limit=limit + 1)
+        rows = repo.batches.list_batches(session, after=after, limit=limit + 1)
         data = [batch_object(b) for b in rows[:limit]]
     return BatchList(
         data=data,
@@ -178,7 +178,9 @@ def cancel_batch(batch_id: str) -> BatchObject:
     """``cancelling`` until the chunks still queued have been skipped, then ``cancelled``;
     what finished before stays in the output file."""
     with session_scope() as session:
-        if repo.get_batch(session, batch_id) is None:
+        if repo.batches.get_batch(session, batch_id) is None:
             raise not_found("batch", batch_id, param="batch_id")
-        repo.set_batch_status(session, batch_id, "cancelling", ("validating", "in_progress"))
+        repo.batches.set_batch_status(
+            session, batch_id, "cancelling", ("validating", "in_progress")
+        )
     return _get(batch_id)

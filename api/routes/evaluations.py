@@ -124,7 +124,10 @@ def list_evaluations(
     if after is not None:
         _read(after, param="after")  # 404 for an unknown cursor
     with session_scope() as session:
-        rows = [to_dict(r) for r in repo.list_evaluations(session, after=after, limit=limit + 1)]
+        rows = [
+            to_dict(r)
+            for r in repo.evaluations.list_evaluations(session, after=after, limit=limit + 1)
+        ]
     data = [evaluation_object(e) for e in rows[:limit]]
     return EvaluationList(
         data=data,

@@ -44,7 +44,7 @@ def upload_file(
         rows = check(path)
         name = (file.filename or "upload.jsonl")[-500:]
         with session_scope() as session:
-            row = repo.add_file(session, file_id, purpose, name, size, rows, str(path))
+            row = repo.files.add_file(session, file_id, purpose, name, size, rows, str(path))
             return file_object(row)
     except BaseException:
         path.unlink(missing_ok=True)
@@ -58,9 +58,9 @@ def list_files(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
 ) -> FileList:
     with session_scope() as session:
-        if after is not None and repo.get_file(session, after) is None:
+        if after is not None and repo.files.get_file(session, after) is None:
             raise not_found("file", after, param="after")
-        rows = repo.list_files(session, purpose=purpose, after=after, limit=limit + 1)
+        rows = repo.files.list_files(session, purpose=purpose, after=after, limit=limit + 1)
         data = [file_object(r) for r in rows[:limit]]
     return FileList(
         data=data,
@@ -72,7 +72,7 @@ def list_files(
 
 def _get(file_id: str) -> object:
     with session_scope() as session:
-        row = repo.get_file(session, file_id)
+        row = repo.files.get_file(session, file_id)
     if row is None:
         raise not_found("file", file_id, param="file_id")
     return row
@@ -98,7 +98,7 @@ def delete_file(file_id: str) -> Deleted:
     from pathlib import Path
 
     with session_scope() as session:
-        row = repo.get_file(session, file_id)
+        row = repo.files.get_file(session, file_id)
         if row is None:
             raise not_found("file", file_id, param="file_id")
         if row.purpose == "fine-tune" and _used_by_active_job(session, file_id):
@@ -106,16 +106,16 @@ def delete_file(file_id: str) -> Deleted:
                 409, "The file is used by a job that has not finished.", code="file_in_use"
             )
         path = row.path
-        repo.delete_file(session, file_id)
+        repo.files.delete_file(session, file_id)
     Path(path).unlink(missing_ok=True)
     return Deleted(id=file_id, object="file", deleted=True)
 
 
 def _used_by_active_job(session: object, file_id: str) -> bool:
-    for job in repo.list_jobs(session, status="queued", limit=10_000) + repo.list_jobs(
+    for job in repo.jobs.list_jobs(session, status="queued", limit=10_000) + repo.jobs.list_jobs(
         session, status="running", limit=10_000
     ):
-        request = repo.get_job_request(session, job.id)
+        request = repo.jobs.get_job_request(session, job.id)
         if request is not None and file_id in (request.training_file, request.validation_file):
             return True
     return False

@@ -99,10 +99,10 @@ def _load(job_id: str) -> tuple[Any, Any]:
     except ValueError:
         raise not_found("fine-tuning job", job_id, param="fine_tuning_job_id") from None
     with session_scope() as session:
-        job = repo.get_job(session, jid)
+        job = repo.jobs.get_job(session, jid)
         if job is None:
             raise not_found("fine-tuning job", job_id, param="fine_tuning_job_id")
-        return job, repo.get_job_request(session, jid)
+        return job, repo.jobs.get_job_request(session, jid)
 
 
 # ------------------------------------------------------------------ create
@@ -190,7 +190,7 @@ def create_job(
             500, f"Server misconfigured: {exc}", code="artifacts_outside_model_roots"
         ) from None
     with session_scope() as session:
-        repo.record_job_request(
+        repo.jobs.record_job_request(
             session,
             submitted.job_id,
             training_file=body.training_file,
@@ -208,8 +208,8 @@ def list_jobs(
     if after is not None:
         _load(after)  # 404 for an unknown cursor
     with session_scope() as session:
-        jobs = repo.list_jobs_page(session, after=after, limit=limit + 1)
-        data = [job_object(j, repo.get_job_request(session, j.id)) for j in jobs[:limit]]
+        jobs = repo.jobs.list_jobs_page(session, after=after, limit=limit + 1)
+        data = [job_object(j, repo.jobs.get_job_request(session, j.id)) for j in jobs[:limit]]
     return FineTuningJobList(data=data, has_more=len(jobs) > limit)
 
 
@@ -237,7 +237,9 @@ def _events(job: Any, request: Any) -> list[FineTuningJobEvent]:
     prefix = f"ftevent-{job.id.hex}"
     total = int((job.params or {}).get("epochs", DEFAULT_EPOCHS))
     with session_scope() as session:
-        rows = [(e.id, e.at, e.kind, e.message, e.data) for e in repo.job_events(session, job.id)]
+        rows = [
+            (e.id, e.at, e.kind, e.message, e.data) for e in repo.jobs.job_events(session, job.id)
+        ]
     out = []
     for ident, at, kind, message, data in rows:
         level, type_ = "info", "message"

@@ -37,7 +37,7 @@ def _fine_tuned_models() -> list[Model]:
     """One model per succeeded job whose version is still registered."""
     out = []
     with session_scope() as session:
-        for job in repo.list_jobs(session, status="succeeded", limit=1000):
+        for job in repo.jobs.list_jobs(session, status="succeeded", limit=1000):
             version = job.model_version
             if version is None:
                 continue
@@ -104,6 +104,8 @@ def delete_model(model_id: str) -> Deleted:
     model_ids.resolve(model_id)
     job_id = model_id.rsplit(":", 1)[-1]
     with session_scope() as session:
-        job = repo.get_job(session, job_id)
-        deleted = job is not None and repo.delete_model_version(session, job.model_version_id)
+        job = repo.jobs.get_job(session, job_id)
+        deleted = job is not None and repo.versions.delete_model_version(
+            session, job.model_version_id
+        )
     return Deleted(id=model_id, object="model", deleted=bool(deleted))

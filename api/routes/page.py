@@ -207,9 +207,13 @@ def _version_row(version: Any) -> str:
 @router.get("/", response_class=HTMLResponse, dependencies=[Depends(require_api_key)])
 def jobs_page() -> HTMLResponse:
     with session_scope() as session:
-        jobs = "".join(_job_row(j) for j in repo.list_jobs_page(session, limit=20))
-        runs = "".join(_run_row(r) for r in repo.list_validation_runs(session, limit=10))
-        versions = "".join(_version_row(v) for v in repo.list_model_versions(session, limit=50))
+        jobs = "".join(_job_row(j) for j in repo.jobs.list_jobs_page(session, limit=20))
+        runs = "".join(
+            _run_row(r) for r in repo.validations.list_validation_runs(session, limit=10)
+        )
+        versions = "".join(
+            _version_row(v) for v in repo.versions.list_model_versions(session, limit=50)
+        )
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>embedding jobs</title>
 <style>{STYLE}</style></head><body>
 <h1>Embedding service</h1>

@@ -43,7 +43,7 @@ def _history(model: str | None, limit: int) -> int:
     from db.session import session_scope
 
     with session_scope() as session:
-        rows = list(reversed(repo.benchmark_history(session, model=model, limit=limit)))
+        rows = list(reversed(repo.benchmarks.benchmark_history(session, model=model, limit=limit)))
         if not rows:
             print("no benchmark results yet: run `embedctl bench --model NAME`")
             return 0

@@ -242,7 +242,7 @@ def _register(written: list[tuple[str, str, Path, int]], name: str) -> dict[str,
     with session_scope() as session:
         for side, file_id, path, count in written:
             filename = f"{name}-{'train' if side == 'train' else 'validation'}.jsonl"[-500:]
-            row = repo.add_file(
+            row = repo.files.add_file(
                 session, file_id, "fine-tune", filename, os.path.getsize(path), count, str(path)
             )
             rows[side] = {

@@ -83,7 +83,7 @@ def create(
     """Record an evaluation to run (``queued``); returns its id. ``dataset``: the path a
     worker reads, kept so that the lifeline can run it again if its worker is lost."""
     with session_scope() as session:
-        row = repo.create_evaluation(
+        row = repo.evaluations.create_evaluation(
             session,
             trigger=trigger,
             model_a=model_a,
@@ -99,7 +99,7 @@ def create(
 
 def fail(evaluation_id: str, reason: str) -> None:
     with session_scope() as session:
-        repo.fail_evaluation(session, evaluation_id, reason[:4000] or "failed")
+        repo.evaluations.fail_evaluation(session, evaluation_id, reason[:4000] or "failed")
 
 
 def run(
@@ -114,7 +114,7 @@ def run(
     it is. On any error the row is ``failed`` with the reason, and the error is raised.
     """
     with session_scope() as session:
-        row = repo.get_evaluation(session, evaluation_id)
+        row = repo.evaluations.get_evaluation(session, evaluation_id)
         if row is None:
             raise EvaluationRefused(f"no evaluation {evaluation_id}")
         status, names = row.status, (row.model_a, row.model_b)
@@ -126,7 +126,7 @@ def run(
         loaded = [resolve(name) for name in names]
         pairs = data()
         with session_scope() as session:
-            claimed = repo.start_evaluation(
+            claimed = repo.evaluations.start_evaluation(
                 session,
                 evaluation_id,
                 model_a_loaded=loaded[0],
@@ -138,7 +138,7 @@ def run(
             )
         if not claimed:
             return read(evaluation_id)
-        beat = functools.partial(repo.beat_evaluation, evaluation_id=evaluation_id)
+        beat = functools.partial(repo.evaluations.beat_evaluation, evaluation_id=evaluation_id)
         with lease(f"evaluation {evaluation_id}", beat):
             encoder_a = load(loaded[0])
             encoder_b = load(loaded[1])
@@ -146,7 +146,7 @@ def run(
                 encoder_a, encoder_b, pairs.rows, n_resamples=n_resamples, seed=seed
             )
         with session_scope() as session:
-            repo.finish_evaluation(
+            repo.evaluations.finish_evaluation(
                 session,
                 evaluation_id,
                 metrics_a=comparison.metrics_a,
@@ -210,7 +210,7 @@ def run_request(request: CompareRequest, load: Callable[[str], Any]) -> dict[str
 
 def _check_recorded(request: CompareRequest) -> None:
     with session_scope() as session:
-        row = repo.get_evaluation(session, request.evaluation_id or "")
+        row = repo.evaluations.get_evaluation(session, request.evaluation_id or "")
         if row is None:
             raise EvaluationRefused(f"no evaluation {request.evaluation_id}")
         recorded = (row.model_a, row.model_b, row.n_resamples, row.seed)
@@ -263,7 +263,7 @@ def to_dict(row: Any) -> dict[str, Any]:
 def read(evaluation_id: str) -> dict[str, Any]:
     """One evaluation as JSON types; ``LookupError`` for an unknown id."""
     with session_scope() as session:
-        row = repo.get_evaluation(session, evaluation_id)
+        row = repo.evaluations.get_evaluation(session, evaluation_id)
         if row is None:
             raise LookupError(f"no evaluation {evaluation_id}")
         return to_dict(row)
@@ -272,4 +272,4 @@ def read(evaluation_id: str) -> dict[str, Any]:
 def recent(limit: int = 10) -> list[dict[str, Any]]:
     """The newest evaluations first."""
     with session_scope() as session:
-        return [to_dict(row) for row in repo.list_evaluations(session, limit=limit)]
+        return [to_dict(row) for row in repo.evaluations.list_evaluations(session, limit=limit)]

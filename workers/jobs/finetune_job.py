@@ -75,16 +75,16 @@ def run_finetune_job(
 
     settings = get_settings()
     with session_scope() as session:
-        job = repo.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id)
         if job is None:
             raise LookupError(f"no fine-tune job {job_id}")
         if job.status in ("succeeded", "failed", "cancelled"):
             return {"job_id": str(job_id), "status": job.status, "duplicate": True}
         if job.status == "running" and job.attempts >= settings.job_max_attempts and _stale(job):
             reason = gave_up_reason(job.attempts, job.worker)
-            repo.finish_job(session, job_id, "failed", error=reason)
+            repo.jobs.finish_job(session, job_id, "failed", error=reason)
             return {"job_id": str(job_id), "status": "failed", "error": reason}
-        claimed = repo.claim_job(
+        claimed = repo.jobs.claim_job(
             session,
             job_id,
             hostname,
@@ -92,7 +92,7 @@ def run_finetune_job(
             stale_after_s=settings.job_lease_s,
         )
         if not claimed:
-            if repo.get_job(session, job_id).status == "running":
+            if repo.jobs.get_job(session, job_id).status == "running":
                 raise JobHeldElsewhere(job_id)
             return {"job_id": str(job_id), "status": job.status, "duplicate": True}
         params = dict(job.params)
@@ -103,12 +103,12 @@ def run_finetune_job(
             result = _train(job_id, request, progress)
     except JobCancelled:
         with session_scope() as session:
-            repo.finish_job(session, job_id, "cancelled", error="cancelled by request")
+            repo.jobs.finish_job(session, job_id, "cancelled", error="cancelled by request")
         _prune(job_id)
         return {"job_id": str(job_id), "status": "cancelled"}
     except JobReleased:
         with session_scope() as session:
-            repo.release_job(session, job_id, hostname, "warm shutdown, checkpoint written")
+            repo.jobs.release_job(session, job_id, hostname, "warm shutdown, checkpoint written")
         send(job_id)  # another worker resumes it now; if the broker is away, the lifeline will
         return {"job_id": str(job_id), "status": "released"}
     except Exception as exc:
@@ -148,9 +148,9 @@ def lease_kept(job_id: str) -> Iterator[None]:
             try:
                 with session_scope() as session:
                     if time.monotonic() >= next_lease:
-                        repo.heartbeat(session, job_id)
+                        repo.jobs.heartbeat(session, job_id)
                         next_lease = time.monotonic() + lease_every
-                    cancelled = repo.is_cancel_requested(session, job_id)
+                    cancelled = repo.jobs.is_cancel_requested(session, job_id)
             except Exception as exc:  # a database blip: try again next tick
                 log.warning("lease of job %s not refreshed: %s", job_id, type(exc).__name__)
                 continue
@@ -205,7 +205,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
         last_check[0] = now
         try:
             with session_scope() as session:
-                return repo.is_cancel_requested(session, job_id)
+                return repo.jobs.is_cancel_requested(session, job_id)
         except Exception:  # the database is away: keep training, ask again later
             return False
 
@@ -215,7 +215,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
 
         def write() -> None:
             with session_scope() as session:
-                repo.record_epoch(
+                repo.jobs.record_epoch(
                     session,
                     job_id,
                     epoch=stats.epoch,
@@ -242,7 +242,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
 
         def write() -> None:
             with session_scope() as session:
-                repo.add_job_event(
+                repo.jobs.add_job_event(
                     session,
                     job_id,
                     "checkpoint",
@@ -276,7 +276,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
 
     def register() -> int:
         with session_scope() as session:
-            version = repo.register_model_version(
+            version = repo.versions.register_model_version(
                 session,
                 name=version_name(request.model, request.suffix),
                 base_model=request.model,
@@ -284,8 +284,8 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
                 weights_sha256=digest,
                 metrics=summary,
             )
-            repo.record_job_result(session, job_id, summary, selection_event(summary))
-            repo.finish_job(session, job_id, "succeeded", model_version_id=version.id)
+            repo.jobs.record_job_result(session, job_id, summary, selection_event(summary))
+            repo.jobs.finish_job(session, job_id, "succeeded", model_version_id=version.id)
             return version.version
 
     version_number = with_db_retry(register, f"job {job_id} model version")
@@ -349,7 +349,7 @@ def _stale(job: Any) -> bool:
 def fail_job(job_id: str, reason: str) -> None:
     """Mark the job failed with ``reason`` (cut to fit the column)."""
     with session_scope() as session:
-        repo.finish_job(session, job_id, "failed", error=reason[:4000])
+        repo.jobs.finish_job(session, job_id, "failed", error=reason[:4000])
 
 
 def weights_sha256(folder: Path) -> str:

@@ -48,7 +48,7 @@ def submit_request(request: FinetuneRequest, request_sha256: str | None = None) 
         request.model_dump(mode="json", exclude={"idempotency_key"}, exclude_none=True)
     )
     with session_scope() as session:
-        job = repo.create_job(
+        job = repo.jobs.create_job(
             session,
             request.model,
             params,
@@ -78,12 +78,12 @@ def send(job_id: str) -> bool:
         )
         return False
     with session_scope() as session:
-        repo.mark_sent(session, job_id)
+        repo.jobs.mark_sent(session, job_id)
     return True
 
 
 def relay_unsent(older_than_s: float = 0.0) -> int:
     """Send every job still in the outbox; returns how many were sent."""
     with session_scope() as session:
-        pending = [str(job.id) for job in repo.unsent_jobs(session, older_than_s=older_than_s)]
+        pending = [str(job.id) for job in repo.jobs.unsent_jobs(session, older_than_s=older_than_s)]
     return sum(send(job_id) for job_id in pending)

@@ -31,13 +31,15 @@ def default_check_models(models: Sequence[str]) -> dict[str, str]:
 def create_run(models: Sequence[str], trigger: str) -> str:
     """Record a new run (status ``running``); returns its id."""
     with session_scope() as session:
-        return str(repo.create_validation_run(session, trigger=trigger, models=models).id)
+        return str(
+            repo.validations.create_validation_run(session, trigger=trigger, models=models).id
+        )
 
 
 def is_open(run_id: str) -> bool:
     """Whether the run still waits for its checks (a check of an ended run is not run)."""
     with session_scope() as session:
-        run = repo.get_validation_run(session, run_id)
+        run = repo.validations.get_validation_run(session, run_id)
         return run is not None and run.status == "running"
 
 
@@ -65,7 +67,7 @@ def beat_on_receipt(sender: Any = None, request: Any = None, **_: Any) -> None:
         return
     try:
         with session_scope() as session:
-            repo.beat_validation_run(session, str(args[0]))
+            repo.validations.beat_validation_run(session, str(args[0]))
     except Exception:  # best effort: the check's own lease follows
         return
 
@@ -77,7 +79,7 @@ def run_check(run_id: str, name: str, check: Callable[[], CheckResult]) -> dict[
         return CheckResult(
             name=name, status="error", reason=f"not run: validation run {run_id} had already ended"
         ).to_dict()
-    beat = functools.partial(repo.beat_validation_run, run_id=run_id)
+    beat = functools.partial(repo.validations.beat_validation_run, run_id=run_id)
     with lease(f"validation run {run_id}", beat):  # the lifeline knows a check is running
         return record_check(run_id, check())
 
@@ -86,7 +88,7 @@ def record_check(run_id: str, result: CheckResult) -> dict[str, Any]:
     """Write one check's row; returns the result as the JSON the chord passes on."""
     data = result.to_dict()
     with session_scope() as session:
-        repo.record_validation_check(
+        repo.validations.record_validation_check(
             session,
             run_id,
             name=result.name,
@@ -118,20 +120,22 @@ def summarize_run(run_id: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         + ", ".join(f"{c.name} ({c.status})" for c in checks if c.status != "passed")
     )
     with session_scope() as session:
-        repo.finish_validation_run(session, run_id, status, verdict)
+        repo.validations.finish_validation_run(session, run_id, status, verdict)
     return {"run_id": str(run_id), "status": status, "verdict": verdict, "checks": results}
 
 
 def error_run(run_id: str, reason: str) -> None:
     """End the run as ``error``: a check task died, or the run timed out."""
     with session_scope() as session:
-        repo.finish_validation_run(session, run_id, "error", f"error: {reason}", error=reason)
+        repo.validations.finish_validation_run(
+            session, run_id, "error", f"error: {reason}", error=reason
+        )
 
 
 def read_run(run_id: str) -> dict[str, Any]:
     """A run with its checks, in the shape the report renders."""
     with session_scope() as session:
-        run = repo.get_validation_run(session, run_id)
+        run = repo.validations.get_validation_run(session, run_id)
         if run is None:
             raise LookupError(f"no validation run {run_id}")
         checks = []

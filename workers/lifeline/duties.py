@@ -72,7 +72,7 @@ def rescue() -> dict[str, int]:
     with session_scope() as session:
         jobs = [
             (str(j.id), j.status, j.attempts, j.worker, j.cancel_requested)
-            for j in repo.jobs_to_rescue(
+            for j in repo.jobs.jobs_to_rescue(
                 session,
                 sent_before=now - timedelta(seconds=settings.rescue_after_s),
                 lease_expired_before=now - timedelta(seconds=settings.job_lease_s),
@@ -83,12 +83,12 @@ def rescue() -> dict[str, int]:
         with session_scope() as session:
             if cancel:
                 reason = "cancelled by request; its worker was gone"
-                if repo.finish_job(session, job_id, "cancelled", error=reason):
+                if repo.jobs.finish_job(session, job_id, "cancelled", error=reason):
                     done["cancelled"] += 1
                 continue
             if status == "running" and attempts >= settings.job_max_attempts:
                 reason = gave_up_reason(attempts, worker)
-                if repo.finish_job(session, job_id, "failed", error=reason):
+                if repo.jobs.finish_job(session, job_id, "failed", error=reason):
                     done["failed"] += 1
                 continue
         if waiting is not None and job_id in waiting:
@@ -126,7 +126,7 @@ def rescue_evaluations(now: datetime) -> dict[str, int]:
                 r.n_resamples,
                 r.seed,
             )
-            for r in repo.lost_evaluations(
+            for r in repo.evaluations.lost_evaluations(
                 session, lease_expired_before=now - timedelta(seconds=settings.job_lease_s)
             )
         ]
@@ -144,11 +144,11 @@ def rescue_evaluations(now: datetime) -> dict[str, int]:
         if why_not is not None:
             reason = f"lost: {lease}; not re-run: {why_not}. Ask for it again."
             with session_scope() as session:
-                done["failed"] += repo.fail_lost_evaluation(session, eid, reason)
+                done["failed"] += repo.evaluations.fail_lost_evaluation(session, eid, reason)
             continue
         with session_scope() as session:
             reason = f"re-run (attempt {attempts + 1}): {lease}"
-            if not repo.requeue_lost_evaluation(session, eid, reason):
+            if not repo.evaluations.requeue_lost_evaluation(session, eid, reason):
                 continue
         payload = {
             "model_a": model_a, "model_b": model_b, "dataset": dataset,
@@ -169,7 +169,7 @@ def end_lost_validation_runs(now: datetime) -> list[str]:
     queue (nor delivered unacked)."""
     settings = get_settings()
     with session_scope() as session:
-        candidates = repo.stale_validation_runs(
+        candidates = repo.validations.stale_validation_runs(
             session,
             started_before=now - timedelta(seconds=settings.rescue_after_s),
             # the longer of the two: a check between its receipt and its own lease thread
@@ -190,7 +190,9 @@ def end_lost_validation_runs(now: datetime) -> list[str]:
         if run_id in waiting:
             continue
         with session_scope() as session:
-            if repo.finish_validation_run(session, run_id, "error", f"error: {reason}", reason):
+            if repo.validations.finish_validation_run(
+                session, run_id, "error", f"error: {reason}", reason
+            ):
                 ended.append(run_id)
     return ended
 
@@ -219,7 +221,7 @@ def resend(job_id: str, reason: str) -> bool:
         log.warning("rescue of job %s not sent: %s", job_id, type(exc).__name__)
         return False
     with session_scope() as session:
-        repo.mark_rescued(session, job_id, reason)
+        repo.jobs.mark_rescued(session, job_id, reason)
     return True
 
 
@@ -274,13 +276,13 @@ def cancel_orphaned(job_id: str) -> bool:
     would read its cancel flag. True if this call cancelled it."""
     settings = get_settings()
     with session_scope() as session:
-        job = repo.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id)
         if job is None or job.status != "running" or not job.cancel_requested:
             return False
         beat = job.heartbeat_at
         if beat is not None and (utcnow() - beat).total_seconds() < settings.job_lease_s:
             return False
-        return repo.finish_job(
+        return repo.jobs.finish_job(
             session, job_id, "cancelled", error="cancelled by request; its worker was gone"
         )
 

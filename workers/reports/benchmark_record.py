@@ -32,7 +32,7 @@ def record_benchmark(figures: dict[str, Any]) -> None:
 
     lat = figures["latency"]
     with session_scope() as session:
-        repo.add_benchmark_result(
+        repo.benchmarks.add_benchmark_result(
             session,
             model=figures["model"],
             device=figures["device"],

@@ -20,7 +20,7 @@ def _collect(jobs: int, evaluations: int) -> dict[str, Any]:
     from workers.jobs.validation_run import read_run
 
     with session_scope() as session:
-        job_rows = [job_to_dict(j) for j in repo.list_jobs(session, limit=jobs)]
+        job_rows = [job_to_dict(j) for j in repo.jobs.list_jobs(session, limit=jobs)]
         bench = [
             {
                 "model": r.model,
@@ -31,9 +31,9 @@ def _collect(jobs: int, evaluations: int) -> dict[str, Any]:
                 "throughput": r.throughput_per_s,
                 "grad": r.grad_step_ms,
             }
-            for r in reversed(repo.benchmark_history(session, limit=500))
+            for r in reversed(repo.benchmarks.benchmark_history(session, limit=500))
         ]
-        latest = repo.latest_validation_run(session)
+        latest = repo.validations.latest_validation_run(session)
         latest_id = str(latest.id) if latest else None
     return {
         "jobs": [j for j in job_rows if j["epochs"]],

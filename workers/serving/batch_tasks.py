@@ -43,18 +43,18 @@ def batch_dir(batch_id: str) -> Path:
 @app.task(name="embedding.batch_chunk", acks_late=True, reject_on_worker_lost=True)
 def batch_chunk(batch_id: str, index: int) -> dict[str, Any]:
     with session_scope() as session:
-        batch = repo.get_batch(session, batch_id)
+        batch = repo.batches.get_batch(session, batch_id)
         if batch is None:
             raise LookupError(f"no batch {batch_id}")
         status, (first, end) = batch.status, batch.chunks[index]
         models = dict(batch.models)
-        source = repo.get_file(session, batch.input_file_id)
+        source = repo.files.get_file(session, batch.input_file_id)
         chunk_count = len(batch.chunks)
     completed = failed = 0
     if status not in STOPPED and source is not None:
         completed, failed = _run_chunk(batch_id, index, Path(source.path), first, end, models)
     with session_scope() as session:
-        done = repo.record_batch_chunk(session, batch_id, index, completed, failed)
+        done = repo.batches.record_batch_chunk(session, batch_id, index, completed, failed)
     if done == chunk_count:
         finalize(batch_id)
     return {"batch_id": batch_id, "chunk": index, "completed": completed, "failed": failed}
@@ -150,19 +150,19 @@ def _write_atomic(path: Path, lines: list[dict[str, Any]]) -> None:
 def finalize(batch_id: str) -> None:
     """Join the chunk files into the output and error files; the first caller wins."""
     with session_scope() as session:
-        cancelled = repo.set_batch_status(session, batch_id, "finalizing", ("cancelling",))
-        if not cancelled and not repo.set_batch_status(
+        cancelled = repo.batches.set_batch_status(session, batch_id, "finalizing", ("cancelling",))
+        if not cancelled and not repo.batches.set_batch_status(
             session, batch_id, "finalizing", ("in_progress",)
         ):
             return  # finalized already (a redelivered last chunk)
-        chunk_count = len(repo.get_batch(session, batch_id).chunks)
+        chunk_count = len(repo.batches.get_batch(session, batch_id).chunks)
     folder = batch_dir(batch_id)
     ids = {}
     for kind in ("out", "err"):
         parts = [folder / f"chunk-{i:06d}.{kind}.jsonl" for i in range(chunk_count)]
         ids[kind] = _join(batch_id, kind, [p for p in parts if p.is_file()])
     with session_scope() as session:
-        repo.set_batch_status(
+        repo.batches.set_batch_status(
             session,
             batch_id,
             "cancelled" if cancelled else "completed",
@@ -189,7 +189,7 @@ def _join(batch_id: str, kind: str, parts: list[Path]) -> str | None:
         return None
     name = f"{batch_id}_{'output' if kind == 'out' else 'error'}.jsonl"
     with session_scope() as session:
-        repo.add_file(
+        repo.files.add_file(
             session, file_id, "batch_output", name, target.stat().st_size, rows, str(target)
         )
     return file_id

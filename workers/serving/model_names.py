@@ -130,21 +130,21 @@ def find_version(name: str) -> Version | None:
     job_id = _job_id_of(name)
     with session_scope() as session:
         if job_id is not None:
-            job = repo.get_job(session, job_id)
+            job = repo.jobs.get_job(session, job_id)
             if job is None or job.status != "succeeded" or job.model_version_id is None:
                 return None
             if name.startswith(FT_PREFIX):
                 base, suffix, _ = name[len(FT_PREFIX) :].rsplit(":", 2)
                 if (base, suffix) != (job.model, (job.params or {}).get("suffix") or ""):
                     return None
-            row = repo.get_model_version(session, job.model_version_id)
+            row = repo.versions.get_model_version(session, job.model_version_id)
         else:
             label, _, number = name.rpartition(":")
             if label.strip() and number.isdigit() and int(number) >= 1:
-                row = repo.latest_model_version(session, label, int(number))
+                row = repo.versions.latest_model_version(session, label, int(number))
             else:
-                row = repo.latest_model_version(session, name)
-            job = repo.job_of_version(session, row.id) if row is not None else None
+                row = repo.versions.latest_model_version(session, name)
+            job = repo.versions.job_of_version(session, row.id) if row is not None else None
         if row is None:
             return None
         return Version(

@@ -1,0 +1,106 @@
+"""Model versions: the fine-tuned models a job registered, newest first per name."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db import values as v
+from db.models import (
+    FinetuneJob,
+    ModelVersion,
+)
+from db.repo.rows import dialect_insert
+from db.values import InvalidValue
+
+
+def register_model_version(
+    session: Session,
+    name: str,
+    base_model: str,
+    path: str | os.PathLike[str],
+    weights_sha256: str,
+    metrics: dict[str, Any] | None,
+) -> ModelVersion:
+    """Register a saved model as the next version of ``name`` (1, 2, ...).
+
+    Registering the same weights at the same path again (a retried task) returns the
+    existing version. Concurrent registrations of one name get distinct numbers: the
+    unique (name, version) decides, and the loser takes the next number.
+    """
+    name = v.text(name, "name", max_len=500)
+    base_model = v.text(base_model, "base_model", max_len=500)
+    path = v.text(os.fspath(path) if isinstance(path, os.PathLike) else path, "path")
+    digest = v.text(weights_sha256, "weights_sha256").lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise InvalidValue(f"weights_sha256 must be 64 hex digits, got {weights_sha256!r}")
+    metrics = {} if metrics is None else v.json_object(metrics, "metrics", strict=False)
+
+    same = select(ModelVersion).where(
+        ModelVersion.name == name,
+        ModelVersion.path == path,
+        ModelVersion.weights_sha256 == digest,
+    )
+    existing = session.scalars(same.order_by(ModelVersion.version).limit(1)).first()
+    if existing is not None:
+        return existing
+    for _ in range(100):
+        latest = select(func.max(ModelVersion.version)).where(ModelVersion.name == name)
+        version = (session.scalar(latest) or 0) + 1
+        stmt = (
+            dialect_insert(session, ModelVersion)
+            .values(
+                name=name,
+                version=version,
+                base_model=base_model,
+                path=path,
+                weights_sha256=digest,
+                metrics=metrics,
+            )
+            .on_conflict_do_nothing(index_elements=["name", "version"])
+            .returning(ModelVersion.id)
+        )
+        new_id = session.execute(stmt).scalar()
+        if new_id is not None:
+            return session.get_one(ModelVersion, new_id)
+    raise RuntimeError(f"could not allocate a version number for model {name!r}")
+
+
+def latest_model_version(
+    session: Session, name: str, version: int | None = None
+) -> ModelVersion | None:
+    """Version ``version`` of ``name``, or its highest version when none is given."""
+    query = select(ModelVersion).where(ModelVersion.name == v.text(name, "name", max_len=500))
+    if version is not None:
+        query = query.where(ModelVersion.version == v.integer(version, "version", minimum=1))
+    return session.scalars(query.order_by(ModelVersion.version.desc()).limit(1)).first()
+
+
+def job_of_version(session: Session, version_id: int) -> FinetuneJob | None:
+    """The job that registered a version (None for versions registered otherwise)."""
+    query = select(FinetuneJob).where(
+        FinetuneJob.model_version_id == v.integer(version_id, "model_version_id")
+    )
+    return session.scalars(query.limit(1)).first()
+
+
+def list_model_versions(session: Session, limit: int = 500) -> list[ModelVersion]:
+    query = select(ModelVersion).order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())
+    return list(session.scalars(query.limit(v.integer(limit, "limit", minimum=1))))
+
+
+def get_model_version(session: Session, version_id: int) -> ModelVersion | None:
+    return session.get(ModelVersion, v.integer(version_id, "model_version_id"))
+
+
+def delete_model_version(session: Session, version_id: int) -> bool:
+    """Forget a registered version (its job keeps its history, with no version)."""
+    row = session.get(ModelVersion, v.integer(version_id, "model_version_id"))
+    if row is None:
+        return False
+    session.delete(row)
+    session.flush()
+    return True
