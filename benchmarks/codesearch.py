@@ -234,7 +234,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from embedding.inference.encoder import Encoder
-    from embedding.training.loop import TrainConfig, finetune
+    from embedding.training.config import TrainConfig
+    from embedding.training.loop import finetune
 
     with tempfile.TemporaryDirectory(prefix="codesearch-bench-") as tmp:
         tmp_path = Path(tmp)

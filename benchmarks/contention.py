@@ -51,7 +51,8 @@ def trainer(mode: str) -> None:
     if counts:
         torch_threads.apply(*counts)
     from embedding.data.corpus import code_corpus
-    from embedding.training.loop import TrainConfig, finetune
+    from embedding.training.config import TrainConfig
+    from embedding.training.loop import finetune
 
     texts = code_corpus(64)
     rows = [(texts[i], texts[(i + 1) % 64], texts[(i + 7) % 64]) for i in range(64)]

@@ -377,10 +377,12 @@ def cudnn_nan_repro(bench: Bench) -> None:
 
 
 def train_epochs(encoder, pairs, batch_size: int, epochs: int, lr: float = 2e-5) -> list[float]:
-    """Our trainer's step (embedding.training.loop.batch_backward, clip, fused AdamW), timed per
+    """Our trainer's step (embedding.training.steps.batch_backward, clip, fused AdamW), timed per
     epoch, without its evaluation and checkpoints: for variants the product's defaults do
     not reach."""
-    from embedding.training.loop import TrainConfig, batch_backward, epoch_batches, make_optimizer
+    from embedding.training.config import TrainConfig
+    from embedding.training.setup import make_optimizer
+    from embedding.training.steps import batch_backward, epoch_batches
 
     config = TrainConfig(loss="mnrl", batch_size=batch_size, lr=lr)
     optimizer = make_optimizer(encoder.model, config)
@@ -410,7 +412,7 @@ def stdlib_pairs(n: int) -> list[tuple[str, str]]:
 
 
 def section_attention(bench: Bench) -> None:
-    from embedding.training.loop import load_for_training
+    from embedding.training.setup import load_for_training
 
     cudnn_nan_repro(bench)
     pairs = stdlib_pairs(bench.variant_pairs)
@@ -440,7 +442,7 @@ def section_attention(bench: Bench) -> None:
 
 def section_budgets(bench: Bench) -> None:
     from embedding.training.forward import embed_for_training
-    from embedding.training.loop import load_for_training
+    from embedding.training.setup import load_for_training
 
     pairs = stdlib_pairs(bench.train_pairs // 2)
     for batch in (32, 128):
@@ -499,7 +501,8 @@ def bench_device_type() -> str:
 
 
 def section_train(bench: Bench, qwen: Path) -> None:
-    from embedding.training.loop import TrainConfig, finetune
+    from embedding.training.config import TrainConfig
+    from embedding.training.loop import finetune
 
     pairs = stdlib_pairs(bench.train_pairs)
     for batch in (32, 128):

@@ -42,7 +42,8 @@ from embedding.data.codesearch import build_pairs, stdlib_root
 from embedding.data.examples import Example, load_examples
 from embedding.inference.encoder import Encoder
 from embedding.training import hyperparameters as hp
-from embedding.training.loop import TrainConfig, TrainResult, finetune
+from embedding.training.config import TrainConfig, TrainResult
+from embedding.training.loop import finetune
 from embedding.training.mining import mine_hard_negatives
 from workers.cli.data import add_mining_options, mining_config
 

@@ -66,7 +66,9 @@ def step_benchmark(repeats: int) -> None:
     from sentence_transformers.losses import TripletDistanceMetric, TripletLoss
 
     from embedding.data.examples import SEED_TRIPLETS
-    from embedding.training.loop import TrainConfig, batch_loss, load_for_training, make_optimizer
+    from embedding.training.config import TrainConfig
+    from embedding.training.setup import load_for_training, make_optimizer
+    from embedding.training.steps import batch_loss
     from embedding.validation.benchmark import TIMING_MARGIN
 
     ours = load_for_training("minilm")
@@ -135,7 +137,8 @@ def peak_rss_mb() -> float:
 
 def child_ours(data: Path, batch: int, precision: str | None, out: Path) -> dict:
     from embedding.data.examples import load_examples
-    from embedding.training.loop import TrainConfig, finetune
+    from embedding.training.config import TrainConfig
+    from embedding.training.loop import finetune
 
     rows = load_examples(data / "train.jsonl")
     eval_rows = load_examples(data / "eval2.jsonl")

@@ -70,12 +70,9 @@ def child(args: argparse.Namespace) -> None:
     """One variant: load, one training step, print the figures as JSON."""
     import torch
 
-    from embedding.training.loop import (
-        TrainConfig,
-        batch_backward,
-        load_for_training,
-        make_optimizer,
-    )
+    from embedding.training.config import TrainConfig
+    from embedding.training.setup import load_for_training, make_optimizer
+    from embedding.training.steps import batch_backward
 
     rows = code_pairs(args.batch, args.tokens)
     encoder = load_for_training("minilm", args.precision)

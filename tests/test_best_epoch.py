@@ -22,8 +22,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from embedding.training.config import CheckpointMismatch, TrainConfig
+from embedding.training.epoch_hooks import eval_sample
 from embedding.training.epoch_selection import select
-from embedding.training.loop import CheckpointMismatch, TrainConfig, eval_sample, finetune
+from embedding.training.loop import finetune
 from tests.tiny_models import build_tiny_bert
 
 PAIRS = [

@@ -11,9 +11,12 @@ import pytest
 import torch
 
 from embedding.models.specs import spec_from_folder
-from embedding.training.loop import TrainConfig, batch_backward, finetune, load_for_training
+from embedding.training.config import TrainConfig
+from embedding.training.loop import finetune
 from embedding.training.losses import cached_mnrl_backward, multiple_negatives_ranking_loss
 from embedding.training.losses.cached_mnrl import length_sorted_chunks
+from embedding.training.setup import load_for_training
+from embedding.training.steps import batch_backward
 
 # Twelve rows of different lengths, so length-sorted mini-batches mix the columns.
 ROWS = [

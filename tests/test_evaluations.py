@@ -1,6 +1,6 @@
 """A/B evaluations end to end on the embedded default (SQLite, memory broker): ``embedctl
 compare`` on the real minilm (against itself, and against a randomly initialised copy),
-``embedctl report`` listing them, and the ``embedding.evaluation.compare`` task on the in-process worker,
+``embedctl report`` listing them, and the ``embedding.compare`` task on the in-process worker,
 sent by the client and by plain ``send_task``."""
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ from embedding.inference.device_profile import (
 from embedding.inference.encoder import Encoder
 from embedding.inference.precision import DeviceCaps, choose_precision
 from embedding.models.specs import spec_from_folder
-from embedding.training.loop import TrainConfig, finetune
+from embedding.training.config import TrainConfig
+from embedding.training.loop import finetune
 from tests.tiny_models import MINILM_DIR
 
 H200 = DeviceCaps(kind="cuda", bf16=True, bf16_speedup=math.inf)

@@ -9,8 +9,8 @@ from dataclasses import fields
 
 import pytest
 
+from embedding.training.config import TrainConfig
 from embedding.training.hyperparameters import HYPERPARAMETERS, problems
-from embedding.training.loop import TrainConfig
 from workers.cli.jobs import SUBMIT_HYPERPARAMETERS, add_submit_options
 from workers.cli.train import FINETUNE_HYPERPARAMETERS, add_finetune_options
 from workers.schemas import FinetuneRequest, PayloadError, parse

@@ -14,8 +14,11 @@ from embedding.evaluation.metrics import evaluate, evaluate_at_dims
 from embedding.inference.encoder import Encoder
 from embedding.models import specs
 from embedding.models.specs import spec_from_folder
-from embedding.training.loop import TrainConfig, batch_backward, finetune, load_for_training
+from embedding.training.config import TrainConfig
+from embedding.training.loop import finetune
 from embedding.training.losses import MatryoshkaLoss, multiple_negatives_ranking_loss, training_dims
+from embedding.training.setup import load_for_training
+from embedding.training.steps import batch_backward
 
 PAIRS = [
     ("read a file", "def read_file(path): return open(path).read()"),

@@ -298,7 +298,8 @@ def embedctl(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_cli_mines_triplets_that_train_with_triplet_and_mnrl(tmp_path):
-    from embedding.training.loop import TrainConfig, finetune
+    from embedding.training.config import TrainConfig
+    from embedding.training.loop import finetune
 
     pairs = tmp_path / "pairs.jsonl"
     write_examples(pairs, code_pairs())

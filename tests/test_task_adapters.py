@@ -109,7 +109,7 @@ def test_pickle_adapter_weights_are_refused(jina_with_adapters, tmp_path):
 
 
 def test_training_loads_the_bare_base(jina_with_adapters):
-    from embedding.training.loop import load_for_training
+    from embedding.training.setup import load_for_training
 
     spec = specs.replace(spec_from_folder(jina_with_adapters), default_task="text-matching")
     encoder = load_for_training(spec, precision="fp32")

@@ -13,7 +13,9 @@ import torch
 from embedding.data.examples import SEED_TRIPLETS, DataError
 from embedding.inference.encoder import Encoder
 from embedding.models.specs import spec_from_folder
-from embedding.training.loop import TrainConfig, TrainingDiverged, finetune, make_scheduler
+from embedding.training.config import TrainConfig, TrainingDiverged
+from embedding.training.loop import finetune
+from embedding.training.setup import make_scheduler
 from embedding.validation.benchmark import time_train_step
 from embedding.validation.convergence import run_convergence
 
@@ -238,10 +240,10 @@ def test_lora_trains_only_adapters_on_tiny_qwen2(tiny_qwen2_dir, tmp_path):
     def grab(stats):
         trained["done"] = stats.epoch
 
-    import embedding.training.loop as training
+    from embedding.training import loop
 
     captured = {}
-    original = training._export
+    original = loop.export_model
 
     def spy(encoder, out_dir, merged):  # see the trained model just before the merge
         captured["params"] = {
@@ -249,7 +251,7 @@ def test_lora_trains_only_adapters_on_tiny_qwen2(tiny_qwen2_dir, tmp_path):
         }
         return original(encoder, out_dir, merged)
 
-    training._export = spy
+    loop.export_model = spy
     try:
         result = finetune(
             str(tiny_qwen2_dir),
@@ -261,7 +263,7 @@ def test_lora_trains_only_adapters_on_tiny_qwen2(tiny_qwen2_dir, tmp_path):
             on_epoch_end=grab,
         )
     finally:
-        training._export = original
+        loop.export_model = original
     assert result.settings["lora"] and trained["done"] == 2
     params = captured["params"]
     trainable = [n for n, (_, grad) in params.items() if grad]
@@ -288,7 +290,7 @@ def test_train_step_timing_is_real():
 
 def test_resume_with_other_settings_or_data_is_refused(tmp_path):
     """A checkpoint directory belongs to one run: resuming it with other data would mix two."""
-    from embedding.training.loop import CheckpointMismatch
+    from embedding.training.config import CheckpointMismatch
 
     ckpt = tmp_path / "ckpt"
     finetune("minilm", TRIPLETS, _fp32(epochs=2), checkpoint_dir=ckpt, stop_after_epoch=1)
@@ -309,7 +311,7 @@ def test_a_fresh_run_clears_old_checkpoints(tmp_path):
 
 
 def test_epoch_batches_never_leave_a_lone_row():
-    from embedding.training.loop import epoch_batches
+    from embedding.training.steps import epoch_batches
 
     batches = epoch_batches(7, 3, seed=0, epoch=1)
     assert sorted(i for b in batches for i in b) == list(range(7))

@@ -109,7 +109,7 @@ def test_train_mode_draws_the_same_dropout_as_one_sdpa_forward(encoder):
 
 def test_the_training_copy_never_builds_an_inference_twin():
     """Evaluation between epochs runs the trained model itself: no second copy of weights."""
-    from embedding.training.loop import load_for_training
+    from embedding.training.setup import load_for_training
 
     trained = load_for_training("minilm", "bf16")  # asked for: the default may be fp32 here
     served = Encoder.load("minilm", device="cpu", precision=trained.precision)

@@ -244,7 +244,7 @@ class BenchmarkRequest(_Strict):
 
 
 class CompareRequest(_Strict):
-    """An A/B comparison (``embedding.evaluation.compare``): two model names, (query, document) pairs
+    """An A/B comparison (``embedding.compare``): two model names, (query, document) pairs
     inline or a dataset path under the roots, and the bootstrap's resamples and seed.
 
     ``evaluation_id`` names an evaluation already recorded (``queued``) by the API or the

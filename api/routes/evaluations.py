@@ -2,7 +2,7 @@
 
 ``POST`` checks both model names and the data file (an upload of purpose ``fine-tune``
 holding pairs), then ``workers.client.start_evaluation`` records the evaluation (``queued``)
-and sends ``embedding.evaluation.compare`` to the gpu queue; the answer is the evaluation as recorded.
+and sends ``embedding.compare`` to the gpu queue; the answer is the evaluation as recorded.
 The worker resolves the names, reads the file, compares and records the outcome: poll
 ``GET /v1/evaluations/{id}``. This process never loads a model.
 """

@@ -28,17 +28,24 @@ When a job ends, :func:`prune_after_job` removes every checkpoint but the last
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from embedding.data.examples import Example
+from embedding.inference.encoder import Encoder
 from embedding.models.file_modes import apply_umask
+from embedding.models.specs import ModelSpec
+from embedding.training.config import CheckpointMismatch, TrainConfig
 
 LATEST = "LATEST"
 RUN_FILE = "run.json"
@@ -200,3 +207,54 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+# The run's identity: a resume must be the same run (settings, model, data).
+def model_name(model: str | Path | ModelSpec | Encoder) -> str:
+    if isinstance(model, Encoder):
+        return model.spec.name
+    return model.name if isinstance(model, ModelSpec) else str(model)
+
+
+def rows_sha256(rows: Sequence[Example] | None) -> str | None:
+    if rows is None:
+        return None
+    return hashlib.sha256(json.dumps(list(rows), ensure_ascii=False).encode()).hexdigest()
+
+
+def run_fingerprint(
+    model_name: str,
+    config: TrainConfig,
+    rows: Sequence[Example],
+    validation: Sequence[Example] | None,
+) -> dict[str, Any]:
+    return {
+        "model": model_name,
+        "config": asdict(config),
+        "rows": len(rows),
+        "data_sha256": rows_sha256(rows),
+        # The best epoch so far was chosen on these rows: another set would mix two scales.
+        "eval_sha256": rows_sha256(validation),
+    }
+
+
+def check_same_run(checkpoint_dir: Path, fingerprint: dict[str, Any]) -> None:
+    saved = (read_run(checkpoint_dir) or {}).get("fingerprint")
+    if saved is None:  # checkpoints written before fingerprints existed
+        return
+    differ = [k for k in ("model", "rows", "data_sha256") if saved.get(k) != fingerprint[k]]
+    if "eval_sha256" in saved and saved["eval_sha256"] != fingerprint["eval_sha256"]:
+        differ.append("eval_sha256")  # (absent: written before the validation set counted)
+    # A setting added since the checkpoint was written counts as its default there.
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    saved_config = saved.get("config", {})
+    differ += [
+        f"config.{k}"
+        for k, v in fingerprint["config"].items()
+        if saved_config.get(k, defaults.get(k)) != v
+    ]
+    if differ:
+        raise CheckpointMismatch(
+            f"{checkpoint_dir} holds checkpoints of another run (differs in {', '.join(differ)}); "
+            "resume with the same model, data and settings, or start fresh without resume"
+        )

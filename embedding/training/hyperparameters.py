@@ -1,6 +1,6 @@
 """Every fine-tune hyper-parameter a user may set, defined once: type, default, bounds, help.
 
-Users set them in four places: the core's :class:`~embedding.training.loop.TrainConfig`, the JSON
+Users set them in four places: the core's :class:`~embedding.training.config.TrainConfig`, the JSON
 payload (``workers.schemas.FinetuneRequest``), the command line (``embedctl finetune``,
 ``embedctl jobs submit``) and the HTTP API's ``hyperparameters``. Each of them takes its
 defaults and bounds from the table here, so a default changed here changes everywhere

@@ -34,13 +34,15 @@ def time_train_step(
 
     The whole computation is timed: tokenizing, one forward over all 15 texts, loss, backward
     through every trainable parameter; clipping and the optimizer step are timed beside it.
-    On a fresh copy of the model (:func:`~embedding.training.loop.load_for_training`), in train
+    On a fresh copy of the model (:func:`~embedding.training.setup.load_for_training`), in train
     mode, two warm-up steps.
     """
     import torch
 
     from embedding.data.examples import validate_examples
-    from embedding.training.loop import TrainConfig, batch_loss, load_for_training, make_optimizer
+    from embedding.training.config import TrainConfig
+    from embedding.training.setup import load_for_training, make_optimizer
+    from embedding.training.steps import batch_loss
 
     encoder = load_for_training(model)
     encoder.model.train()

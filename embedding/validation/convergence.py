@@ -48,7 +48,8 @@ def run_convergence(
 ) -> ConvergenceRun:
     """The seed guide's check 3 on a fresh copy of ``model``: per-epoch losses and time."""
     from embedding.data.examples import SEED_TRIPLETS
-    from embedding.training.loop import TrainConfig, finetune
+    from embedding.training.config import TrainConfig
+    from embedding.training.loop import finetune
 
     config = TrainConfig(loss="triplet", epochs=epochs, lr=lr, seed=seed, **CONVERGENCE_CONFIG)
     result = finetune(model, SEED_TRIPLETS, config)

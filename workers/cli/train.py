@@ -52,7 +52,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from embedding.data.examples import load_examples
-    from embedding.training.loop import TrainConfig, finetune
+    from embedding.training.config import TrainConfig
+    from embedding.training.loop import finetune
 
     rows = load_examples(args.data)  # validated before any model is loaded
     eval_rows = load_examples(args.eval_data) if args.eval_data else None

@@ -14,7 +14,7 @@ Any error on the way ends the row ``failed`` with its reason, so no evaluation i
 ``running`` by a failure. :func:`read` gives the row as JSON types: the shape the CLI
 prints, the task returns and the API answers from.
 
-The CLI runs all of this in its own process; the ``embedding.evaluation.compare`` task runs it on a
+The CLI runs all of this in its own process; the ``embedding.compare`` task runs it on a
 worker (:func:`run_request`), after the API or the client recorded the row
 (:func:`workers.client.start_evaluation`).
 """
@@ -177,7 +177,7 @@ def check_request(request: CompareRequest) -> None:
 
 
 def run_request(request: CompareRequest, load: Callable[[str], Any]) -> dict[str, Any]:
-    """What the ``embedding.evaluation.compare`` task does: run the evaluation the request names (or
+    """What the ``embedding.compare`` task does: run the evaluation the request names (or
     record one, trigger ``task``), on the worker's side of the world (names and dataset
     under the roots). A failure of the run is in the returned row (``failed``, with its
     reason); a request refused before any row exists raises."""

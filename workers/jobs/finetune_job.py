@@ -180,7 +180,8 @@ def _raise_in_thread(thread_id: int, exc: type[BaseException]) -> None:
 
 def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, Any]:
     from embedding.data.examples import load_examples
-    from embedding.training import loop as training
+    from embedding.training.config import TrainConfig
+    from embedding.training.loop import finetune
 
     out = job_dir(job_id)
     roots = get_settings().model_roots
@@ -253,8 +254,8 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
         with_db_retry(write, f"job {job_id} checkpoint event")
 
     settings = get_settings()
-    config = training.TrainConfig(**request.hyperparameters())
-    result = training.finetune(
+    config = TrainConfig(**request.hyperparameters())
+    result = finetune(
         checked_model_name(request.model),
         examples,
         config,

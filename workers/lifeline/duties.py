@@ -109,7 +109,7 @@ def rescue_evaluations(now: datetime) -> dict[str, int]:
 
     Re-run when a worker can read its data again (a ``dataset`` path; not inline pairs, which
     are not kept, nor a CLI run, whose process resolved the names) and it has run fewer than
-    ``job_max_attempts`` times: back to ``queued`` and ``embedding.evaluation.compare`` sent again (the
+    ``job_max_attempts`` times: back to ``queued`` and ``embedding.compare`` sent again (the
     claim makes a duplicate a no-op). Otherwise ``failed`` with the reason. Either way the
     row's ``rescues`` records what was done and why."""
     settings = get_settings()
