@@ -33,8 +33,13 @@ batch and lr, the best epoch kept by the validation MRR@10) with the held-out pa
 validation file, and MRR@10 and recall@1 are printed before and after, overall and per
 language: every held-out query ranks against every held-out code of all languages
 (``embedding.evaluation.metrics.retrieval_scores``), and a language's figure is the mean over its
-queries. With more than one epoch the best epoch is chosen on the same held-out pairs the
-figures are measured on, which favours the "after" slightly; with one it is moot.
+queries.
+
+The best epoch is chosen on a validation split carved from the *training* files
+(``--validation-share`` of them, by a stable hash of each file's path with its own salt, so
+no validation file is trained on), never on the held-out pairs the figures are measured on:
+the held-out files are seen twice only, before and after. ``--validation-share 0`` uses the
+held-out pairs for the choice instead (the first runs' way; it favours "after" slightly).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -176,6 +182,31 @@ def cap(pairs: list[CodePair], limit: int | None, seed: int) -> list[CodePair]:
     return [pairs[i] for i in sorted(kept)]
 
 
+def carve_validation(pairs: list[CodePair], share: float) -> tuple[list[CodePair], list[CodePair]]:
+    """(train, validation): whole files moved to validation by a salted hash of their path,
+    independent of the held-out split's hash (which uses the bare path)."""
+    if share <= 0:
+        return pairs, []
+    train, validation = [], []
+    for pair in pairs:
+        key = f"validation:{pair.source}:{pair.path}".encode()
+        bucket = int(hashlib.sha256(key).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (validation if bucket < share else train).append(pair)
+    return train, validation
+
+
+def file_counts(*sides: list[CodePair]) -> dict[str, int]:
+    """Files per side (train, validation, held-out), and how many sit on more than one."""
+    sets = [{(p.source, p.path) for p in side} for side in sides]
+    shared = sum(len(a & b) for i, a in enumerate(sets) for b in sets[i + 1 :])
+    return {
+        "train": len(sets[0]),
+        "validation": len(sets[1]),
+        "held_out": len(sets[2]),
+        "on_two_sides": shared,
+    }
+
+
 def per_language(encoder, pairs: list[CodePair]) -> dict[str, dict[str, float]]:
     """MRR@10 and recall@1 overall and per language; every query against the whole pool."""
     from embedding.evaluation.metrics import retrieval_scores
@@ -221,6 +252,15 @@ def main() -> None:
     parser.add_argument("--loss", choices=("mnrl", "cached_mnrl"), default="mnrl")
     parser.add_argument("--mini-batch-size", type=int, default=hp.MINI_BATCH_SIZE.default)
     parser.add_argument("--eval-share", type=float, default=0.1, help="share of files held out")
+    parser.add_argument(
+        "--validation-share",
+        type=float,
+        default=0.05,
+        help="share of training files carved out to choose the best epoch (0: the held-out)",
+    )
+    parser.add_argument("--max-val-per-language", type=int, default=100, help="validation cap")
+    parser.add_argument("--max-tokens", type=int, default=None, help="training token cap")
+    parser.add_argument("--warmup-ratio", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=hp.SEED.default)
     parser.add_argument(
         "--source",
@@ -250,8 +290,10 @@ def main() -> None:
             print(note)
         built = build_code_pairs(sources, eval_share=args.eval_share)
         build_s = time.perf_counter() - started
-    train = cap(built.train, args.max_pairs_per_language, args.seed)
+    train_files, validation_files = carve_validation(built.train, args.validation_share)
+    train = cap(train_files, args.max_pairs_per_language, args.seed)
     held_out = cap(built.eval, args.max_eval_per_language, args.seed)
+    validation = cap(validation_files, args.max_val_per_language, args.seed) or held_out
     found = sorted(set(counts(built.train + built.eval, "language")))
     missing = [lang for lang in LANGUAGES if lang not in found]
     print(
@@ -261,7 +303,12 @@ def main() -> None:
     print(
         f"corpus built in {build_s:.0f} s: {len(built.train)} train / {len(built.eval)} held-out "
         f"pairs; used {len(train)} / {len(held_out)} (caps {args.max_pairs_per_language} / "
-        f"{args.max_eval_per_language} per language)"
+        f"{args.max_eval_per_language} per language); best epoch chosen on "
+        + (
+            f"{len(validation)} validation pairs from training files"
+            if validation is not held_out
+            else "the held-out pairs"
+        )
     )
     train_by_language = counts(train, "language")
     eval_by_language = counts(held_out, "language")
@@ -287,10 +334,13 @@ def main() -> None:
         lr=args.lr,
         seed=args.seed,
         mini_batch_size=args.mini_batch_size,
+        max_tokens=args.max_tokens,
+        warmup_ratio=args.warmup_ratio,
     )
     print(
         f"\n{MODEL}: {args.loss}, {args.epochs} epoch(s), batch {args.batch_size}, lr {args.lr:g}, "
-        f"best epoch on the held-out pairs: {config.select_best_epoch}",
+        f"max_tokens {args.max_tokens}, warmup {args.warmup_ratio:g}, best epoch kept: "
+        f"{config.select_best_epoch}",
         flush=True,
     )
     before = per_language(Encoder.load(MODEL), held_out)
@@ -300,9 +350,10 @@ def main() -> None:
             [p.example for p in train],
             config,
             out_dir=out_dir,
-            eval_examples=[p.example for p in held_out],
+            eval_examples=[p.example for p in validation],
             on_epoch_end=lambda e: print(
-                f"epoch {e.epoch}: loss {e.loss:.4f}, mrr@10 {e.eval.get('mrr@10', 0):.4f}, "
+                f"epoch {e.epoch}: loss {e.loss:.4f}, validation mrr@10 "
+                f"{e.eval.get('mrr@10', 0):.4f}, {e.duration_s:.0f} s, "
                 f"{e.samples_per_s:.1f} pairs/s",
                 flush=True,
             ),
@@ -345,6 +396,10 @@ def main() -> None:
                     "pairs_built": {"train": len(built.train), "eval": len(built.eval)},
                     "train_by_language": train_by_language,
                     "eval_by_language": eval_by_language,
+                    "validation_pairs": len(validation) if validation is not held_out else 0,
+                    "files": file_counts(
+                        train, validation if validation is not held_out else [], held_out
+                    ),
                     "by_source": by_source,
                     "build_report": built.report,
                     "before": before,

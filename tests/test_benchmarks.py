@@ -221,6 +221,8 @@ def test_codesearch_benchmark_trains_on_fixture_folders_and_prints_per_language(
         "8",
         "--eval-share",
         "0.3",
+        "--validation-share",
+        "0.2",
         "--json",
         str(out_json),
     )
@@ -229,6 +231,10 @@ def test_codesearch_benchmark_trains_on_fixture_folders_and_prints_per_language(
     assert "languages found: go, javascript, python, rust; none of: typescript, java" in out
     assert all(0 < n <= 24 for n in figures["train_by_language"].values()), figures
     assert all(0 < n <= 8 for n in figures["eval_by_language"].values()), figures
+    # the best epoch is chosen on files carved from the training side: no file on two sides
+    assert figures["validation_pairs"] > 0 and figures["files"]["validation"] > 0, figures
+    assert figures["files"]["on_two_sides"] == 0, figures["files"]
+    assert "validation pairs from training files" in out
     for table in (figures["before"], figures["after"]):
         assert set(table) == {"overall", "go", "javascript", "python", "rust"}
         assert all(0 <= row["mrr@10"] <= 1 and 0 <= row["recall@1"] <= 1 for row in table.values())
