@@ -88,7 +88,7 @@ def test_builtin_specs_never_trust_remote_code():
 
     assert not any(spec.trust_remote_code for spec in BUILTIN_SPECS.values())
     assert (
-        Path(ROOT / "embedding" / "encoder.py")
+        Path(ROOT / "embedding" / "inference" / "encoder.py")
         .read_text()
         .count("trust_remote_code=spec.trust_remote_code")
         == 2
