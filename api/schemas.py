@@ -136,7 +136,8 @@ class FineTuningJobRequest(_Request):
     training_file: str = Field(min_length=1, max_length=64)
     validation_file: str | None = Field(default=None, max_length=64)
     hyperparameters: Hyperparameters | None = None
-    loss: Literal[hp.LOSS.choices] = hp.LOSS.default  # type: ignore[valid-type]
+    # None: the recipe for the training file's rows (pairs: mnrl; triplets: triplet).
+    loss: Literal[hp.LOSS.choices] | None = None  # type: ignore[valid-type]
     suffix: str | None = Field(default=None, pattern=f"^{SUFFIX_PATTERN}$")
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
 

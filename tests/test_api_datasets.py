@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from embedding.training.hyperparameters import PAIRS_RECIPE
 from tests.support import free_port
 
 pytestmark = pytest.mark.slow
@@ -163,13 +164,16 @@ def test_a_folder_becomes_files_a_fine_tuning_job_trains_on(api, client):
     content = client.files.content(train["id"]).text.splitlines()
     assert len(content) == train["rows"] and '"anchor"' in content[0]
 
+    # No loss and no learning rate given: the pairs get the default recipe (issue 26).
     job = client.fine_tuning.jobs.create(
         model="minilm",
         training_file=train["id"],
         validation_file=validation["id"],
         hyperparameters={"n_epochs": 1, "batch_size": 8},
-        extra_body={"loss": "mnrl"},
     )
+    assert job.loss == PAIRS_RECIPE["loss"], job
+    assert job.hyperparameters.learning_rate == pytest.approx(PAIRS_RECIPE["lr"])
+    assert (job.hyperparameters.n_epochs, job.hyperparameters.batch_size) == (1, 8)
     deadline = time.monotonic() + 300
     while job.status in ("queued", "running") and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -245,3 +245,31 @@ def test_the_seeds_test_3_by_hand_gives_a_decreasing_loss(tmp_path):
         assert "data exhausted" in result["stop_reason"], result
         assert result["stop_reason"] in out.stdout.decode()
     assert Path(result["model"], "model.safetensors").is_file()
+
+
+def test_a_plain_finetune_on_pairs_trains_with_the_pairs_recipe(tmp_path):
+    """`embedctl finetune --data pairs.jsonl` with no loss or learning rate: the pairs get the
+    default recipe (issue 26), and the run says so; the epochs given are kept."""
+    from embedding.data.examples import write_examples
+    from embedding.training.hyperparameters import PAIRS_RECIPE
+
+    data = tmp_path / "pairs.jsonl"
+    write_examples(
+        data,
+        [
+            ("sum the numbers of a list", "def total(xs):\n    return sum(xs)"),
+            ("open a file for reading", "def read(path):\n    return open(path).read()"),
+            ("reverse a string", "def backwards(s):\n    return s[::-1]"),
+            ("join words with spaces", "def sentence(words):\n    return ' '.join(words)"),
+        ],
+    )
+    figures = tmp_path / "run.json"
+    out = run(
+        "finetune", "--model", "minilm", "--data", str(data), "--epochs", "1",
+        "--out", str(tmp_path / "out"), "--json", str(figures),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    settings = json.loads(figures.read_text())["settings"]
+    assert settings["loss"] == PAIRS_RECIPE["loss"] and settings["lr"] == PAIRS_RECIPE["lr"]
+    assert settings["batch_size"] == PAIRS_RECIPE["batch_size"] and settings["epochs"] == 1
+    assert f"4 pairs: loss {PAIRS_RECIPE['loss']}, 1 epoch(s)" in out.stderr.decode()

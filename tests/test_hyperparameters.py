@@ -10,7 +10,14 @@ from dataclasses import fields
 import pytest
 
 from embedding.training.config import TrainConfig
-from embedding.training.hyperparameters import HYPERPARAMETERS, problems
+from embedding.training.hyperparameters import (
+    HYPERPARAMETERS,
+    PAIRS_RECIPE,
+    RECIPE_NAMES,
+    problems,
+    recipe_for,
+    with_recipe,
+)
 from workers.cli.jobs import SUBMIT_HYPERPARAMETERS, add_submit_options
 from workers.cli.train import FINETUNE_HYPERPARAMETERS, add_finetune_options
 from workers.schemas import FinetuneRequest, PayloadError, parse
@@ -35,7 +42,8 @@ def test_payload_fields_take_default_bounds_and_help_from_the_table():
     assert set(SUBMIT_HYPERPARAMETERS) == set(payload_fields) & set(HYPERPARAMETERS)
     for name in SUBMIT_HYPERPARAMETERS:
         h, info = HYPERPARAMETERS[name], payload_fields[name]
-        assert info.default == h.default, name
+        # the recipe's settings are None until the rows' width picks the recipe
+        assert info.default == (None if name in RECIPE_NAMES else h.default), name
         assert info.description == h.help, name
         bounds = {type(m).__name__: m for m in info.metadata}
         if h.ge is not None:
@@ -59,13 +67,19 @@ def test_cli_options_are_generated_from_the_table(add, names):
     for name in names:
         h = HYPERPARAMETERS[name]
         assert actions[name].option_strings[0] == h.flag  # a bool also has --no-<flag>
-        assert actions[name].default == h.default
+        assert actions[name].default == (None if name in RECIPE_NAMES else h.default)
         assert h.help in actions[name].help
+        if name in RECIPE_NAMES:  # the help says both defaults
+            assert "pairs:" in actions[name].help and "triplets:" in actions[name].help
     required = ["--model", "m", "--data", "d"]
     if add is add_finetune_options:
         required += ["--out", "o"]
     args = parser.parse_args(required)
-    assert {n: getattr(args, n) for n in names} == {n: HYPERPARAMETERS[n].default for n in names}
+    unset = {n: getattr(args, n) for n in names}
+    assert with_recipe(unset, 3) == {n: HYPERPARAMETERS[n].default for n in names}
+    assert with_recipe(unset, 2) == {
+        n: PAIRS_RECIPE[n] if n in RECIPE_NAMES else HYPERPARAMETERS[n].default for n in names
+    }
 
 
 @pytest.mark.parametrize(
@@ -171,3 +185,54 @@ def test_matryoshka_on_a_model_without_dims_is_refused_at_submission():
     check_request(
         parse(FinetuneRequest, {"model": "jina_v3", "triplets": OK_ROWS, "matryoshka": True})
     )
+
+
+PAIR_ROWS = [{"anchor": "q", "positive": "d"}]
+
+
+def test_the_recipe_follows_the_rows_and_keeps_what_was_set():
+    """Triplets keep the table's defaults; pairs (and n-tuples) get the code-search recipe;
+    what a caller set is never overridden."""
+    assert recipe_for(3) == {n: HYPERPARAMETERS[n].default for n in RECIPE_NAMES}
+    assert recipe_for(2) == PAIRS_RECIPE == recipe_for(5)
+    assert PAIRS_RECIPE["loss"] in ("mnrl", "cached_mnrl")  # pairs cannot train with triplet
+    assert not problems(PAIRS_RECIPE, capped=True)  # a submitted job may use it
+    assert with_recipe({"lr": 1e-3, "loss": None}, 2)["lr"] == 1e-3
+    assert with_recipe({"lr": 1e-3, "loss": None}, 2)["loss"] == PAIRS_RECIPE["loss"]
+
+
+def test_a_payload_of_pairs_without_settings_trains_with_the_pairs_recipe():
+    request = parse(FinetuneRequest, {"model": "minilm", "pairs": PAIR_ROWS})
+    config = TrainConfig(**request.hyperparameters())
+    assert {n: getattr(config, n) for n in RECIPE_NAMES} == PAIRS_RECIPE
+    triplets = parse(FinetuneRequest, {"model": "minilm", "triplets": OK_ROWS})
+    config = TrainConfig(**triplets.hyperparameters())
+    assert config.loss == "triplet" and config.lr == HYPERPARAMETERS["lr"].default
+    given = parse(FinetuneRequest, {"model": "minilm", "pairs": PAIR_ROWS, "epochs": 7})
+    assert TrainConfig(**given.hyperparameters()).epochs == 7
+
+
+def test_the_submit_records_the_recipe_for_a_dataset_of_pairs(tmp_path, monkeypatch):
+    """A dataset's width is read from its first row at submission: the recorded request
+    says what the job will train with; an unreadable file leaves it to the worker."""
+    from workers.jobs.submit_checks import check_request
+
+    monkeypatch.setenv("EMBEDDING_MODEL_ROOTS", f'["{tmp_path}"]')
+    from core.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        data = tmp_path / "pairs.jsonl"
+        data.write_text('{"query": "sum a list", "document": "def total(xs): ..."}\n')
+        request = parse(FinetuneRequest, {"model": "minilm", "dataset": str(data)})
+        width = check_request(request)
+        assert width == 2
+        filled = request.with_recipe(width)
+        assert {n: getattr(filled, n) for n in RECIPE_NAMES} == PAIRS_RECIPE
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text("not json\n")
+        unread = parse(FinetuneRequest, {"model": "minilm", "dataset": str(bad)})
+        assert check_request(unread) is None
+        assert unread.with_recipe(None).epochs is None  # the worker fills it from the rows
+    finally:
+        get_settings.cache_clear()

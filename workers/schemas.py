@@ -109,7 +109,9 @@ def hyperparameter_field(h: Hyperparameter) -> Any:
     """A payload field with the default, bounds and help of the shared table; the cap applies
     (a payload comes from another service), and NaN or infinity is refused as not finite."""
     return Field(
-        default=h.default,
+        # The recipe's settings default to None: filled by the recipe for the job's rows
+        # (embedding.training.hyperparameters.with_recipe) once their width is known.
+        default=None if h.name in hp.RECIPE_NAMES else h.default,
         description=h.help,
         ge=h.ge,
         gt=h.gt,
@@ -130,16 +132,21 @@ class FinetuneRequest(_Strict):
     The validation set is evaluated before, after every epoch and after; it chooses the
     epoch whose weights become the version (``select_best_epoch``) and can stop training
     early (``early_stopping_patience``). Without one, a bounded sample of the training rows
-    is evaluated before and after (:func:`embedding.training.loop.finetune`)."""
+    is evaluated before and after (:func:`embedding.training.loop.finetune`).
+
+    Loss, epochs, lr and batch size left unset (None) come from the recipe for the rows
+    (:func:`embedding.training.hyperparameters.recipe_for`): the submit fills them once it
+    knows the rows' width (:meth:`with_recipe`), so the recorded job says what it trains
+    with."""
 
     model: str = Field(min_length=1, max_length=500)
     triplets: list[Triplet] | None = None
     pairs: list[Pair] | None = None
     dataset: str | None = Field(default=None, max_length=4096)
-    loss: Literal[hp.LOSS.choices] = hyperparameter_field(hp.LOSS)  # type: ignore[valid-type]
-    epochs: int = hyperparameter_field(hp.EPOCHS)
-    lr: float = hyperparameter_field(hp.LR)
-    batch_size: int = hyperparameter_field(hp.BATCH_SIZE)
+    loss: Literal[hp.LOSS.choices] | None = hyperparameter_field(hp.LOSS)  # type: ignore[valid-type]
+    epochs: int | None = hyperparameter_field(hp.EPOCHS)
+    lr: float | None = hyperparameter_field(hp.LR)
+    batch_size: int | None = hyperparameter_field(hp.BATCH_SIZE)
     margin: float = hyperparameter_field(hp.MARGIN)
     seed: int = hyperparameter_field(hp.SEED)
     mini_batch_size: int = hyperparameter_field(hp.MINI_BATCH_SIZE)
@@ -205,13 +212,30 @@ class FinetuneRequest(_Strict):
             return [(p.anchor, p.positive) for p in self.validation_pairs]
         return None
 
-    def hyperparameters(self) -> dict[str, Any]:
-        """The shared hyper-parameters this request sets, as ``TrainConfig`` takes them."""
-        return {
+    def inline_row_width(self) -> int | None:
+        """2 for inline pairs, 3 for inline triplets, None for a dataset (read on submit)."""
+        if self.triplets is not None:
+            return 3
+        return 2 if self.pairs is not None else None
+
+    def with_recipe(self, row_width: int | None) -> FinetuneRequest:
+        """This request with its unset recipe settings filled for rows of ``row_width``
+        (unchanged when the width is not known: the worker fills them from the rows)."""
+        if row_width is None:
+            return self
+        values = {name: getattr(self, name) for name in hp.RECIPE_NAMES}
+        return self.model_copy(update=hp.with_recipe(values, row_width))
+
+    def hyperparameters(self, row_width: int | None = None) -> dict[str, Any]:
+        """The shared hyper-parameters this request sets, as ``TrainConfig`` takes them: the
+        recipe's for rows of ``row_width`` (default: the inline rows') where it sets none."""
+        values = {
             name: getattr(self, name)
             for name in hp.HYPERPARAMETERS
             if name in type(self).model_fields
         }
+        width = row_width if row_width is not None else self.inline_row_width()
+        return hp.with_recipe(values, width) if width is not None else values
 
 
 class EmbedRequest(_Strict):

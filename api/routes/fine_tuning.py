@@ -107,21 +107,22 @@ def _load(job_id: str) -> tuple[Any, Any]:
 
 # ------------------------------------------------------------------ create
 def _payload(body: FineTuningJobRequest, dataset: str, validation: str | None) -> dict[str, Any]:
+    """The job's payload. What the body leaves "auto" (loss, epochs, batch size, learning
+    rate) is left out: the submit fills it with the recipe for the training file's rows
+    (``embedding.training.hyperparameters.recipe_for``: pairs get the code-search recipe).
+    A ``learning_rate_multiplier`` multiplies the table's lr (``DEFAULT_LR``)."""
     hp = body.hyperparameters or Hyperparameters()
+    payload: dict[str, Any] = {"model": body.model, "dataset": dataset}
+    if body.loss is not None:
+        payload["loss"] = body.loss
+    if hp.n_epochs != "auto":
+        payload["epochs"] = hp.n_epochs
+    if hp.batch_size != "auto":
+        payload["batch_size"] = hp.batch_size
     if hp.learning_rate != "auto":
-        lr = hp.learning_rate
+        payload["lr"] = hp.learning_rate
     elif hp.learning_rate_multiplier != "auto":
-        lr = DEFAULT_LR * hp.learning_rate_multiplier
-    else:
-        lr = DEFAULT_LR
-    payload: dict[str, Any] = {
-        "model": body.model,
-        "dataset": dataset,
-        "loss": body.loss,
-        "epochs": DEFAULT_EPOCHS if hp.n_epochs == "auto" else hp.n_epochs,
-        "batch_size": DEFAULT_BATCH_SIZE if hp.batch_size == "auto" else hp.batch_size,
-        "lr": lr,
-    }
+        payload["lr"] = DEFAULT_LR * hp.learning_rate_multiplier
     if body.seed is not None:
         payload["seed"] = body.seed
     if validation is not None:  # picks the best epoch, drives early stopping

@@ -171,6 +171,45 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
 }
 
 
+# The default recipe, by the kind of rows. What a run trains with for the loss, epochs, lr
+# and batch size its caller leaves unset (None): a plain `embedctl finetune --data`, a job
+# submitted by payload or through the HTTP API. Triplets keep the table's defaults above.
+# Pairs (and n-tuples: a pair with hard negatives) get the recipe that lifted code search
+# most on held-out files of a broad corpus (benchmarks/codesearch.py, issue 26; figures in
+# benchmarks/RESULTS.md), with the best epoch kept on the validation set when one is given.
+RECIPE_NAMES = ("loss", "epochs", "lr", "batch_size")
+PAIRS_RECIPE: dict[str, Any] = {"loss": "mnrl", "epochs": 3, "lr": 2e-5, "batch_size": 16}
+
+
+def recipe_for(row_width: int) -> dict[str, Any]:
+    """The default loss, epochs, lr and batch size for rows of this width (2: pairs, 3:
+    triplets, more: a pair with hard negatives)."""
+    if row_width == 3:
+        return {name: HYPERPARAMETERS[name].default for name in RECIPE_NAMES}
+    return dict(PAIRS_RECIPE)
+
+
+def with_recipe(values: dict[str, Any], row_width: int) -> dict[str, Any]:
+    """``values`` with each recipe setting that is missing or None taken from the recipe for
+    the rows; what the caller set is kept."""
+    recipe = recipe_for(row_width)
+    filled = dict(values)
+    for name in RECIPE_NAMES:
+        if filled.get(name) is None:
+            filled[name] = recipe[name]
+    return filled
+
+
+def describe_recipe_default(name: str) -> str:
+    """``pairs: 3; triplets: 3`` for help texts."""
+    pairs, triplets = PAIRS_RECIPE[name], HYPERPARAMETERS[name].default
+    return (
+        f"pairs: {pairs:g}; triplets: {triplets:g}"
+        if not isinstance(pairs, str)
+        else (f"pairs: {pairs}; triplets: {triplets}")
+    )
+
+
 def problems(values: dict[str, Any], capped: bool = False) -> list[str]:
     """Every problem among ``values`` (names from the table), in table order."""
     found = (HYPERPARAMETERS[n].problem(values[n], capped) for n in HYPERPARAMETERS if n in values)

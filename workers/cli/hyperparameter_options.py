@@ -11,13 +11,24 @@ import argparse
 from collections.abc import Iterable
 from typing import Any
 
-from embedding.training.hyperparameters import HYPERPARAMETERS
+from embedding.training.hyperparameters import (
+    HYPERPARAMETERS,
+    RECIPE_NAMES,
+    describe_recipe_default,
+)
 
 
 def add_hyperparameter_options(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """One option per name. The recipe's settings (loss, epochs, lr, batch size) default to
+    None: the recipe for the rows fills them once the data is read."""
     for name in names:
         h = HYPERPARAMETERS[name]
         options: dict[str, Any] = {"default": h.default, "help": f"{h.help} (default: {h.default})"}
+        if name in RECIPE_NAMES:
+            options = {
+                "default": None,
+                "help": f"{h.help} (default, by the rows: {describe_recipe_default(name)})",
+            }
         if h.choices:
             options["choices"] = h.choices
         elif h.type is bool:  # --matryoshka / --no-matryoshka

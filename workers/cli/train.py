@@ -7,7 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from embedding.training.hyperparameters import DEFAULT_EVAL_SAMPLE_ROWS, HYPERPARAMETERS
+from embedding.training.hyperparameters import (
+    DEFAULT_EVAL_SAMPLE_ROWS,
+    HYPERPARAMETERS,
+    with_recipe,
+)
 from workers.cli.hyperparameter_options import add_hyperparameter_options, hyperparameters_from
 
 # A local run may set every shared hyper-parameter.
@@ -51,16 +55,24 @@ def add_finetune_options(p: argparse.ArgumentParser) -> None:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from embedding.data.examples import load_examples
+    from embedding.data.examples import load_examples, row_kind
     from embedding.training.config import TrainConfig
     from embedding.training.loop import finetune
 
     rows = load_examples(args.data)  # validated before any model is loaded
     eval_rows = load_examples(args.eval_data) if args.eval_data else None
-    config = TrainConfig(**hyperparameters_from(args, FINETUNE_HYPERPARAMETERS))
+    # What was not given comes from the recipe for these rows (pairs: the code-search recipe).
+    config = TrainConfig(
+        **with_recipe(hyperparameters_from(args, FINETUNE_HYPERPARAMETERS), len(rows[0]))
+    )
     config.check()
+    print(
+        f"{len(rows)} {row_kind(len(rows[0]))}s: loss {config.loss}, {config.epochs} epoch(s), "
+        f"lr {config.lr:g}, batch {config.batch_size}",
+        file=sys.stderr,
+    )
     out = Path(args.out)
-    bar = tqdm(total=len(rows) * args.epochs, unit="ex", desc="fine-tune", file=sys.stderr)
+    bar = tqdm(total=len(rows) * config.epochs, unit="ex", desc="fine-tune", file=sys.stderr)
 
     def on_step(n: int, loss: float) -> None:
         bar.update(n)

@@ -42,10 +42,13 @@ def submit_request(request: FinetuneRequest, request_sha256: str | None = None) 
     request (:class:`~workers.jobs.idempotency.IdempotencyConflict`; ``request_sha256`` is the
     caller's digest of what it was asked, by default the payload's).
     """
-    check_request(request)
-    params = request.model_dump(exclude={"model", "idempotency_key"}, exclude_none=True)
+    row_width = check_request(request)
     digest = request_sha256 or request_digest(
         request.model_dump(mode="json", exclude={"idempotency_key"}, exclude_none=True)
+    )
+    # The digest is of what was asked; the job records what it will train with.
+    params = request.with_recipe(row_width).model_dump(
+        exclude={"model", "idempotency_key"}, exclude_none=True
     )
     with session_scope() as session:
         job = repo.jobs.create_job(

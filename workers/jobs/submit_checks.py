@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.config import get_settings
+from embedding.data.examples import DataError, jsonl_objects, row_from_json
 from embedding.models.hub import ensure_under_roots
 from embedding.models.specs import get_spec
 from workers.schemas import FinetuneRequest, PayloadError
@@ -22,10 +23,14 @@ class DatasetNotFound(FileNotFoundError):
     """The dataset named in a request is not a file (under the allowed roots)."""
 
 
-def check_request(request: FinetuneRequest) -> None:
+def check_request(request: FinetuneRequest) -> int | None:
     """Raise ``UnknownModel``, ``PathNotAllowed`` or :class:`DatasetNotFound` for a request
     that names what the workers may not or cannot use, and :class:`PayloadError` for
-    ``matryoshka`` on a model without Matryoshka dims."""
+    ``matryoshka`` on a model without Matryoshka dims.
+
+    Returns the training rows' width (2: pairs, 3: triplets), which picks the recipe for
+    the settings the request leaves unset; None when a dataset's first row cannot be read
+    (the job then fails on the worker with the file's error, as before)."""
     model = checked_model_name(request.model)
     if request.matryoshka and not get_spec(model).matryoshka_dims:
         raise PayloadError(
@@ -36,6 +41,19 @@ def check_request(request: FinetuneRequest) -> None:
         named = getattr(request, what)
         if named is not None:
             checked_dataset(named, what)
+    if request.dataset is None:
+        return request.inline_row_width()
+    return first_row_width(checked_dataset(request.dataset))
+
+
+def first_row_width(path: Path) -> int | None:
+    """The width of a JSONL dataset's first row, without reading the rest (None: unreadable)."""
+    try:
+        for where, obj in jsonl_objects(path):
+            return len(row_from_json(obj, where))
+    except DataError:
+        return None
+    return None
 
 
 def checked_dataset(dataset: str, what: str = "dataset") -> Path:
