@@ -262,6 +262,19 @@ def _fresh_connections_in_child(**_: Any) -> None:
     dispose_engines(close=False)
 
 
+def _warm_device_in_child(**_: Any) -> None:
+    """A pool child starts its GPU (context, cuBLAS) in a thread while it waits for its
+    first task, instead of inside it. Only where CUDA is present; the parent imported the
+    rest before the fork (``embedctl worker``, ``embedding.inference.warmup``)."""
+    import torch
+
+    if torch.cuda.is_available():
+        from embedding.inference.warmup import warm_up
+
+        threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+
+
 from celery.signals import worker_process_init  # noqa: E402
 
 worker_process_init.connect(_fresh_connections_in_child, weak=False)
+worker_process_init.connect(_warm_device_in_child, weak=False)

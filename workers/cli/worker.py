@@ -162,6 +162,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     if _queues(args) == [EMBED_QUEUE]:
         configure_embed_worker(app)
+    # First-use imports now, not in the first request (a prefork child inherits them; the
+    # device is touched in each child, after the fork: CUDA does not survive one).
+    from embedding.inference.warmup import warm_up
+
+    spent = warm_up(device="cpu")
+    print(
+        "embedctl worker: warmed up "
+        + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in spent.items()),
+        file=sys.stderr,
+    )
     argv = worker_argv(args)
     print(
         f"embedctl worker: broker {redact_url(settings.broker_url)}, {' '.join(argv)}",
