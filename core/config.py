@@ -139,6 +139,11 @@ class Settings(BaseSettings):
     api_coalesce_wait_ms: float = Field(
         2.0, description="the API coalesces concurrent `/v1/embeddings` calls this long"
     )
+    warm_up: bool = Field(
+        True,
+        description="`embedctl worker` imports the model code (and touches the GPU) as it "
+        "starts, so the first request does not pay for it",
+    )
     embed_worker_concurrency: int = Field(
         64,
         description="threads of an `embedctl worker --queues embed`: the most requests it holds, "

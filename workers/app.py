@@ -268,7 +268,7 @@ def _warm_device_in_child(**_: Any) -> None:
     rest before the fork (``embedctl worker``, ``embedding.inference.warmup``)."""
     import torch
 
-    if torch.cuda.is_available():
+    if get_settings().warm_up and torch.cuda.is_available():
         from embedding.inference.warmup import warm_up
 
         threading.Thread(target=warm_up, name="warm-up", daemon=True).start()

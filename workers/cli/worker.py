@@ -164,14 +164,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         configure_embed_worker(app)
     # First-use imports now, not in the first request (a prefork child inherits them; the
     # device is touched in each child, after the fork: CUDA does not survive one).
-    from embedding.inference.warmup import warm_up
+    if settings.warm_up:
+        from embedding.inference.warmup import warm_up
 
-    spent = warm_up(device="cpu")
-    print(
-        "embedctl worker: warmed up "
-        + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in spent.items()),
-        file=sys.stderr,
-    )
+        spent = warm_up(device="cpu")
+        print(
+            "embedctl worker: warmed up "
+            + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in spent.items()),
+            file=sys.stderr,
+        )
     argv = worker_argv(args)
     print(
         f"embedctl worker: broker {redact_url(settings.broker_url)}, {' '.join(argv)}",
