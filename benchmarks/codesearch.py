@@ -1,8 +1,11 @@
 """Code search before and after fine-tuning minilm on a broad corpus: MRR@10 per language.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/codesearch.py [--max-pairs-per-language 600]
-        [--max-eval-per-language 300] [--epochs 3] [--batch-size 16] [--lr 2e-5]
-        [--loss mnrl] [--source S1,S2,...] [--no-npm] [--json OUT]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/codesearch.py [--max-pairs-per-language 2500]
+        [--max-eval-per-language 200] [--validation-share 0.05] [--epochs E] [--batch-size B]
+        [--lr LR] [--loss mnrl] [--source S1,S2,...] [--no-npm] [--json OUT]
+
+Epochs, batch, lr and loss default to the recipe a plain fine-tune on pairs trains with
+(``embedding.training.hyperparameters.PAIRS_RECIPE``); set them to compare another.
 
 The corpus (``embedding.data.code_pairs``: doc summary -> code, deduplicated, split by file, so
 no held-out file or function is trained on), unless ``--source`` names the sources instead:
@@ -27,10 +30,9 @@ It says which languages it found. To have Go and Rust, on Debian/Ubuntu (as root
 
 Training pairs are capped per language (``--max-pairs-per-language``, a seeded sample) so
 Python does not drown the rest and the run fits a CPU; so are the held-out pairs
-(``--max-eval-per-language``). Then ``embedding.training.loop.finetune`` trains a fresh minilm with
-the project's default recipe for pairs (``embedding.training.hyperparameters``: MNRL, its epochs,
-batch and lr, the best epoch kept by the validation MRR@10) with the held-out pairs as the
-validation file, and MRR@10 and recall@1 are printed before and after, overall and per
+(``--max-eval-per-language``). Then ``embedding.training.loop.finetune`` trains a fresh
+minilm with the recipe for pairs (the best epoch kept by the validation MRR@10), and MRR@10
+and recall@1 on the held-out pairs are printed before and after, overall and per
 language: every held-out query ranks against every held-out code of all languages
 (``embedding.evaluation.metrics.retrieval_scores``), and a language's figure is the mean over its
 queries.
@@ -244,12 +246,13 @@ def short(source: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-pairs-per-language", type=int, default=600, help="training cap")
-    parser.add_argument("--max-eval-per-language", type=int, default=300, help="held-out cap")
-    parser.add_argument("--epochs", type=int, default=hp.EPOCHS.default)
-    parser.add_argument("--batch-size", type=int, default=hp.BATCH_SIZE.default)
-    parser.add_argument("--lr", type=float, default=hp.LR.default)
-    parser.add_argument("--loss", choices=("mnrl", "cached_mnrl"), default="mnrl")
+    parser.add_argument("--max-pairs-per-language", type=int, default=2500, help="training cap")
+    parser.add_argument("--max-eval-per-language", type=int, default=200, help="held-out cap")
+    recipe = hp.PAIRS_RECIPE  # what a plain fine-tune on pairs trains with
+    parser.add_argument("--epochs", type=int, default=recipe["epochs"])
+    parser.add_argument("--batch-size", type=int, default=recipe["batch_size"])
+    parser.add_argument("--lr", type=float, default=recipe["lr"])
+    parser.add_argument("--loss", choices=("mnrl", "cached_mnrl"), default=recipe["loss"])
     parser.add_argument("--mini-batch-size", type=int, default=hp.MINI_BATCH_SIZE.default)
     parser.add_argument("--eval-share", type=float, default=0.1, help="share of files held out")
     parser.add_argument(
