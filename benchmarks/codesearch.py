@@ -191,7 +191,8 @@ def carve_validation(pairs: list[CodePair], share: float) -> tuple[list[CodePair
         return pairs, []
     train, validation = [], []
     for pair in pairs:
-        key = f"validation:{pair.source}:{pair.path}".encode()
+        # the source's stable label: an npm folder is a fresh temporary path on every run
+        key = f"validation:{short(pair.source)}:{pair.path}".encode()
         bucket = int(hashlib.sha256(key).hexdigest()[:8], 16) / 0xFFFFFFFF
         (validation if bucket < share else train).append(pair)
     return train, validation
