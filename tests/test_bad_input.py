@@ -120,7 +120,7 @@ CASES = [
     Case(
         "pairs with triplet loss",
         "payload",
-        {"model": "minilm", "pairs": [{"anchor": "a", "positive": "b"}]},
+        {"model": "minilm", "pairs": [{"anchor": "a", "positive": "b"}], "loss": "triplet"},
         "needs triplets",
     ),
     Case("empty model name", "payload", {**OK, "model": ""}, "model"),

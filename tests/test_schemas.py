@@ -12,7 +12,10 @@ OK = {"model": "minilm", "triplets": [T]}
 
 def test_a_good_payload_parses_with_defaults():
     request = parse(FinetuneRequest, OK)
-    assert (request.loss, request.epochs, request.batch_size) == ("triplet", 3, 16)
+    # unset, the recipe's settings wait for the rows; these are triplets: the table's
+    assert (request.loss, request.epochs, request.batch_size) == (None, None, None)
+    filled = request.hyperparameters()
+    assert (filled["loss"], filled["epochs"], filled["batch_size"]) == ("triplet", 3, 16)
     assert request.triplets[0].negative == "SELECT 1"
 
 
