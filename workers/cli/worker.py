@@ -154,7 +154,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if keys:
             os.environ[worker_presence.KEY_ENV] = keys[queues[0]]
     worker_presence.connect_signal()
-    from workers.app import EMBED_QUEUE, app, configure_embed_worker
+    from workers.app import EMBED_QUEUE, GPU_QUEUE, app, configure_embed_worker
     from workers.pool_threads import configure_process
 
     kind = pool_for(queues[0], args.concurrency, args.pool)[1]
@@ -163,8 +163,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if _queues(args) == [EMBED_QUEUE]:
         configure_embed_worker(app)
     # First-use imports now, not in the first request (a prefork child inherits them; the
-    # device is touched in each child, after the fork: CUDA does not survive one).
-    if settings.warm_up:
+    # device is touched in each child, after the fork: CUDA does not survive one). Only the
+    # pools that load models: the cpu pool's bookkeeping would only start later for it.
+    if settings.warm_up and set(queues) & {GPU_QUEUE, EMBED_QUEUE}:
         from embedding.inference.warmup import warm_up
 
         spent = warm_up(device="cpu")
