@@ -11,8 +11,8 @@ prints the seconds, and stops it.
 
 ``--validate`` also runs ``embedctl validate`` as soon as the worker listens (CI's recipe)
 and prints the suite's wall time and each check's duration: the first request's share of
-first-use costs, which ``EMBEDDING_WARM_UP`` (on by default; ``--no-warm-up`` turns it
-off for the comparison) moves into the worker's start.
+first-use costs, which ``EMBEDDING_WARM_UP`` (set to 1 here; ``--no-warm-up`` sets 0 for
+the comparison) moves into the worker's start.
 """
 
 from __future__ import annotations
