@@ -54,7 +54,6 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
@@ -69,6 +68,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from embedding.data.code_pairs import CodePair, build_code_pairs
+from embedding.data.code_pairs.split import file_side
 from embedding.training import hyperparameters as hp
 
 MODEL = "minilm"
@@ -192,9 +192,8 @@ def carve_validation(pairs: list[CodePair], share: float) -> tuple[list[CodePair
     train, validation = [], []
     for pair in pairs:
         # the source's stable label: an npm folder is a fresh temporary path on every run
-        key = f"validation:{short(pair.source)}:{pair.path}".encode()
-        bucket = int(hashlib.sha256(key).hexdigest()[:8], 16) / 0xFFFFFFFF
-        (validation if bucket < share else train).append(pair)
+        key = f"validation:{short(pair.source)}:{pair.path}"
+        (validation if file_side(key, share) == "eval" else train).append(pair)
     return train, validation
 
 

@@ -266,9 +266,11 @@ def _warm_device_in_child(**_: Any) -> None:
     """A pool child starts its GPU (context, cuBLAS) in a thread while it waits for its
     first task, instead of inside it. Only where CUDA is present; the parent imported the
     rest before the fork (``embedctl worker``, ``embedding.inference.warmup``)."""
+    if not get_settings().warm_up:
+        return
     import torch
 
-    if get_settings().warm_up and torch.cuda.is_available():
+    if torch.cuda.is_available():
         from embedding.inference.warmup import warm_up
 
         threading.Thread(target=warm_up, name="warm-up", daemon=True).start()

@@ -226,15 +226,16 @@ class FinetuneRequest(_Strict):
         values = {name: getattr(self, name) for name in hp.RECIPE_NAMES}
         return self.model_copy(update=hp.with_recipe(values, row_width))
 
-    def hyperparameters(self, row_width: int | None = None) -> dict[str, Any]:
-        """The shared hyper-parameters this request sets, as ``TrainConfig`` takes them: the
-        recipe's for rows of ``row_width`` (default: the inline rows') where it sets none."""
+    def hyperparameters(self) -> dict[str, Any]:
+        """The shared hyper-parameters this request sets, as ``TrainConfig`` takes them, with
+        the recipe for its inline rows where it sets none (a dataset's request is filled by
+        :meth:`with_recipe` once its rows are read)."""
         values = {
             name: getattr(self, name)
             for name in hp.HYPERPARAMETERS
             if name in type(self).model_fields
         }
-        width = row_width if row_width is not None else self.inline_row_width()
+        width = self.inline_row_width()
         return hp.with_recipe(values, width) if width is not None else values
 
 

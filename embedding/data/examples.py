@@ -141,6 +141,14 @@ def jsonl_objects(path: str | Path) -> Iterator[tuple[str, object]]:
                 raise DataError(f"{where}: not JSON ({exc.args[0]})") from None
 
 
+def first_row_width(path: str | Path) -> int | None:
+    """The width of a JSONL file's first row (2 pairs, 3 triplets, more n-tuples) without
+    reading the rest; None for a file without rows. A bad first line is a :class:`DataError`."""
+    for where, obj in jsonl_objects(path):
+        return len(row_from_json(obj, where))
+    return None
+
+
 def load_examples(path: str | Path) -> list[Example]:
     """Triplets or pairs from a JSONL file, validated; errors name the line."""
     path = Path(path)

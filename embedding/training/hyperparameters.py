@@ -204,13 +204,8 @@ def with_recipe(values: dict[str, Any], row_width: int) -> dict[str, Any]:
 
 
 def describe_recipe_default(name: str) -> str:
-    """``pairs: 3; triplets: 3`` for help texts."""
-    pairs, triplets = PAIRS_RECIPE[name], HYPERPARAMETERS[name].default
-    return (
-        f"pairs: {pairs:g}; triplets: {triplets:g}"
-        if not isinstance(pairs, str)
-        else (f"pairs: {pairs}; triplets: {triplets}")
-    )
+    """``pairs: 2; triplets: 3`` for help texts."""
+    return f"pairs: {PAIRS_RECIPE[name]}; triplets: {HYPERPARAMETERS[name].default}"
 
 
 def problems(values: dict[str, Any], capped: bool = False) -> list[str]:

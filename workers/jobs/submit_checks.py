@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.config import get_settings
-from embedding.data.examples import DataError, jsonl_objects, row_from_json
+from embedding.data.examples import DataError, first_row_width
 from embedding.models.hub import ensure_under_roots
 from embedding.models.specs import get_spec
 from workers.schemas import FinetuneRequest, PayloadError
@@ -37,23 +37,15 @@ def check_request(request: FinetuneRequest) -> int | None:
             f"matryoshka: model {request.model!r} declares no Matryoshka dims; "
             "submit without matryoshka"
         )
-    for what in ("dataset", "validation_dataset"):
-        named = getattr(request, what)
-        if named is not None:
-            checked_dataset(named, what)
-    if request.dataset is None:
+    dataset = checked_dataset(request.dataset) if request.dataset is not None else None
+    if request.validation_dataset is not None:
+        checked_dataset(request.validation_dataset, "validation_dataset")
+    if dataset is None:
         return request.inline_row_width()
-    return first_row_width(checked_dataset(request.dataset))
-
-
-def first_row_width(path: Path) -> int | None:
-    """The width of a JSONL dataset's first row, without reading the rest (None: unreadable)."""
     try:
-        for where, obj in jsonl_objects(path):
-            return len(row_from_json(obj, where))
+        return first_row_width(dataset)
     except DataError:
         return None
-    return None
 
 
 def checked_dataset(dataset: str, what: str = "dataset") -> Path:
