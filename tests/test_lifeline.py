@@ -376,11 +376,6 @@ def test_a_compare_and_a_validation_whose_worker_is_killed_are_rescued(stack):
     assert [r["action"] for r in row["rescues"]] == ["rerun"], row
     assert "lease expired" in row["rescues"][0]["reason"]
 
-    with session_scope(stack["db_url"]) as session:
-        run_id = str(
-            repo.validations.create_validation_run(session, trigger="ci", models=["minilm"]).id
-        )
-
     def run() -> dict:
         with session_scope(stack["db_url"]) as session:
             found = repo.validations.get_validation_run(session, run_id)
@@ -388,6 +383,15 @@ def test_a_compare_and_a_validation_whose_worker_is_killed_are_rescued(stack):
 
     with beat(stack, "beat-validation"):
         with celery_worker(stack["env"], art / "check.log", name=_name()) as worker:
+            # The run is recorded as its check is sent, as `embedctl validate` does: a run
+            # recorded before the worker started would be older than rescue_after_s with
+            # nothing sent, and the lifeline would rightly end it before the check arrives.
+            with session_scope(stack["db_url"]) as session:
+                run_id = str(
+                    repo.validations.create_validation_run(
+                        session, trigger="ci", models=["minilm"]
+                    ).id
+                )
             _client(stack).send_task(
                 "embedding.check_convergence", args=(run_id, "minilm"), queue="gpu"
             )
