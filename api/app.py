@@ -32,8 +32,6 @@ from api.routes import (
 from api.schemas import ErrorResponse
 from core.config import get_settings
 
-EMBEDDED_POLL_S = 0.01
-
 # Statuses any route may answer with, all in the OpenAI error shape (published, so the
 # schema a client is generated from, and the property tests, know about them).
 ERROR_STATUSES = {
@@ -64,12 +62,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         return
     from workers.app import app as celery
 
-    # The memory broker is polled, once a second by default: a second of latency on every
-    # embeddings call. Served over HTTP, the embedded workers poll every 10 ms instead.
-    celery.conf.broker_transport_options = {
-        **celery.conf.broker_transport_options,
-        "polling_interval": EMBEDDED_POLL_S,
-    }
+    # The memory broker's polling interval is the workers' own (workers.app.celery_config).
     with embedded_worker(celery):
         yield
 

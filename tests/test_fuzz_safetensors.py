@@ -78,9 +78,7 @@ raw_file = st.one_of(
 )
 
 
-@settings(
-    max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck), database=None
-)
+@settings(max_examples=5_000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(raw_file)
 def test_reader_accepts_only_what_safetensors_loads(blob: bytes) -> None:
     path = _DIR / "fuzz.safetensors"
