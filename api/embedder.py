@@ -38,11 +38,18 @@ CLIENT_ERRORS = {
     "TypeError": (400, "invalid_value"),
 }
 
+# Embedded (no broker), one solo worker thread takes embed tasks one at a time: one group
+# running and one waiting keep it busy, and the calls after them gather into the next group
+# (api.coalescer). With a broker, embed workers batch across tasks themselves (embed_service).
+EMBEDDED_IN_FLIGHT = 2
+
 _coalescer: Coalescer | None = None
 _coalescer_lock = threading.Lock()
 
 
 def coalescer() -> Coalescer:
+    from workers.app import is_embedded
+
     global _coalescer
     with _coalescer_lock:
         if _coalescer is None:
@@ -54,6 +61,7 @@ def coalescer() -> Coalescer:
                 # a GPU worker merges groups again in its own batcher (embed_service).
                 token_budget=CPU_PROFILE.encode_token_budget,
                 max_texts=settings.max_texts_per_request,
+                max_in_flight=EMBEDDED_IN_FLIGHT if is_embedded(settings) else None,
             )
         return _coalescer
 

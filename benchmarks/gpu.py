@@ -591,15 +591,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def section_serve(bench: Bench, local_rate: float | None) -> None:
+def section_serve(bench: Bench) -> None:
     from embedding.data.corpus import code_corpus
     from embedding.inference.encoder import Encoder
 
     texts = code_corpus(32 * bench.serve_requests, seed=1)
-    if local_rate is None or bench.smoke:
-        encoder = Encoder.load(str(minilm_folder()), device=bench.device)
-        local_rate = encode_rate(lambda t: encoder.encode(t), texts)
-        del encoder
+    # The local side loads what the server serves (the registered "minilm"), so both run
+    # at the precision the product chooses for that spec on this device.
+    encoder = Encoder.load("minilm", device=bench.device)
+    local_rate = encode_rate(encoder.encode, texts)
+    local_precision = encoder.precision
+    del encoder
     free()
     tmp = Path(tempfile.mkdtemp(prefix="gpu-serve-"))
     port = free_port()
@@ -677,6 +679,7 @@ def section_serve(bench: Bench, local_rate: float | None) -> None:
                 "load": "32 clients x 1 text, embedded embedctl serve, minilm",
                 "texts/s": rate,
                 "local batched encode texts/s": local_rate,
+                "precision": local_precision,
                 "share": rate / local_rate,
                 "p50 ms": latencies[len(latencies) // 2] * 1000,
                 "p99 ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000,
@@ -757,11 +760,19 @@ def main() -> int:
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--out", default=None, help="write every row as JSON here")
     parser.add_argument("--smoke", action="store_true", help="toy sizes on the CPU")
+    parser.add_argument(
+        "--serve-requests",
+        type=int,
+        default=None,
+        help="requests per client in `serve` (with --smoke: the embedded server on the CPU)",
+    )
     args = parser.parse_args()
     if not args.smoke and not torch.cuda.is_available():
         print("no CUDA device here: benchmarks/gpu.py measures nothing on a CPU (exit 0)")
         return 0
     bench = Bench(args.smoke)
+    if args.serve_requests:
+        bench.serve_requests = args.serve_requests
     _device_type = bench.device
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
     import sentence_transformers
@@ -785,12 +796,11 @@ def main() -> int:
         qwen = (
             build_qwen(work / "qodo-shaped", bench) if {"encode", "train"} & set(wanted) else None
         )
-        rates: dict[str, float] = {}
         for name in wanted:
             t0 = time.perf_counter()
             try:
                 if name == "encode":
-                    rates = section_encode(bench, peak, qwen)
+                    section_encode(bench, peak, qwen)
                 elif name == "attention":
                     section_attention(bench)
                 elif name == "budgets":
@@ -798,7 +808,7 @@ def main() -> int:
                 elif name == "train":
                     section_train(bench, qwen)
                 elif name == "serve":
-                    section_serve(bench, rates.get("minilm"))
+                    section_serve(bench)
                 elif name == "validate":
                     section_validate(bench)
             except Exception as exc:  # one section's failure is reported, the rest still run

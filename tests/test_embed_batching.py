@@ -112,6 +112,78 @@ def test_the_api_coalescer_sends_one_task_and_slices_it(minilm):
     assert max(len(texts) for texts in sent) > max(len(texts_for(i)) for i in range(CALLERS))
 
 
+def _wait_until(condition, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_the_coalescer_holds_a_group_while_a_one_at_a_time_worker_is_busy(minilm):
+    """The embedded mode's worker runs one task at a time. With ``max_in_flight=1`` the
+    calls that arrive while its task runs gather into one group, sent when it returns,
+    however far apart they come (here 10 ms apart, five times the 2 ms window); without
+    the hold each would be a task of its own, queued behind the others."""
+    sent: list[list[str]] = []
+    busy = threading.Event()
+    worker = threading.Lock()
+
+    def send(key, texts: list[str]):
+        with worker:  # one task at a time
+            sent.append(list(texts))
+            if len(sent) == 1:
+                assert busy.wait(60)
+            vectors, report = minilm.encode(texts, return_report=True)
+            return {
+                "rows": len(texts),
+                "matrix": vectors,
+                "tokens": [r.tokens_used for r in report],
+            }
+
+    coalescer = Coalescer(send, wait_s=0.002, token_budget=10**6, max_texts=4096, max_in_flight=1)
+    key = ("minilm", None, True)
+    with ThreadPoolExecutor(CALLERS) as pool:
+        first = pool.submit(coalescer.embed, key, texts_for(0))
+        _wait_until(lambda: len(sent) == 1)  # the worker is busy with the first call
+        later = []
+        for i in range(1, CALLERS):
+            later.append(pool.submit(coalescer.embed, key, texts_for(i)))
+            time.sleep(0.01)  # arrivals spread over far more than the window
+        group = coalescer._open[key]
+        _wait_until(lambda: len(group.members) == CALLERS - 1)
+        assert len(sent) == 1  # nothing else was sent while the worker was busy
+        busy.set()
+        replies = [first.result(timeout=60)] + [f.result(timeout=60) for f in later]
+    all_texts = [t for i in range(CALLERS) for t in texts_for(i)]
+    assert sent == [texts_for(0), all_texts[len(texts_for(0)) :]]  # one task for the rest
+    direct = minilm.encode(all_texts)
+    for i, reply in enumerate(replies):
+        assert_own_rows(reply["matrix"], texts_for(i), direct, all_texts)
+
+
+def test_a_full_group_is_sent_even_while_held(minilm):
+    """The hold never makes a batch larger than the budget: a full group goes at once."""
+    sent: list[list[str]] = []
+    busy = threading.Event()
+
+    def send(key, texts: list[str]):
+        sent.append(list(texts))
+        if len(sent) == 1:
+            assert busy.wait(60)
+        return {"rows": len(texts), "matrix": minilm.encode(texts), "tokens": [1] * len(texts)}
+
+    coalescer = Coalescer(send, wait_s=0.002, token_budget=10**6, max_texts=4, max_in_flight=1)
+    key = ("minilm", None, True)
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(coalescer.embed, key, ["def a(): pass"])
+        _wait_until(lambda: len(sent) == 1)
+        rest = [pool.submit(coalescer.embed, key, [f"def f{i}(): pass"]) for i in range(4)]
+        _wait_until(lambda: len(sent) == 2)  # four texts: full, sent while the first is out
+        busy.set()
+        assert all(f.result(timeout=60)["rows"] == 1 for f in [first, *rest])
+    assert sorted(sent[1]) == sorted(f"def f{i}(): pass" for i in range(4))
+
+
 # ------------------------------------------------------------------ the cache
 @pytest.fixture
 def cache_env(monkeypatch, tmp_path):
