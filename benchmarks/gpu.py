@@ -19,7 +19,8 @@ Sections (each prints its rows; ``--sections`` picks some):
   every TFLOP/s share below (2 x non-embedding parameters x real tokens per forward).
 * ``encode``: texts/s and 1-text latency (p50 of 50), ours at its default precision and
   each device budget of a sweep, ST in bf16 at each batch size of a sweep (its best
-  counts); the 1-text call's profile (CPU and GPU time, the top CPU ops).
+  counts); the 1-text call's profile (CPU and GPU time, the top CPU ops); ours again with
+  compiled blocks (``EMBEDDING_COMPILE_BLOCKS``), its first passes' compile time apart.
 * ``attention``: the torch-only repro of pytorch#196678 (cuDNN backward NaN) with cuDNN
   attention on and off; then minilm MNRL, 256 pairs x 2 epochs, first and second epoch, for
   each of cuDNN attention on/off x pass widths rounded to 64 or not (the "shapes that
@@ -277,6 +278,7 @@ def tokens_of(encoder, texts: list[str]) -> int:
 
 def section_encode(bench: Bench, peak: float, qwen: Path) -> dict[str, float]:
     from embedding.data.corpus import code_corpus
+    from embedding.inference.compiled_blocks import is_compiled
     from embedding.inference.encoder import Encoder
 
     rates: dict[str, float] = {}
@@ -306,6 +308,16 @@ def section_encode(bench: Bench, peak: float, qwen: Path) -> dict[str, float]:
         ours_ms = latency_ms(ours.encode, bench.latency_runs)
         one_text_profile(f"ours {label}", ours.encode)
         ours = None
+        free()
+        # The same with EMBEDDING_COMPILE_BLOCKS (embedding/inference/compiled_blocks.py):
+        # the first passes compile (timed apart), then the same measurements.
+        compiled = Encoder.load(str(folder), device=bench.device, compile_inference=True)
+        first = texts[:64]
+        compile_s = timed(lambda e=compiled, t=first: (e.encode(t), e.encode(ONE_TEXT)))
+        compiled_rate = encode_rate(compiled.encode, texts)
+        compiled_ms = latency_ms(compiled.encode, bench.latency_runs)
+        blocks_compiled = compiled._twin is not None and is_compiled(compiled._twin)
+        compiled = None
         free()
         set_cudnn_attention(True)  # ST runs as it ships: torch's default kernels
         st = st_model(folder, bench.device, torch.bfloat16)
@@ -341,6 +353,12 @@ def section_encode(bench: Bench, peak: float, qwen: Path) -> dict[str, float]:
                 "ours 1-text p50 ms": ours_ms,
                 "ST 1-text p50 ms": st_ms,
                 "ours share of peak": flops / (len(texts) / ours_default) / 1e12 / peak,
+                "blocks compiled": blocks_compiled,  # only a low-precision twin compiles
+                "compiled texts/s": compiled_rate,
+                "compiled ratio": compiled_rate / best_st,
+                "compiled share of peak": flops / (len(texts) / compiled_rate) / 1e12 / peak,
+                "compiled 1-text p50 ms": compiled_ms,
+                "compile s (first passes)": compile_s,
             },
         )
     return rates

@@ -146,6 +146,11 @@ class Settings(BaseSettings):
         description="`embedctl worker` imports the model code (and touches the GPU) in its gpu "
         "and embed pools as they start, so the first request does not pay for it",
     )
+    compile_blocks: bool = Field(
+        False,
+        description="compile the transformer blocks of each model's low-precision inference "
+        "copy with torch.compile (fused kernels; the first passes of a model compile)",
+    )
     embed_worker_concurrency: int = Field(
         64,
         description="threads of an `embedctl worker --queues embed`: the most requests it holds, "

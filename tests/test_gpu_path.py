@@ -187,3 +187,46 @@ def copy_with_profile(encoder: Encoder, **changes) -> Encoder:
     view = copy.copy(encoder)
     view.profile = replace(encoder.profile, **changes)
     return view
+
+
+# ------------------------------------------------------------- compiled blocks
+def test_the_repeated_blocks_are_found_by_structure(minilm32, qwen32):
+    from embedding.inference.compiled_blocks import repeated_blocks
+
+    assert [type(b).__name__ for b in repeated_blocks(minilm32.model)] == ["BertLayer"] * 6
+    layers = qwen32.model.config.num_hidden_layers
+    assert [type(b).__name__ for b in repeated_blocks(qwen32.model)] == [
+        "Qwen2DecoderLayer"
+    ] * layers
+
+
+@pytest.mark.slow
+def test_compiled_blocks_give_the_eager_vectors_with_one_graph_for_every_shape(tiny_qwen2_dir):
+    """EMBEDDING_COMPILE_BLOCKS: the inference twin's blocks compiled with dynamic shapes.
+    Passes of many (rows, width) give eager's vectors, and the compiled graphs do not grow
+    with the number of shapes (a graph per shape would compile on every new pass)."""
+    from torch._dynamo.utils import counters
+
+    from embedding.inference.compiled_blocks import is_compiled
+
+    eager = Encoder.load(str(tiny_qwen2_dir), device="cpu", precision="bf16")
+    if eager.precision != "bf16":
+        pytest.skip("this CPU runs no bf16: no low-precision twin to compile")
+    compiled = Encoder.load(
+        str(tiny_qwen2_dir), device="cpu", precision="bf16", compile_inference=True
+    )
+    texts = [f"def f_{i}(x):\n    return x * {i}" + " + x" * (i % 13) for i in range(40)]
+    compiled.encode(texts[:3])  # the first compile (one graph per mask/no-mask variant)
+    graphs = counters["stats"]["unique_graphs"]
+    shapes = set()
+    for budget in (64, 96, 160, 256, 512):
+        for part in (texts[:7], texts[5:29], texts):
+            want = eager.encode(part, token_budget=budget)
+            got = compiled.encode(part, token_budget=budget)
+            assert float((want * got).sum(axis=1).min()) > 0.999
+            shapes.add((budget, len(part)))
+    one = compiled.encode(["x"])
+    assert float(one[0] @ eager.encode(["x"])[0]) > 0.999
+    assert counters["stats"]["unique_graphs"] - graphs <= 2, dict(counters["stats"])
+    assert is_compiled(compiled._twin) and not is_compiled(compiled.model)
+    assert not is_compiled(eager._twin)

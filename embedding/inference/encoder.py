@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedding.inference.attention_kernels import configure_attention
+from embedding.inference.compiled_blocks import compile_blocks
 from embedding.inference.device_profile import PassProfile, pass_profile
 from embedding.inference.length_batching import length_batches, spread_passes
 from embedding.inference.pass_pool import PassPool
@@ -114,6 +115,8 @@ class Encoder:
         # trainer turns it off on its copy: a second copy of the linear weights is dead
         # weight while training changes them every step (3 GB on a 1.5 B model).
         self.inference_twin = True
+        # Whether the twin's blocks are compiled (embedding/inference/compiled_blocks.py).
+        self.compile_inference = False
         self._twin: Any = None
         self._twin_versions: tuple = ()
         # ``encode`` may run in several threads at once (the embed worker's runners): the
@@ -132,11 +135,14 @@ class Encoder:
         device: str = "auto",
         precision: str | None = None,
         task_adapters: bool = True,
+        compile_inference: bool | None = None,
     ) -> Encoder:
         """Resolve, validate every safetensors header, then load config, tokenizer and weights.
 
         A spec with per-task adapters gets all of them attached (``task_adapters=False``
         loads the bare base, which is what fine-tuning trains new adapters on).
+        ``compile_inference`` (default: ``EMBEDDING_COMPILE_BLOCKS``) compiles the blocks
+        of the low-precision inference twin (:mod:`embedding.inference.compiled_blocks`).
         """
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -181,6 +187,11 @@ class Encoder:
             trust_remote_code=spec.trust_remote_code,
             dtype=torch.float32,
         )
+        # An encoder never generates: no KV cache. Qwen2's config asks for one, so each pass
+        # built a DynamicCache holding every layer's keys and values until its end, and a
+        # compiled block recompiled on the cache's state and its layer index.
+        if getattr(model.config, "use_cache", False):
+            model.config.use_cache = False
         if adapters and task_adapters:
             model = attach_task_adapters(model, adapters)
         model.to(device).eval()
@@ -200,7 +211,13 @@ class Encoder:
             tried=resolved.tried,
             adapters=sorted(adapters) if task_adapters else [],
         )
-        return cls(spec, model, tokenizer, device, precision, report)
+        encoder = cls(spec, model, tokenizer, device, precision, report)
+        if compile_inference is None:
+            from core.config import get_settings
+
+            compile_inference = get_settings().compile_blocks
+        encoder.compile_inference = compile_inference
+        return encoder
 
     # ------------------------------------------------------------ tokenization
     def _content_ids(
@@ -361,8 +378,10 @@ class Encoder:
             if versions != self._twin_versions:
                 dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
                 self._twin = None  # the old twin's memory goes before the new one is made
-                self._twin = copy.deepcopy(self.model).to(dtype).eval()
-                self._twin_versions = versions
+                twin = copy.deepcopy(self.model).to(dtype).eval()
+                if self.compile_inference:
+                    compile_blocks(twin)
+                self._twin, self._twin_versions = twin, versions
             return self._twin
 
     def encode(
