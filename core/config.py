@@ -149,7 +149,7 @@ class Settings(BaseSettings):
     compile_blocks: bool = Field(
         False,
         description="compile the transformer blocks of each model's low-precision inference "
-        "copy with torch.compile (fused kernels; the first passes of a model compile)",
+        "copy with torch.compile (fused kernels; each model compiles as it loads)",
     )
     embed_worker_concurrency: int = Field(
         64,

@@ -230,3 +230,34 @@ def test_compiled_blocks_give_the_eager_vectors_with_one_graph_for_every_shape(t
     assert counters["stats"]["unique_graphs"] - graphs <= 2, dict(counters["stats"])
     assert is_compiled(compiled._twin) and not is_compiled(compiled.model)
     assert not is_compiled(eager._twin)
+
+
+@pytest.mark.slow
+def test_a_machine_that_cannot_compile_refuses_the_model_at_load_with_the_reason(tmp_path):
+    """With EMBEDDING_COMPILE_BLOCKS on and no working C++ compiler, loading fails at once
+    and says what to unset; no request is left to meet inductor's error."""
+    import os
+    import subprocess
+    import sys
+
+    from embedding.inference.precision import bf16_supported
+    from tests.support import ROOT
+
+    if not bf16_supported("cpu"):
+        pytest.skip("this CPU runs no bf16: no low-precision twin to compile")
+    script = (
+        "from embedding.inference.encoder import Encoder\n"
+        "Encoder.load('minilm', device='cpu', precision='bf16', compile_inference=True)\n"
+    )
+    env = {
+        **os.environ,
+        "CXX": str(tmp_path / "no-such-g++"),
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),  # nothing cached to reuse
+        "HF_HUB_OFFLINE": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode != 0, done.stderr[-2000:]
+    assert "EMBEDDING_COMPILE_BLOCKS: compiling 'minilm''s blocks failed on cpu" in done.stderr
+    assert "unset it to run eager" in done.stderr

@@ -14,10 +14,12 @@ seconds instead of minutes for the whole 28-layer model. ``dynamic=True`` from t
 call, because every pass has its own (rows, width): one graph covers them, where
 specialising would recompile for each new shape. Embeddings, masks and pooling stay eager.
 
-What it costs and where it is used: the first passes of a model in a process compile (on
-two Xeon cores 30 s cold, 8 s with inductor's on-disk cache warm); the compiled blocks are
-those of the encoder's low-precision inference twin only, never the model a trainer
-updates. Measured on CPU (minilm, bf16, 512 code texts, Xeon with AMX, 2 cores): 156-175
+What it costs and where it is used: a model compiles as it loads (``Encoder.load`` runs a
+pass of two texts and one of a single text, the graphs requests use; on two Xeon cores
+30 s cold, 8 s with inductor's on-disk cache warm), so a machine that cannot compile
+refuses the model at load with the reason, and no request pays the compile. The compiled
+blocks are those of the encoder's low-precision inference twin only, never the model a
+trainer updates (``load_for_training`` never compiles). Measured on CPU (minilm, bf16, 512 code texts, Xeon with AMX, 2 cores): 156-175
 texts/s eager against 178-193 compiled, min cosine to eager 0.99995, one-text latency
 unchanged. It is off unless ``EMBEDDING_COMPILE`` is set: the GPU figures that would make
 it a default are ``benchmarks/gpu.py``'s "compiled" rows, still to be measured.

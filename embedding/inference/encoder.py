@@ -217,7 +217,23 @@ class Encoder:
 
             compile_inference = get_settings().compile_blocks
         encoder.compile_inference = compile_inference
+        if compile_inference:
+            encoder._compile_now()
         return encoder
+
+    def _compile_now(self) -> None:
+        """Compile the twin's blocks at load, with a pass of several texts and one of a
+        single text (the graphs requests use), so a machine where compiling fails refuses
+        the model at load with the reason, and no request pays the compile."""
+        try:
+            self.encode(["def probe(x):\n    return x", "probe"])
+            self.encode("probe")
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise RuntimeError(
+                f"EMBEDDING_COMPILE_BLOCKS: compiling {self.spec.name!r}'s blocks failed on "
+                f"{self.device} ({type(exc).__name__}: {first}); unset it to run eager"
+            ) from exc
 
     # ------------------------------------------------------------ tokenization
     def _content_ids(

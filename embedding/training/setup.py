@@ -32,7 +32,9 @@ def load_for_training(
     else:
         device = "auto"
     # Per-task adapters stay out: LoRA fine-tuning trains its own adapter on the bare base.
-    encoder = Encoder.load(model, device=device, precision=precision, task_adapters=False)
+    encoder = Encoder.load(
+        model, device=device, precision=precision, task_adapters=False, compile_inference=False
+    )
     encoder.inference_twin = False  # evaluation between epochs casts per call instead
     return encoder
 
