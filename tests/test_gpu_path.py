@@ -233,6 +233,19 @@ def test_compiled_blocks_give_the_eager_vectors_with_one_graph_for_every_shape(t
 
 
 @pytest.mark.slow
+def test_in_fp32_the_model_itself_is_compiled_and_gives_the_same_vectors(tiny_qwen2_dir, qwen32):
+    """No twin in fp32 (a CPU without fast bf16, a spec pinned to fp32): the blocks that
+    inference runs are the model's own."""
+    from embedding.inference.compiled_blocks import is_compiled
+
+    compiled = Encoder.load(
+        str(tiny_qwen2_dir), device="cpu", precision="fp32", compile_inference=True
+    )
+    assert compiled._twin is None and is_compiled(compiled.model)
+    np.testing.assert_allclose(compiled.encode(TEXTS), qwen32.encode(TEXTS), atol=1e-4)
+
+
+@pytest.mark.slow
 def test_a_machine_that_cannot_compile_refuses_the_model_at_load_with_the_reason(tmp_path):
     """With EMBEDDING_COMPILE_BLOCKS on and no working C++ compiler, loading fails at once
     and says what to unset; no request is left to meet inductor's error."""

@@ -18,11 +18,15 @@ What it costs and where it is used: a model compiles as it loads (``Encoder.load
 pass of two texts and one of a single text, the graphs requests use; on two Xeon cores
 30 s cold, 8 s with inductor's on-disk cache warm), so a machine that cannot compile
 refuses the model at load with the reason, and no request pays the compile. The compiled
-blocks are those of the encoder's low-precision inference twin only, never the model a
-trainer updates (``load_for_training`` never compiles). Measured on CPU (minilm, bf16, 512 code texts, Xeon with AMX, 2 cores): 156-175
-texts/s eager against 178-193 compiled, min cosine to eager 0.99995, one-text latency
-unchanged. It is off unless ``EMBEDDING_COMPILE`` is set: the GPU figures that would make
-it a default are ``benchmarks/gpu.py``'s "compiled" rows, still to be measured.
+blocks are those inference runs: the encoder's low-precision twin, or in fp32 (no twin) the
+model itself; never a model a trainer updates (``load_for_training`` never compiles).
+
+Measured on CPU (minilm, bf16, 512 code texts, Xeon with AMX, 2 cores, benchmarks/RESULTS.md):
+143-153 texts/s eager against 166-175 compiled, min cosine to eager 0.99995, one-text
+latency unchanged. It is off unless ``EMBEDDING_COMPILE_BLOCKS`` is set: the GPU figures
+that would make it a default there are ``benchmarks/gpu.py``'s "compiled" rows, still to
+be measured. On a CPU, inductor's kernels keep the thread count of the thread that
+compiled them (the loading thread), also when passes later run on a ``PassPool``.
 """
 
 from __future__ import annotations

@@ -115,8 +115,10 @@ class Encoder:
         # trainer turns it off on its copy: a second copy of the linear weights is dead
         # weight while training changes them every step (3 GB on a 1.5 B model).
         self.inference_twin = True
-        # Whether the twin's blocks are compiled (embedding/inference/compiled_blocks.py).
+        # Whether inference runs compiled blocks: the twin's, or in fp32 the model's own
+        # (embedding/inference/compiled_blocks.py; an encoder that trains never compiles).
         self.compile_inference = False
+        self._model_compiled = False  # fp32 has no twin: its inference model is compiled
         self._twin: Any = None
         self._twin_versions: tuple = ()
         # ``encode`` may run in several threads at once (the embed worker's runners): the
@@ -388,6 +390,11 @@ class Encoder:
 
         if self.precision not in ("bf16", "fp16") or not self.inference_twin:
             self._twin, self._twin_versions = None, ()
+            if self.compile_inference and not self._model_compiled:
+                with self._twin_lock:  # fp32: the model itself is what inference runs
+                    if not self._model_compiled:
+                        compile_blocks(self.model)
+                        self._model_compiled = True
             return self.model
         with self._twin_lock:
             versions = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
