@@ -22,8 +22,9 @@ blocks are those inference runs: the encoder's low-precision twin, or in fp32 (n
 model itself; never a model a trainer updates (``load_for_training`` never compiles).
 
 Measured on CPU (minilm, bf16, 512 code texts, Xeon with AMX, 2 cores, benchmarks/RESULTS.md):
-143-153 texts/s eager against 166-175 compiled, min cosine to eager 0.99995, one-text
-latency unchanged. It is off unless ``EMBEDDING_COMPILE_BLOCKS`` is set: the GPU figures
+143-153 texts/s eager against 166-175 compiled (on encode.py's 1,000 texts 200-215
+against 207-239), min cosine to eager 0.99995, one-text latency unchanged: a modest, noisy
+gain on a CPU. It is off unless ``EMBEDDING_COMPILE_BLOCKS`` is set: the GPU figures
 that would make it a default there are ``benchmarks/gpu.py``'s "compiled" rows, still to
 be measured. On a CPU, inductor's kernels keep the thread count of the thread that
 compiled them (the loading thread), also when passes later run on a ``PassPool``.
