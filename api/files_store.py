@@ -22,13 +22,7 @@ from api.schemas import EmbeddingRequest
 from core.config import get_settings
 from db import repo
 from db.session import session_scope
-from embedding.data.examples import (
-    DataError,
-    check_row,
-    first_row_width,
-    mixed_rows,
-    row_from_json,
-)
+from embedding.data.examples import DataError, check_row, mixed_rows, row_from_json
 
 CHUNK = 1 << 20
 
@@ -134,19 +128,10 @@ def fine_tune_file_path(file_id: str, param: str) -> str:
 
 def training_row_width(path: Path) -> int:
     """2 for a file of pairs, 3 for triplets (uploads are checked: every row has the first
-    row's width), read as the workers read it (``embedding.data.examples.first_row_width``);
-    its errors without the server's path."""
-    try:
-        width = first_row_width(path)
-    except DataError as exc:
-        problem = str(exc).removeprefix(str(path)).lstrip(": ")  # "3: not JSON", "no such file"
-        where = "line " if problem[:1].isdigit() else ""
-        raise APIError(
-            400, f"The file cannot be read: {where}{problem}", param="file", code="invalid_file"
-        ) from None
-    if width is None:
-        raise APIError(400, "The file has no rows.", param="file", code="invalid_file")
-    return width
+    row's width)."""
+    for number, line in _lines(path):
+        return len(row_from_json(_json(number, line), "row"))
+    raise APIError(400, "The file has no rows.", param="file", code="invalid_file")
 
 
 def batch_requests(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

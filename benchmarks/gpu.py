@@ -276,12 +276,11 @@ def tokens_of(encoder, texts: list[str]) -> int:
     return sum(len(s) for s in sequences)
 
 
-def section_encode(bench: Bench, peak: float, qwen: Path) -> dict[str, float]:
+def section_encode(bench: Bench, peak: float, qwen: Path) -> None:
     from embedding.data.corpus import code_corpus
     from embedding.inference.compiled_blocks import is_compiled
     from embedding.inference.encoder import Encoder
 
-    rates: dict[str, float] = {}
     for label, folder, n, budgets in (
         ("minilm", minilm_folder(), bench.encode_texts, bench.encode_budgets),
         ("qodo-1.5B-shape", qwen, bench.qwen_texts, bench.qwen_budgets),
@@ -313,7 +312,7 @@ def section_encode(bench: Bench, peak: float, qwen: Path) -> dict[str, float]:
         free()
         # The same with EMBEDDING_COMPILE_BLOCKS (embedding/inference/compiled_blocks.py):
         # the load compiles (timed against the eager load), then the same measurements.
-        started = time.perf_counter()  # the load compiles (two probe passes)
+        started = time.perf_counter()
         compiled = Encoder.load(str(folder), device=bench.device, compile_inference=True)
         compile_s = time.perf_counter() - started
         compiled_rate = encode_rate(compiled.encode, texts)
@@ -344,7 +343,6 @@ def section_encode(bench: Bench, peak: float, qwen: Path) -> dict[str, float]:
         st = None
         free()
         set_cudnn_attention(False)
-        rates[label] = ours_default
         record(
             "encode-summary",
             {
@@ -364,7 +362,6 @@ def section_encode(bench: Bench, peak: float, qwen: Path) -> dict[str, float]:
                 "compiled load s (compiles)": compile_s,
             },
         )
-    return rates
 
 
 def cudnn_nan_repro(bench: Bench) -> None:

@@ -148,8 +148,8 @@ class Settings(BaseSettings):
     )
     compile_blocks: bool = Field(
         False,
-        description="compile the transformer blocks of each model's low-precision inference "
-        "copy with torch.compile (fused kernels; each model compiles as it loads)",
+        description="compile the transformer blocks each loaded model runs inference with "
+        "(torch.compile: fused kernels; each model compiles as it loads)",
     )
     embed_worker_concurrency: int = Field(
         64,

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from api.coalescer import Coalescer
+from tests.servers import _wait_until
 from workers.serving.embed_batching import BatchKey, EmbedBatcher
 
 CALLERS = 24
@@ -112,13 +113,6 @@ def test_the_api_coalescer_sends_one_task_and_slices_it(minilm):
     assert max(len(texts) for texts in sent) > max(len(texts_for(i)) for i in range(CALLERS))
 
 
-def _wait_until(condition, seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
 def test_the_coalescer_holds_a_group_while_a_one_at_a_time_worker_is_busy(minilm):
     """The embedded mode's worker runs one task at a time. With ``max_in_flight=1`` the
     calls that arrive while its task runs gather into one group, sent when it returns,
@@ -144,13 +138,15 @@ def test_the_coalescer_holds_a_group_while_a_one_at_a_time_worker_is_busy(minilm
     key = ("minilm", None, True)
     with ThreadPoolExecutor(CALLERS) as pool:
         first = pool.submit(coalescer.embed, key, texts_for(0))
-        _wait_until(lambda: len(sent) == 1)  # the worker is busy with the first call
+        assert _wait_until(
+            lambda: len(sent) == 1, 60, 0.005
+        )  # the worker is busy with the first call
         later = []
         for i in range(1, CALLERS):
             later.append(pool.submit(coalescer.embed, key, texts_for(i)))
             time.sleep(0.01)  # arrivals spread over far more than the window
         group = coalescer._open[key]
-        _wait_until(lambda: len(group.members) == CALLERS - 1)
+        assert _wait_until(lambda: len(group.members) == CALLERS - 1, 60, 0.005)
         assert len(sent) == 1  # nothing else was sent while the worker was busy
         busy.set()
         replies = [first.result(timeout=60)] + [f.result(timeout=60) for f in later]
@@ -176,9 +172,11 @@ def test_a_full_group_is_sent_even_while_held(minilm):
     key = ("minilm", None, True)
     with ThreadPoolExecutor(8) as pool:
         first = pool.submit(coalescer.embed, key, ["def a(): pass"])
-        _wait_until(lambda: len(sent) == 1)
+        assert _wait_until(lambda: len(sent) == 1, 60, 0.005)
         rest = [pool.submit(coalescer.embed, key, [f"def f{i}(): pass"]) for i in range(4)]
-        _wait_until(lambda: len(sent) == 2)  # four texts: full, sent while the first is out
+        assert _wait_until(
+            lambda: len(sent) == 2, 60, 0.005
+        )  # four texts: full, sent while the first is out
         busy.set()
         assert all(f.result(timeout=60)["rows"] == 1 for f in [first, *rest])
     assert sorted(sent[1]) == sorted(f"def f{i}(): pass" for i in range(4))

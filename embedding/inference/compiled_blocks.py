@@ -63,7 +63,9 @@ def compile_blocks(model: Any) -> int:
     for block in blocks:
         block.compile(dynamic=True)
     if blocks:
-        log.info("compiling %d %s blocks on first use", len(blocks), type(blocks[0]).__name__)
+        log.info(
+            "compiling %d %s blocks on their first call", len(blocks), type(blocks[0]).__name__
+        )
     return len(blocks)
 
 

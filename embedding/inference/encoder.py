@@ -144,7 +144,7 @@ class Encoder:
         A spec with per-task adapters gets all of them attached (``task_adapters=False``
         loads the bare base, which is what fine-tuning trains new adapters on).
         ``compile_inference`` (default: ``EMBEDDING_COMPILE_BLOCKS``) compiles the blocks
-        of the low-precision inference twin (:mod:`embedding.inference.compiled_blocks`).
+        inference runs (:mod:`embedding.inference.compiled_blocks`).
         """
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -224,8 +224,8 @@ class Encoder:
         return encoder
 
     def _compile_now(self) -> None:
-        """Compile the twin's blocks at load, with a pass of several texts and one of a
-        single text (the graphs requests use), so a machine where compiling fails refuses
+        """Compile the blocks inference runs at load, with a pass of several texts and one
+        of a single text (the graphs requests use), so a machine where compiling fails refuses
         the model at load with the reason, and no request pays the compile."""
         try:
             self.encode(["def probe(x):\n    return x", "probe"])
