@@ -8,7 +8,6 @@ or batch that uses it must not be the first to find out.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,13 @@ from api.schemas import EmbeddingRequest
 from core.config import get_settings
 from db import repo
 from db.session import session_scope
-from embedding.data.examples import DataError, check_row, mixed_rows, row_from_json
+from embedding.data.examples import (
+    DataError,
+    check_row,
+    jsonl_objects,
+    mixed_rows,
+    row_from_json,
+)
 
 CHUNK = 1 << 20
 
@@ -61,27 +66,17 @@ def save_upload(stream: BinaryIO, file_id: str) -> tuple[Path, int]:
     return final, size
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Non-blank lines with their 1-based numbers; a line that is not UTF-8 is an error."""
-    with path.open("rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise _bad(number, f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
-            if line.strip():
-                yield number, line
-
-
-def _bad(line: int, problem: str) -> APIError:
-    return APIError(400, f"line {line}: {problem}", param="file", code="invalid_file")
-
-
-def _json(number: int, line: str) -> Any:
+def _objects(path: Path) -> Iterator[tuple[str, Any]]:
+    """Each line's JSON value, named ``line N`` (the upload's server path stays out of the
+    message); a line that is not UTF-8 or not JSON is a 400 naming it."""
     try:
-        return json.loads(line)
-    except ValueError as exc:
-        raise _bad(number, f"not JSON ({exc.args[0]})") from None
+        yield from jsonl_objects(path, line_name=lambda number: f"line {number}")
+    except DataError as exc:
+        raise _invalid(str(exc)) from None
+
+
+def _invalid(message: str) -> APIError:
+    return APIError(400, message, param="file", code="invalid_file")
 
 
 def check_training_file(path: Path) -> int:
@@ -89,24 +84,23 @@ def check_training_file(path: Path) -> int:
     the rows."""
     settings = get_settings()
     width, rows = None, 0
-    for number, line in _lines(path):
+    for where, obj in _objects(path):
         try:
-            row = check_row(row_from_json(_json(number, line), "row"), "row")
+            row = check_row(row_from_json(obj, where), where)
         except DataError as exc:
-            raise _bad(number, str(exc).removeprefix("row: ")) from None
+            raise _invalid(str(exc)) from None
         for text in row:
             if len(text) > settings.max_chars_per_text:
-                raise _bad(
-                    number,
-                    f"a text has {len(text)} characters, more than the cap of "
+                raise _invalid(
+                    f"{where}: a text has {len(text)} characters, more than the cap of "
                     f"{settings.max_chars_per_text}",
                 )
         if width is not None and len(row) != width:
-            raise _bad(number, f"{mixed_rows(len(row), width)} (earlier lines differ)")
+            raise _invalid(f"{where}: {mixed_rows(len(row), width)} (earlier lines differ)")
         width = len(row)
         rows += 1
         if rows > settings.max_triplets_per_job:
-            raise _bad(number, f"more than the cap of {settings.max_triplets_per_job} rows")
+            raise _invalid(f"{where}: more than the cap of {settings.max_triplets_per_job} rows")
     if rows == 0:
         raise APIError(400, "The file has no rows.", param="file", code="invalid_file")
     return rows
@@ -129,40 +123,45 @@ def fine_tune_file_path(file_id: str, param: str) -> str:
 def training_row_width(path: Path) -> int:
     """2 for a file of pairs, 3 for triplets (uploads are checked: every row has the first
     row's width)."""
-    for number, line in _lines(path):
-        return len(row_from_json(_json(number, line), "row"))
+    for where, obj in _objects(path):
+        try:
+            return len(row_from_json(obj, where))
+        except DataError as exc:
+            raise _invalid(str(exc)) from None
     raise APIError(400, "The file has no rows.", param="file", code="invalid_file")
 
 
-def batch_requests(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def batch_requests(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each request of a batch file, checked: ``custom_id`` (unique), ``method`` POST,
-    ``url`` /v1/embeddings, and a ``body`` that ``POST /v1/embeddings`` would accept."""
+    ``url`` /v1/embeddings, and a ``body`` that ``POST /v1/embeddings`` would accept; each
+    with its line's name (``line 3``)."""
     seen: set[str] = set()
-    for number, line in _lines(path):
-        obj = _json(number, line)
+    for where, obj in _objects(path):
         if not isinstance(obj, dict):
-            raise _bad(number, f"expected a JSON object, got {type(obj).__name__}")
+            raise _invalid(f"{where}: expected a JSON object, got {type(obj).__name__}")
         unknown = set(obj) - {"custom_id", "method", "url", "body"}
         if unknown:
-            raise _bad(number, f"unknown field(s) {sorted(unknown)}")
+            raise _invalid(f"{where}: unknown field(s) {sorted(unknown)}")
         custom_id = obj.get("custom_id")
         if not isinstance(custom_id, str) or not custom_id or len(custom_id) > 512:
-            raise _bad(number, "custom_id must be a non-empty string (at most 512 characters)")
+            raise _invalid(
+                f"{where}: custom_id must be a non-empty string (at most 512 characters)"
+            )
         if custom_id in seen:
-            raise _bad(number, f"custom_id {custom_id!r} is used twice")
+            raise _invalid(f"{where}: custom_id {custom_id!r} is used twice")
         seen.add(custom_id)
         if obj.get("method") != "POST":
-            raise _bad(number, "method must be 'POST'")
+            raise _invalid(f"{where}: method must be 'POST'")
         if obj.get("url") != "/v1/embeddings":
-            raise _bad(number, "url must be '/v1/embeddings' (the only batch endpoint here)")
+            raise _invalid(f"{where}: url must be '/v1/embeddings' (the only batch endpoint here)")
         try:
             EmbeddingRequest.model_validate(obj.get("body"))
         except ValidationError as exc:
             problems = "; ".join(
                 f"body.{'.'.join(str(p) for p in e['loc']) or ''}: {e['msg']}" for e in exc.errors()
             )
-            raise _bad(number, problems) from None
-        yield number, obj
+            raise _invalid(f"{where}: {problems}") from None
+        yield where, obj
 
 
 def check_batch_file(path: Path) -> int:

@@ -490,7 +490,9 @@ def test_bad_uploads_are_refused_naming_the_line(api, purpose, content, status, 
         f"{api.base}/v1/files", files={"file": ("f.jsonl", content)}, data={"purpose": purpose}
     )
     assert reply.status_code == status, reply.text
-    assert says in reply.json()["error"]["message"]
+    message = reply.json()["error"]["message"]
+    assert says in message
+    assert ".jsonl" not in message and "file-" not in message  # never the server's path
 
 
 def test_an_n_tuple_training_file_is_accepted_with_its_row_count(api):

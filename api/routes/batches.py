@@ -75,14 +75,14 @@ def _plan(path: str) -> tuple[list[list[int]], dict[str, str], int]:
     models: dict[str, str] = {}
     resolved: dict[str, model_ids.Resolved] = {}
     start, texts, count = 0, 0, 0
-    for line, request in files_store.batch_requests(Path(path)):
+    for where, request in files_store.batch_requests(Path(path)):
         body = request["body"]
         try:
             model = resolved.get(body["model"]) or model_ids.resolve(body["model"])
             model_ids.check_dimensions(model, body.get("dimensions"))
         except APIError as exc:
             raise APIError(
-                exc.status, f"line {line}: {exc.message}", param="input_file_id", code=exc.code
+                exc.status, f"{where}: {exc.message}", param="input_file_id", code=exc.code
             ) from None
         resolved[model.name] = model
         models[model.name] = model.load

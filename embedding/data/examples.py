@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 Example = tuple[str, ...]  # (anchor, positive), (anchor, positive, negative) or more negatives
@@ -117,28 +117,34 @@ def row_from_json(obj: object, where: str) -> Example:
     return tuple(row)  # type: ignore[return-value]
 
 
-def jsonl_objects(path: str | Path) -> Iterator[tuple[str, object]]:
-    """``(where, value)`` for each non-blank line of a JSONL file; ``where`` is ``path:line``.
+def jsonl_objects(
+    path: str | Path, line_name: Callable[[int], str] | None = None
+) -> Iterator[tuple[str, object]]:
+    """``(where, value)`` for each non-blank line of a JSONL file.
 
-    Every problem of the file itself (missing, not UTF-8, not JSON) is a :class:`DataError`
-    naming the line; what the values must be is the caller's to check.
+    ``where`` names the line for messages: ``path:line`` by default (a worker's log names
+    the file it read); ``line_name`` gives another (an upload is ``line 3``: its server path
+    is nobody's business). Every problem of the file itself (missing, not UTF-8, not JSON)
+    is a :class:`DataError` naming the line; what the values must be is the caller's to check.
     """
     path = Path(path)
+    name = line_name or (lambda number: f"{path}:{number}")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
-            where = f"{path}:{number}"
             try:
                 line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
-                raise DataError(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+                raise DataError(
+                    f"{name(number)}: not UTF-8 ({exc.reason} at byte {exc.start})"
+                ) from None
             if not line.strip():
                 continue
             try:
-                yield where, json.loads(line)
+                yield name(number), json.loads(line)
             except ValueError as exc:
-                raise DataError(f"{where}: not JSON ({exc.args[0]})") from None
+                raise DataError(f"{name(number)}: not JSON ({exc.args[0]})") from None
 
 
 def first_row_width(path: str | Path) -> int | None:
