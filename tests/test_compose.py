@@ -3,6 +3,7 @@ command in it the way the compose services would."""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import subprocess
 import sys
@@ -16,12 +17,13 @@ import yaml
 
 from tests.support import (
     ROOT,
-    celery_worker,
     free_port,
     postgres_database,
     redis_url,
     service_env,
+    spawn_worker,
     stop_process,
+    wait_for_worker,
 )
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -150,28 +152,40 @@ def test_every_compose_command_runs(tmp_path):
         )
         assert out.returncode == 0 and "revision" in out.stdout, out.stderr
         seen.add("migrate")
-        # the workers, then their healthcheck from the same host
-        for service in ("worker-cpu", "worker-gpu", "worker-embed"):
-            args = _command(service)[1:]
-            assert args[0] == "worker"
-            queues = args[args.index("--queues") + 1]
-            with celery_worker(
-                env,
-                tmp_path / f"{service}.log",
-                queues=queues,
-                name=f"{service}@%h",
-                concurrency=None if "--concurrency" not in args else 1,
-            ):
-                health = subprocess.run(
-                    [sys.executable, "-m", "workers.cli", "worker-health"],
-                    env=env,
-                    cwd=ROOT,
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
+        # the workers, started together (each start is mostly imports and the warm-up, so
+        # three at once take little longer than one), then their healthcheck from the same
+        # host, which must count all three.
+        workers = ["worker-cpu", "worker-gpu", "worker-embed"]
+        with contextlib.ExitStack() as stack:
+            started = []
+            for service in workers:
+                args = _command(service)[1:]
+                assert args[0] == "worker"
+                queues = args[args.index("--queues") + 1]
+                log_path = tmp_path / f"{service}.log"
+                proc, log = spawn_worker(
+                    env,
+                    log_path,
+                    queues=queues,
+                    name=f"{service}@%h",
+                    concurrency=None if "--concurrency" not in args else 1,
                 )
-                assert health.returncode == 0, health.stderr
-            seen.add(service)
+                stack.callback(log.close)
+                stack.callback(stop_process, proc)
+                started.append((proc, log_path, len(set(queues.split(",")))))
+            for proc, log_path, pools in started:
+                wait_for_worker(env, proc, log_path, 120, pools=pools)
+            health = subprocess.run(
+                [sys.executable, "-m", "workers.cli", "worker-health"],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert health.returncode == 0, health.stderr
+            assert f"{len(workers)} worker(s) on" in health.stdout, health.stdout
+            seen.update(workers)
         # beat: up, holding the fleet's lock, sending its duties
         beat_log = tmp_path / "beat.log"
         with beat_log.open("wb") as out:
