@@ -19,8 +19,11 @@ Sections (each prints its rows; ``--sections`` picks some):
   every TFLOP/s share below (2 x non-embedding parameters x real tokens per forward).
 * ``encode``: texts/s and 1-text latency (p50 of 50), ours at its default precision and
   each device budget of a sweep, ST in bf16 at each batch size of a sweep (its best
-  counts); the 1-text call's profile (CPU and GPU time, the top CPU ops); ours again with
-  compiled blocks (``EMBEDDING_COMPILE_BLOCKS``), its load (which compiles) timed apart.
+  counts); the 1-text call's profile (CPU and GPU time, the top CPU ops); a whole encode's
+  profile, ours and ST (GPU busy share of the wall time, top kernels) and our pass plan
+  (passes, padded over real tokens); ours again with compiled blocks
+  (``EMBEDDING_COMPILE_BLOCKS``), its load (which compiles) timed apart, a failed compile
+  reported in the row.
 * ``attention``: the torch-only repro of pytorch#196678 (cuDNN backward NaN) with cuDNN
   attention on and off; then minilm MNRL, 256 pairs x 2 epochs, first and second epoch, for
   each of cuDNN attention on/off x pass widths rounded to 64 or not (the "shapes that
@@ -271,6 +274,62 @@ def one_text_profile(label: str, encode) -> None:
     )
 
 
+def encode_profile(label: str, encode, texts: list[str]) -> None:
+    """One whole encode of ``texts`` under the profiler: wall time against the GPU's kernel
+    time (busy share: near 1 means the passes are GPU-bound and only faster kernels help;
+    well under 1 means the CPU side, launches or tokenizing, leaves the GPU idle) and the
+    kernels the GPU spends its time in."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(ProfilerActivity.CUDA)
+    encode(texts)  # warm
+    with profile(activities=activities) as prof:
+        wall = timed(lambda: encode(texts))
+    events = prof.key_averages()
+    device_us = sum(getattr(e, "self_device_time_total", 0) for e in events)
+    kernels = sorted(
+        (e for e in events if getattr(e, "self_device_time_total", 0) > 0),
+        key=lambda e: e.self_device_time_total,
+        reverse=True,
+    )[:6]
+    record(
+        "encode-profile",
+        {
+            "model": label,
+            "texts": len(texts),
+            "wall ms (profiled)": wall * 1000,
+            "GPU kernel ms": device_us / 1000,
+            "GPU busy share": device_us / 1e6 / wall if wall else 0.0,
+            "top kernels (ms)": "; ".join(
+                f"{e.key[:60]} {e.self_device_time_total / 1000:.1f}" for e in kernels
+            ),
+        },
+    )
+
+
+def pass_plan(encoder, texts: list[str]) -> dict[str, Any]:
+    """How our planner cuts ``texts`` into passes at the encoder's default budget: the
+    number of passes and padded tokens over real ones (the compute padding wastes)."""
+    from embedding.inference.length_batching import length_batches
+
+    sequences, _ = encoder.prepare(texts)
+    lengths = [len(s) for s in sequences]
+    profile = encoder.profile
+    plan = list(
+        length_batches(
+            lengths,
+            256,
+            profile.encode_token_budget,
+            profile.overhead_tokens,
+            profile.attention_width,
+        )
+    )
+    padded = sum(len(p) * profile.padded_width(max(lengths[i] for i in p)) for p in plan)
+    return {"passes": len(plan), "padded / real tokens": padded / sum(lengths)}
+
+
 def tokens_of(encoder, texts: list[str]) -> int:
     sequences, _ = encoder.prepare(texts)
     return sum(len(s) for s in sequences)
@@ -278,7 +337,6 @@ def tokens_of(encoder, texts: list[str]) -> int:
 
 def section_encode(bench: Bench, peak: float, qwen: Path) -> None:
     from embedding.data.corpus import code_corpus
-    from embedding.inference.compiled_blocks import is_compiled
     from embedding.inference.encoder import Encoder
 
     for label, folder, n, budgets in (
@@ -308,18 +366,11 @@ def section_encode(bench: Bench, peak: float, qwen: Path) -> None:
         ours_default = encode_rate(ours.encode, texts)
         ours_ms = latency_ms(ours.encode, bench.latency_runs)
         one_text_profile(f"ours {label}", ours.encode)
+        encode_profile(f"ours {label}", ours.encode, texts)
+        plan = pass_plan(ours, texts)
         ours = None
         free()
-        # The same with EMBEDDING_COMPILE_BLOCKS (embedding/inference/compiled_blocks.py):
-        # the load compiles (timed against the eager load), then the same measurements.
-        started = time.perf_counter()
-        compiled = Encoder.load(str(folder), device=bench.device, compile_inference=True)
-        compile_s = time.perf_counter() - started
-        compiled_rate = encode_rate(compiled.encode, texts)
-        compiled_ms = latency_ms(compiled.encode, bench.latency_runs)
-        blocks_compiled = is_compiled(compiled._inference_model())
-        compiled = None
-        free()
+        compiled_row = compiled_rows(bench, folder, texts, flops, peak)
         set_cudnn_attention(True)  # ST runs as it ships: torch's default kernels
         st = st_model(folder, bench.device, torch.bfloat16)
         st.max_seq_length = min(st.max_seq_length or 512, 512 if "qodo" in label else 256)
@@ -340,6 +391,7 @@ def section_encode(bench: Bench, peak: float, qwen: Path) -> None:
                 best_st, best_batch = rate, batch
         st_ms = latency_ms(st.encode, bench.latency_runs)
         one_text_profile(f"ST {label}", st.encode)
+        encode_profile(f"ST {label}", functools.partial(st.encode, batch_size=best_batch), texts)
         st = None
         free()
         set_cudnn_attention(False)
@@ -353,15 +405,42 @@ def section_encode(bench: Bench, peak: float, qwen: Path) -> None:
                 "ours 1-text p50 ms": ours_ms,
                 "ST 1-text p50 ms": st_ms,
                 "ours share of peak": flops / (len(texts) / ours_default) / 1e12 / peak,
-                "blocks compiled": blocks_compiled,
-                "compiled texts/s": compiled_rate,
-                "compiled ratio": compiled_rate / best_st,
-                "compiled share of peak": flops / (len(texts) / compiled_rate) / 1e12 / peak,
-                "compiled 1-text p50 ms": compiled_ms,
+                **plan,
+                **compiled_row,
+                "compiled ratio": (compiled_row.get("compiled texts/s") or 0.0) / best_st,
                 "load s": load_s,
-                "compiled load s (compiles)": compile_s,
             },
         )
+
+
+def compiled_rows(
+    bench: Bench, folder: Path, texts: list[str], flops: float, peak: float
+) -> dict[str, Any]:
+    """The encode measurements again with EMBEDDING_COMPILE_BLOCKS
+    (embedding/inference/compiled_blocks.py): its load compiles (timed against the eager
+    load). A compile that fails is reported in the row, and the section goes on to ST: one
+    GPU run must not lose its comparison to it."""
+    from embedding.inference.compiled_blocks import is_compiled
+    from embedding.inference.encoder import Encoder
+
+    compiled = None
+    try:
+        started = time.perf_counter()
+        compiled = Encoder.load(str(folder), device=bench.device, compile_inference=True)
+        compile_s = time.perf_counter() - started
+        rate = encode_rate(compiled.encode, texts)
+        return {
+            "blocks compiled": is_compiled(compiled._inference_model()),
+            "compiled texts/s": rate,
+            "compiled share of peak": flops / (len(texts) / rate) / 1e12 / peak,
+            "compiled 1-text p50 ms": latency_ms(compiled.encode, bench.latency_runs),
+            "compiled load s (compiles)": compile_s,
+        }
+    except Exception as exc:
+        return {"blocks compiled": f"failed: {type(exc).__name__}: {exc}"[:300]}
+    finally:
+        compiled = None
+        free()
 
 
 def cudnn_nan_repro(bench: Bench) -> None:

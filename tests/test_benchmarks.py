@@ -20,8 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(name: str, *args: str, timeout: float = 600) -> str:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+def run_script(name: str, *args: str, timeout: float = 600, **extra_env: str) -> str:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **extra_env}
     env.pop("PYTHONPATH", None)  # as a user runs it: `python benchmarks/NAME.py`
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / name), *args],
@@ -147,6 +147,34 @@ def test_gpu_benchmark_sections_run_end_to_end_at_toy_sizes(tmp_path):
     assert rows["minilm full"]["ratio"] > 0
     lora = rows["qodo-1.5B-shape LoRA r8"]
     assert lora["ours dtype"] and lora["ST pairs/s"] > 0 and lora["ratio"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_encode_section_reports_a_failed_compile_and_still_compares(tmp_path):
+    """``--smoke --sections encode`` on a machine whose compiler is missing: every eager
+    row, the pass plan and ST's side are still there, and the compiled rows say why they
+    are not (one GPU run must not lose its comparison to a failed compile)."""
+    out_file = tmp_path / "gpu.json"
+    run_script(
+        "gpu.py",
+        "--smoke",
+        "--sections",
+        "encode",
+        "--out",
+        str(out_file),
+        CXX=str(tmp_path / "no-such-g++"),
+        TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"),  # nothing cached to reuse
+    )
+    results = json.loads(out_file.read_text())
+    assert "errors" not in results, results.get("errors")
+    rows = {row["model"]: row for row in results["encode-summary"]}
+    assert set(rows) == {"minilm", "qodo-1.5B-shape"}
+    for row in rows.values():
+        assert row["ours texts/s"] > 0 and row["ratio"] > 0 and row["passes"] >= 1
+        assert row["padded / real tokens"] >= 1.0
+        assert str(row["blocks compiled"]).startswith("failed: RuntimeError"), row
+    profiled = {row["model"] for row in results["encode-profile"] if "GPU busy share" in row}
+    assert profiled == {f"{side} {m}" for side in ("ours", "ST") for m in rows}
 
 
 def test_codesearch_build_assembles_a_folder_and_prints_files_per_second(tmp_path):
