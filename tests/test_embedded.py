@@ -116,6 +116,22 @@ def test_bookkeeping_is_answered_while_a_fine_tune_runs(embedded, monkeypatch):
 
 
 @pytest.mark.embedding_validation
+def test_idle_embedded_workers_stop_as_soon_as_asked(embedded):
+    """Celery's loop for the memory transport looks at its stop flag only between waits of
+    up to 2 s; ours caps each wait (workers/embedded_transport.py), so leaving the embedded
+    workers (the end of every ``embedctl validate``, of the embedded API) takes well under
+    a second, where it took about 2 s."""
+    from workers.app import embedded_worker
+
+    with embedded_worker() as workers:
+        threads = [t for t in threading.enumerate() if t.name.startswith("embedded-celery-")]
+        assert len(threads) == len(workers) == 2
+        asked = time.monotonic()
+    stopped = time.monotonic() - asked
+    assert not any(t.is_alive() for t in threads)
+    assert stopped < 1.0, f"the embedded workers took {stopped:.2f} s to stop"
+
+
 def test_make_run_main_job_passes_on_minilm(tmp_path):
     """``embedctl validate`` as ``make run`` runs it: the whole chord, embedded, under 60 s."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDDING_")}

@@ -57,6 +57,7 @@ TASK_ROUTES = {
 EMBEDDED_BROKER = "memory://"
 EMBEDDED_BACKEND = "cache+memory://"
 EMBEDDED_POLL_S = 0.005  # how often the in-process workers look for a message
+EMBEDDED_TRANSPORT = "workers.embedded_transport:Transport"
 
 
 def is_embedded(settings: Settings | None = None) -> bool:
@@ -75,8 +76,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # one-text request through the embedded API wait ~0.5 s (p50 575 ms on an H200, 32
         # clients, benchmarks/gpu.py). A poll is a dict lookup in this process.
         transport["polling_interval"] = EMBEDDED_POLL_S
+    embedded = broker == EMBEDDED_BROKER
     return {
         "broker_url": broker,
+        # memory://, stopping at once (workers/embedded_transport.py); None: the URL's own
+        "broker_transport": EMBEDDED_TRANSPORT if embedded else None,
         "result_backend": backend,
         "broker_transport_options": transport,
         "result_backend_transport_options": transport,
