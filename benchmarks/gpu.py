@@ -68,7 +68,9 @@ from dataclasses import replace
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Both sides tokenize on every core: ST as it ships (the tokenizers' default), ours as a
+# worker pool runs (core.config's tokenizer_parallelism, workers/pool_threads.py).
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 import torch
 

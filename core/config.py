@@ -146,6 +146,16 @@ class Settings(BaseSettings):
         description="`embedctl worker` imports the model code (and touches the GPU) in its gpu "
         "and embed pools as they start, so the first request does not pay for it",
     )
+    # The CLI's processes keep the Rust tokenizers single-threaded (a process that forks
+    # after their thread pool ran gets a child with it disabled, and a warning); a pool's
+    # own process or prefork child never forks, so there a batch is tokenized on every
+    # core: 2,000 code texts 445 -> 254 ms on 2 cores, the whole of an H200's idle time
+    # before its first pass.
+    tokenizer_parallelism: bool = Field(
+        True,
+        description="`embedctl worker` pools tokenize a call's texts on every core "
+        "(TOKENIZERS_PARALLELISM in the pool's own process or prefork child only)",
+    )
     compile_blocks: bool = Field(
         False,
         description="compile the transformer blocks each loaded model runs inference with "

@@ -4,6 +4,8 @@ what each pool runs on (the latency they buy is benchmarks/contention.py's)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from embedding.inference.torch_threads import default_threads, pool_threads
@@ -66,3 +68,24 @@ def test_each_pool_of_a_real_worker_runs_its_own_thread_counts(tmp_path):
     assert (got["embed"]["intra_op"], got["embed"]["inter_op"]) == (max(1, n // 2), 2)
     assert (got["cpu"]["intra_op"], got["cpu"]["inter_op"]) == (1, 1)
     assert got["gpu"]["intra_op"] + got["embed"]["intra_op"] == max(2, n)
+    # Each pool tokenizes on every core where its tasks run (the CLI itself does not).
+    assert env.get("TOKENIZERS_PARALLELISM") != "true"
+    assert all(got[q]["tokenizers_parallel"] for q in ("gpu", "cpu", "embed")), got
+
+
+def test_parallel_tokenizing_follows_its_setting(monkeypatch):
+    from core.config import get_settings
+    from workers.pool_threads import parallel_tokenizing
+
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.setenv("EMBEDDING_TOKENIZER_PARALLELISM", "0")
+    get_settings.cache_clear()
+    try:
+        parallel_tokenizing()
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+        monkeypatch.setenv("EMBEDDING_TOKENIZER_PARALLELISM", "1")
+        get_settings.cache_clear()
+        parallel_tokenizing()
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+    finally:
+        get_settings.cache_clear()

@@ -38,13 +38,28 @@ def configure_process(queues: list[str], kind: str) -> tuple[int, int]:
 
         def in_child(**_: Any) -> None:
             torch_threads.apply(*counts)
+            parallel_tokenizing()
 
         os.environ["OMP_NUM_THREADS"] = str(counts[0])
         worker_process_init.connect(in_child, weak=False)
     else:
         torch_threads.apply(*counts)
+        parallel_tokenizing()
     log.info("pool %s (%s): torch intra-op %d, inter-op %d", pool, kind, *counts)
     return counts
+
+
+def parallel_tokenizing() -> None:
+    """Let the Rust tokenizers use every core in this process (``tokenizer_parallelism``).
+
+    Only where tasks run and nothing forks afterwards: a pool's own process (threads,
+    solo) or a prefork child, never a prefork parent (its children would get the thread
+    pool disabled, with a warning). The tokenizers read the variable on every call.
+    """
+    from core.config import get_settings
+
+    if get_settings().tokenizer_parallelism:
+        os.environ["TOKENIZERS_PARALLELISM"] = "true"
 
 
 def in_thread(queues: Iterable[str], running: Iterable[str], target: Callable[[], Any]):

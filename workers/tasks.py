@@ -101,12 +101,15 @@ def json_vectors(vectors: Any) -> list[list[float]]:
 @app.task(name="embedding.torch_threads")
 def torch_threads() -> dict[str, Any]:
     """The torch thread counts of the pool that ran this (send it to a queue by name): each
-    pool has its own (``EMBEDDING_TORCH_THREADS_<POOL>``, ``embedding.inference.torch_threads``)."""
+    pool has its own (``EMBEDDING_TORCH_THREADS_<POOL>``, ``embedding.inference.torch_threads``);
+    and whether it tokenizes on every core (``workers.pool_threads.parallel_tokenizing``)."""
+    import os
     import socket
 
     from embedding.inference.torch_threads import current
 
-    return {"host": socket.gethostname(), **current()}
+    parallel = os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in ("1", "true")
+    return {"host": socket.gethostname(), **current(), "tokenizers_parallel": parallel}
 
 
 @app.task(name="embedding.benchmark")
