@@ -148,13 +148,15 @@ class Settings(BaseSettings):
     )
     # The CLI's processes keep the Rust tokenizers single-threaded (a process that forks
     # after their thread pool ran gets a child with it disabled, and a warning); a pool's
-    # own process or prefork child never forks, so there a batch is tokenized on every
-    # core: 2,000 code texts 445 -> 254 ms on 2 cores, the whole of an H200's idle time
-    # before its first pass.
-    tokenizer_parallelism: bool = Field(
-        True,
+    # own process or prefork child never forks, so there a batch may be tokenized on every
+    # core: 2,000 code texts 445 -> 254 ms on 2 cores, time a GPU idles before its first
+    # pass. On a CPU the forward passes need those cores: serving on 2 cores measured no
+    # gain (benchmarks/serve.py), so `auto` turns it on only for pools on a GPU.
+    tokenizer_parallelism: Literal["auto", "on", "off"] = Field(
+        "auto",
         description="`embedctl worker` pools tokenize a call's texts on every core "
-        "(TOKENIZERS_PARALLELISM in the pool's own process or prefork child only)",
+        "(TOKENIZERS_PARALLELISM in the pool's own process or prefork child); auto: where "
+        "the pool's models run on a GPU",
     )
     compile_blocks: bool = Field(
         False,

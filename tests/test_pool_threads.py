@@ -52,7 +52,11 @@ def test_each_pool_of_a_real_worker_runs_its_own_thread_counts(tmp_path):
     n = cores()
     with postgres_database() as db_url:
         env = service_env(
-            db_url, redis_url(15), tmp_path, EMBEDDING_TORCH_INTEROP_THREADS_EMBED="2"
+            db_url,
+            redis_url(15),
+            tmp_path,
+            EMBEDDING_TORCH_INTEROP_THREADS_EMBED="2",
+            EMBEDDING_TOKENIZER_PARALLELISM="on",  # auto is off on this CPU-only machine
         )
         broker = env["EMBEDDING_BROKER_URL"]
         client = Celery(broker=broker, backend=env["EMBEDDING_RESULT_BACKEND"])
@@ -68,24 +72,26 @@ def test_each_pool_of_a_real_worker_runs_its_own_thread_counts(tmp_path):
     assert (got["embed"]["intra_op"], got["embed"]["inter_op"]) == (max(1, n // 2), 2)
     assert (got["cpu"]["intra_op"], got["cpu"]["inter_op"]) == (1, 1)
     assert got["gpu"]["intra_op"] + got["embed"]["intra_op"] == max(2, n)
-    # Each pool tokenizes on every core where its tasks run (the CLI itself does not).
+    # Each pool tokenizes on every core where its tasks run when told (the CLI does not).
     assert env.get("TOKENIZERS_PARALLELISM") != "true"
     assert all(got[q]["tokenizers_parallel"] for q in ("gpu", "cpu", "embed")), got
 
 
-def test_parallel_tokenizing_follows_its_setting(monkeypatch):
+@pytest.mark.parametrize("mode", ["off", "on", "auto"])
+def test_parallel_tokenizing_follows_its_setting(monkeypatch, mode):
+    """on and off as said; auto only where the pool's models run on a GPU (here, none)."""
+    import torch
+
     from core.config import get_settings
     from workers.pool_threads import parallel_tokenizing
 
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
-    monkeypatch.setenv("EMBEDDING_TOKENIZER_PARALLELISM", "0")
+    monkeypatch.setenv("EMBEDDING_TOKENIZER_PARALLELISM", mode)
+    monkeypatch.delenv("EMBEDDING_DEVICE", raising=False)
     get_settings.cache_clear()
     try:
-        parallel_tokenizing()
-        assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
-        monkeypatch.setenv("EMBEDDING_TOKENIZER_PARALLELISM", "1")
-        get_settings.cache_clear()
-        parallel_tokenizing()
-        assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+        want = {"on": True, "off": False, "auto": torch.cuda.is_available()}[mode]
+        assert parallel_tokenizing() is want
+        assert os.environ["TOKENIZERS_PARALLELISM"] == ("true" if want else "false")
     finally:
         get_settings.cache_clear()

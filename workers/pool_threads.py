@@ -49,8 +49,10 @@ def configure_process(queues: list[str], kind: str) -> tuple[int, int]:
     return counts
 
 
-def parallel_tokenizing() -> None:
-    """Let the Rust tokenizers use every core in this process (``tokenizer_parallelism``).
+def parallel_tokenizing() -> bool:
+    """Let the Rust tokenizers use every core in this process where ``tokenizer_parallelism``
+    says so (``auto``: when this pool's models run on a GPU, whose passes would otherwise
+    wait on one core tokenizing); returns whether it did.
 
     Only where tasks run and nothing forks afterwards: a pool's own process (threads,
     solo) or a prefork child, never a prefork parent (its children would get the thread
@@ -58,8 +60,17 @@ def parallel_tokenizing() -> None:
     """
     from core.config import get_settings
 
-    if get_settings().tokenizer_parallelism:
+    settings = get_settings()
+    mode = settings.tokenizer_parallelism
+    if mode == "auto":
+        from embedding.inference.encoder import pick_device
+
+        on = pick_device(settings.device).startswith("cuda")
+    else:
+        on = mode == "on"
+    if on:
         os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    return on
 
 
 def in_thread(queues: Iterable[str], running: Iterable[str], target: Callable[[], Any]):
