@@ -115,7 +115,6 @@ def test_bookkeeping_is_answered_while_a_fine_tune_runs(embedded, monkeypatch):
     assert job["status"] == "cancelled", job
 
 
-@pytest.mark.embedding_validation
 def test_idle_embedded_workers_stop_as_soon_as_asked(embedded):
     """Celery's loop for the memory transport looks at its stop flag only between waits of
     up to 2 s; ours caps each wait (workers/embedded_transport.py), so leaving the embedded
@@ -132,6 +131,7 @@ def test_idle_embedded_workers_stop_as_soon_as_asked(embedded):
     assert stopped < 1.0, f"the embedded workers took {stopped:.2f} s to stop"
 
 
+@pytest.mark.embedding_validation
 def test_make_run_main_job_passes_on_minilm(tmp_path):
     """``embedctl validate`` as ``make run`` runs it: the whole chord, embedded, under 60 s."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDDING_")}
