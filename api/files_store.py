@@ -102,7 +102,7 @@ def check_training_file(path: Path) -> int:
         if rows > settings.max_triplets_per_job:
             raise _invalid(f"{where}: more than the cap of {settings.max_triplets_per_job} rows")
     if rows == 0:
-        raise APIError(400, "The file has no rows.", param="file", code="invalid_file")
+        raise _invalid("The file has no rows.")
     return rows
 
 
@@ -128,7 +128,7 @@ def training_row_width(path: Path) -> int:
             return len(row_from_json(obj, where))
         except DataError as exc:
             raise _invalid(str(exc)) from None
-    raise APIError(400, "The file has no rows.", param="file", code="invalid_file")
+    raise _invalid("The file has no rows.")
 
 
 def batch_requests(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -167,5 +167,5 @@ def batch_requests(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 def check_batch_file(path: Path) -> int:
     rows = sum(1 for _ in batch_requests(path))
     if rows == 0:
-        raise APIError(400, "The file has no requests.", param="file", code="invalid_file")
+        raise _invalid("The file has no requests.")
     return rows

@@ -311,30 +311,13 @@ def encode_profile(label: str, encode, texts: list[str]) -> None:
     )
 
 
-def pass_plan(encoder, texts: list[str]) -> dict[str, Any]:
-    """How our planner cuts ``texts`` into passes at the encoder's default budget: the
-    number of passes and padded tokens over real ones (the compute padding wastes)."""
-    from embedding.inference.length_batching import length_batches
-
-    sequences, _ = encoder.prepare(texts)
-    lengths = [len(s) for s in sequences]
-    profile = encoder.profile
-    plan = list(
-        length_batches(
-            lengths,
-            256,
-            profile.encode_token_budget,
-            profile.overhead_tokens,
-            profile.attention_width,
-        )
-    )
-    padded = sum(len(p) * profile.padded_width(max(lengths[i] for i in p)) for p in plan)
+def pass_plan(encoder, lengths: list[int]) -> dict[str, Any]:
+    """How our encoder cuts texts of these token lengths into passes at its default budget:
+    the number of passes and padded tokens over real ones (the compute padding wastes)."""
+    plan = encoder.plan_passes(lengths)
+    width = encoder.profile.padded_width
+    padded = sum(len(p) * width(max(lengths[i] for i in p)) for p in plan)
     return {"passes": len(plan), "padded / real tokens": padded / sum(lengths)}
-
-
-def tokens_of(encoder, texts: list[str]) -> int:
-    sequences, _ = encoder.prepare(texts)
-    return sum(len(s) for s in sequences)
 
 
 def section_encode(bench: Bench, peak: float, qwen: Path) -> None:
@@ -350,7 +333,8 @@ def section_encode(bench: Bench, peak: float, qwen: Path) -> None:
         started = time.perf_counter()
         ours = Encoder.load(str(folder), device=bench.device)
         load_s = time.perf_counter() - started
-        flops = 2 * nonembedding_params(ours.model) * tokens_of(ours, texts)
+        lengths = [len(s) for s in ours.prepare(texts)[0]]
+        flops = 2 * nonembedding_params(ours.model) * sum(lengths)
         for budget in (None, *budgets):
             rate = encode_rate(functools.partial(ours.encode, token_budget=budget), texts)
             share = flops / (len(texts) / rate) / 1e12 / peak
@@ -369,7 +353,7 @@ def section_encode(bench: Bench, peak: float, qwen: Path) -> None:
         ours_ms = latency_ms(ours.encode, bench.latency_runs)
         one_text_profile(f"ours {label}", ours.encode)
         encode_profile(f"ours {label}", ours.encode, texts)
-        plan = pass_plan(ours, texts)
+        plan = pass_plan(ours, lengths)
         ours = None
         free()
         compiled_row = compiled_rows(bench, folder, texts, flops, peak)

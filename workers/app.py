@@ -71,12 +71,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     # Above the fine-tune hard limit, so Redis never redelivers a job that is still running.
     visibility = settings.finetune_hard_time_limit + 600
     transport: dict[str, Any] = {"visibility_timeout": visibility}
-    if broker == EMBEDDED_BROKER:
+    embedded = broker == EMBEDDED_BROKER
+    if embedded:
         # The memory transport polls its queues; kombu's default, once a second, made a
         # one-text request through the embedded API wait ~0.5 s (p50 575 ms on an H200, 32
         # clients, benchmarks/gpu.py). A poll is a dict lookup in this process.
         transport["polling_interval"] = EMBEDDED_POLL_S
-    embedded = broker == EMBEDDED_BROKER
     return {
         "broker_url": broker,
         # memory://, stopping at once (workers/embedded_transport.py); None: the URL's own

@@ -438,13 +438,7 @@ class Encoder:
         with self._tokenizer_lock:
             sequences, report = self.prepare(items, task=task, prompt=prompt)
         lengths = [len(s) for s in sequences]
-        profile = self.profile
-        budget = token_budget or profile.encode_token_budget
-        plan = list(
-            length_batches(
-                lengths, batch_size, budget, profile.overhead_tokens, profile.attention_width
-            )
-        )
+        plan = self.plan_passes(lengths, batch_size, token_budget)
         if pool is not None:
             plan = spread_passes(plan, lengths, pool.workers)
         out = np.empty((len(items), out_dim), dtype=np.float32)
@@ -480,6 +474,19 @@ class Encoder:
             _gather(out, queued)
         result = out[0:1] if single else out
         return (result, report) if return_report else result
+
+    def plan_passes(
+        self, lengths: Sequence[int], batch_size: int = 256, token_budget: int | None = None
+    ) -> list[list[int]]:
+        """How :meth:`encode` groups texts of these token lengths into forward passes: the
+        device profile's cost model, under ``token_budget`` (default: the profile's)."""
+        profile = self.profile
+        budget = token_budget or profile.encode_token_budget
+        return list(
+            length_batches(
+                lengths, batch_size, budget, profile.overhead_tokens, profile.attention_width
+            )
+        )
 
     def _use_adapter(self, name: str) -> None:
         """Make ``name`` the active task adapter of the model and of its low-precision twin."""
