@@ -4,7 +4,8 @@
 
 On the lent H200: ``bash .gpu/on_device.sh python3 benchmarks/gpu.py --out $OUT/gpu.json``
 (``../shared/gpu/README.md``). Where CUDA is absent it says so and exits 0; ``--smoke``
-runs every section at toy sizes on the CPU, to check the script itself.
+runs every section at toy sizes on the CPU, to check the script itself (ST's side in fp32
+where the CPU has no bf16 instructions: its rows say which).
 
 Models: the bundled minilm (on the GPU machine an fp16 copy of its weights; every side
 loads it at the dtype named in its row) and a Qwen2 with Qodo-Embed-1-1.5B's shape (hidden
@@ -39,6 +40,9 @@ Sections (each prints its rows; ``--sections`` picks some):
   on minilm, 32 concurrent clients sending one text each: texts/s against our local
   batched encode of the same texts, p50/p99.
 * ``validate``: ``embedctl validate`` (the seed's four checks), wall time and each check's.
+
+It ends with issue 24's floors, each met, missed or not measured, and where compiled blocks
+would change the verdict (``benchmarks/gpu_floors.py``).
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 import torch
+
+from benchmarks.gpu_floors import floor_verdicts, verdict_table
 
 SECTIONS = ("peak", "encode", "attention", "budgets", "train", "serve", "validate")
 QODO_SHAPE = dict(
@@ -112,6 +118,16 @@ class Bench:
         self.encode_budgets = (4096, 16384) if smoke else (8192, 16384, 32768, 65536)
         self.qwen_budgets = (4096,) if smoke else (4096, 8192, 16384, 32768)
         self.train_budgets = (1024, 4096) if smoke else (4096, 16384, 65536)
+        # ST's side runs bf16 (weights or autocast), as it would on a GPU; a --smoke run on a
+        # CPU without bf16 instructions runs it fp32 and its rows say so: there a bf16 MNRL
+        # step of minilm took ~7 s (AMD EPYC without AVX-512), the smoke run 8 minutes.
+        self.peer_dtype = torch.bfloat16 if not smoke or cpu_has_bf16() else torch.float32
+
+
+def cpu_has_bf16() -> bool:
+    from embedding.inference.precision import bf16_supported
+
+    return bf16_supported("cpu")
 
 
 # ------------------------------------------------------------------ helpers
@@ -358,7 +374,7 @@ def section_encode(bench: Bench, peak: float, qwen: Path) -> None:
         free()
         compiled_row = compiled_rows(bench, folder, texts, flops, peak)
         set_cudnn_attention(True)  # ST runs as it ships: torch's default kernels
-        st = st_model(folder, bench.device, torch.bfloat16)
+        st = st_model(folder, bench.device, bench.peer_dtype)
         st.max_seq_length = min(st.max_seq_length or 512, 512 if "qodo" in label else 256)
         best_st, best_batch = 0.0, 0
         for batch in bench.st_batches:
@@ -549,8 +565,11 @@ def section_budgets(bench: Bench) -> None:
             del encoder
 
 
-def st_mnrl_epoch(st, pairs, batch_size: int, lora: bool = False) -> tuple[float, float, bool]:
-    """ST's model and MNRL loss in a plain bf16-autocast AdamW loop: (seconds, GB, any NaN)."""
+def st_mnrl_epoch(
+    st, pairs, batch_size: int, lora: bool = False, autocast: bool = True
+) -> tuple[float, float, bool]:
+    """ST's model and MNRL loss in a plain AdamW loop, bf16 autocast unless told otherwise:
+    (seconds, GB, any NaN)."""
     from sentence_transformers.losses import MultipleNegativesRankingLoss
 
     loss_fn = MultipleNegativesRankingLoss(st)
@@ -569,7 +588,7 @@ def st_mnrl_epoch(st, pairs, batch_size: int, lora: bool = False) -> tuple[float
                 {k: v.to(st.device) if isinstance(v, torch.Tensor) else v for k, v in f.items()}
                 for f in features
             ]
-            with torch.autocast(device_type, dtype=torch.bfloat16):
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
                 loss = loss_fn(features, None)
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -605,7 +624,8 @@ def section_train(bench: Bench, qwen: Path) -> None:
         set_cudnn_attention(not bench.smoke)
         st = st_model(minilm_folder(), bench.device, torch.float32)
         st.max_seq_length = 256
-        seconds, st_gb, _ = st_mnrl_epoch(st, pairs, batch)
+        autocast = bench.peer_dtype == torch.bfloat16
+        seconds, st_gb, _ = st_mnrl_epoch(st, pairs, batch, autocast=autocast)
         del st
         set_cudnn_attention(False)
         record(
@@ -617,7 +637,7 @@ def section_train(bench: Bench, qwen: Path) -> None:
                 "ours dtype": result.settings["precision"],
                 "ours GB": ours_gb,
                 "ST pairs/s": len(pairs) / seconds,
-                "ST dtype": "fp32 weights, bf16 autocast",
+                "ST dtype": f"fp32 weights, {'bf16 autocast' if autocast else 'no autocast'}",
                 "ST GB": st_gb,
                 "ratio": ours_rate / (len(pairs) / seconds),
             },
@@ -643,19 +663,20 @@ def section_train(bench: Bench, qwen: Path) -> None:
     from peft import LoraConfig, get_peft_model
 
     set_cudnn_attention(not bench.smoke)
-    st = st_model(qwen, bench.device, torch.bfloat16)
+    st = st_model(qwen, bench.device, bench.peer_dtype)
     st.max_seq_length = 512
     st[0].auto_model = get_peft_model(
         st[0].auto_model,
         LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"),
     )
     try:
-        seconds, st_gb, nan = st_mnrl_epoch(st, lora_pairs, 32, lora=True)
+        autocast = bench.peer_dtype == torch.bfloat16
+        seconds, st_gb, nan = st_mnrl_epoch(st, lora_pairs, 32, lora=True, autocast=autocast)
         peer = {
             "ST pairs/s": len(lora_pairs) / seconds,
             "ST GB": st_gb,
             "ST NaN": nan,
-            "ST dtype": "bf16 weights, bf16 autocast",
+            "ST dtype": f"{dtype_of(st)} weights, {'bf16 autocast' if autocast else 'no autocast'}",
         }
     except Exception as exc:
         peer = {"ST": f"{type(exc).__name__}: {exc}"}
@@ -904,6 +925,9 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     results["seconds"] = time.perf_counter() - started
     print(f"total {results['seconds']:.1f} s")
+    results["floors"] = floor_verdicts(results)
+    conditions = "toy sizes on a CPU, not the floors' conditions" if args.smoke else "H200"
+    print(f"issue 24's floors ({conditions}):\n{verdict_table(results['floors'])}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2, default=str))
     return 0

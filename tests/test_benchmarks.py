@@ -147,6 +147,11 @@ def test_gpu_benchmark_sections_run_end_to_end_at_toy_sizes(tmp_path):
     assert rows["minilm full"]["ratio"] > 0
     lora = rows["qodo-1.5B-shape LoRA r8"]
     assert lora["ours dtype"] and lora["ST pairs/s"] > 0 and lora["ratio"] > 0
+    # the run ends with issue 24's floors: these sections' are measured, the others' are not
+    floors = {f["floor"]: f for f in results["floors"]}
+    measured = {name for name, f in floors.items() if f["met"] is not None}
+    assert measured == {name for name in floors if "MNRL" in name or "LoRA" in name}, floors
+    assert len(floors) == 12
 
 
 @pytest.mark.slow
