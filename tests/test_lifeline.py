@@ -179,6 +179,7 @@ def test_submitted_while_the_broker_is_down_runs_once_it_is_back(stack, tmp_path
     art = stack["artifacts"]
     with celery_worker(stack["env"], art / "down.log", name=_name()), beat(stack, "beat-down"):
         redis.stop()
+        asked = time.monotonic()
         out = subprocess.run(
             [
                 *(sys.executable, "-m", "workers.cli", "jobs", "submit", "--model", "minilm"),
@@ -191,8 +192,12 @@ def test_submitted_while_the_broker_is_down_runs_once_it_is_back(stack, tmp_path
             timeout=120,
         )
         assert out.returncode == 0, out.stderr[-2000:]
+        answered_after = time.monotonic() - asked
         job_id = out.stdout.strip().splitlines()[-1]
         assert _job(stack, job_id)["events"] == ["created"]  # in the outbox, not sent
+        # At once: the process's start and the broker's refusal (0.7 s), not ~19 s of
+        # retries to subscribe to a result nobody waits for (workers.app.publisher)
+        assert answered_after < 12, answered_after
         redis.start()
         back = time.monotonic()
         _wait(stack, job_id, lambda j: "claimed" in j["events"], timeout=60)

@@ -164,6 +164,33 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 app = create_app()
 
+_publisher: Celery | None = None
+_publisher_lock = threading.Lock()
+
+
+def publisher() -> Celery:
+    """The app that sends messages nobody in this process waits on (a fine-tune job's, a
+    re-run's): ``app``'s settings without a result backend. ``app`` itself on the memory
+    broker, where nothing waits.
+
+    Why: on a Redis result backend, ``send_task`` first subscribes to the task's result,
+    for a ``.get()`` that a submitter never makes, and while Redis is away that subscription
+    retries for some 19 s before the send fails, where the broker refuses the message in
+    0.7 s. A job whose message is not sent waits in the outbox (``workers.jobs.outbox``) for
+    the relay, so a submit during an outage answered after 19 s what it knew at once. The
+    message is the same, so the worker still stores the task's result: ``AsyncResult(job_id)``
+    follows a job as before.
+    """
+    global _publisher
+    if is_embedded():
+        return app
+    with _publisher_lock:
+        if _publisher is None:
+            celery = Celery("embedding-publisher", set_as_current=False)
+            celery.conf.update({**celery_config(get_settings()), "result_backend": None})
+            _publisher = celery
+        return _publisher
+
 
 class _EmbeddedWorkController:
     """Built lazily: a WorkController subclass that says when its consumer is ready."""

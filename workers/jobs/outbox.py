@@ -71,10 +71,10 @@ def send(job_id: str) -> bool:
     The Celery task id is the job id, so a resend after a lost acknowledgement is the same
     task, and the worker's database claim keeps it from running twice.
     """
-    from workers.app import app  # made on first use, with the settings of that moment
+    from workers.app import publisher  # made on first use, with the settings of that moment
 
     try:
-        app.send_task("embedding.finetune", args=[job_id], task_id=job_id, queue="gpu")
+        publisher().send_task("embedding.finetune", args=[job_id], task_id=job_id, queue="gpu")
     except Exception as exc:
         log.warning(
             "job %s stays in the outbox: broker unavailable (%s)", job_id, type(exc).__name__

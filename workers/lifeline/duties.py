@@ -198,10 +198,10 @@ def end_lost_validation_runs(now: datetime) -> list[str]:
 
 
 def _send(task: str, task_id: str, **options: Any) -> bool:
-    from workers.app import app
+    from workers.app import publisher
 
     try:
-        app.send_task(
+        publisher().send_task(
             task, task_id=f"{task_id}-{uuid.uuid4().hex[:8]}", queue=FINETUNE_QUEUE, **options
         )
     except Exception as exc:
@@ -213,10 +213,12 @@ def _send(task: str, task_id: str, **options: Any) -> bool:
 def resend(job_id: str, reason: str) -> bool:
     """Send ``embedding.finetune(job_id)`` again and record the rescue; False if the broker
     is away (the next pass tries again)."""
-    from workers.app import app
+    from workers.app import publisher
 
     try:
-        app.send_task("embedding.finetune", args=[job_id], task_id=job_id, queue=FINETUNE_QUEUE)
+        publisher().send_task(
+            "embedding.finetune", args=[job_id], task_id=job_id, queue=FINETUNE_QUEUE
+        )
     except Exception as exc:
         log.warning("rescue of job %s not sent: %s", job_id, type(exc).__name__)
         return False
