@@ -121,18 +121,16 @@ class Bench:
         # ST's side runs bf16 (weights or autocast), as it would on a GPU; a --smoke run on a
         # CPU without bf16 instructions runs it fp32 and its rows say so: there a bf16 MNRL
         # step of minilm took ~7 s (AMD EPYC without AVX-512), the smoke run 8 minutes.
-        self.peer_dtype = torch.bfloat16 if not smoke or cpu_has_bf16() else torch.float32
+        from embedding.inference.precision import bf16_supported
+
+        self.peer_dtype = torch.bfloat16 if not smoke or bf16_supported("cpu") else torch.float32
+        self.st_autocast = self.peer_dtype == torch.bfloat16  # ST's MNRL loop, bf16 autocast
+        self.st_autocast_label = "bf16 autocast" if self.st_autocast else "no autocast"
 
     def st_tokens(self, tokens: int) -> int:
         """ST's max_seq_length: as given, or at most 64 with --smoke (ST pads each batch to
         its longest text: a smoke epoch of 32 pairs at 256 took 25 s on 2 CPU cores)."""
         return min(tokens, 64) if self.smoke else tokens
-
-
-def cpu_has_bf16() -> bool:
-    from embedding.inference.precision import bf16_supported
-
-    return bf16_supported("cpu")
 
 
 # ------------------------------------------------------------------ helpers
@@ -631,8 +629,7 @@ def section_train(bench: Bench, qwen: Path) -> None:
         set_cudnn_attention(not bench.smoke)
         st = st_model(minilm_folder(), bench.device, torch.float32)
         st.max_seq_length = bench.st_tokens(256)
-        autocast = bench.peer_dtype == torch.bfloat16
-        seconds, st_gb, _ = st_mnrl_epoch(st, pairs, batch, autocast=autocast)
+        seconds, st_gb, _ = st_mnrl_epoch(st, pairs, batch, autocast=bench.st_autocast)
         del st
         set_cudnn_attention(False)
         record(
@@ -644,7 +641,7 @@ def section_train(bench: Bench, qwen: Path) -> None:
                 "ours dtype": result.settings["precision"],
                 "ours GB": ours_gb,
                 "ST pairs/s": len(pairs) / seconds,
-                "ST dtype": f"fp32 weights, {'bf16 autocast' if autocast else 'no autocast'}",
+                "ST dtype": f"fp32 weights, {bench.st_autocast_label}",
                 "ST GB": st_gb,
                 "ratio": ours_rate / (len(pairs) / seconds),
             },
@@ -677,13 +674,14 @@ def section_train(bench: Bench, qwen: Path) -> None:
         LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"),
     )
     try:
-        autocast = bench.peer_dtype == torch.bfloat16
-        seconds, st_gb, nan = st_mnrl_epoch(st, lora_pairs, 32, lora=True, autocast=autocast)
+        seconds, st_gb, nan = st_mnrl_epoch(
+            st, lora_pairs, 32, lora=True, autocast=bench.st_autocast
+        )
         peer = {
             "ST pairs/s": len(lora_pairs) / seconds,
             "ST GB": st_gb,
             "ST NaN": nan,
-            "ST dtype": f"{dtype_of(st)} weights, {'bf16 autocast' if autocast else 'no autocast'}",
+            "ST dtype": f"{dtype_of(st)} weights, {bench.st_autocast_label}",
         }
     except Exception as exc:
         peer = {"ST": f"{type(exc).__name__}: {exc}"}

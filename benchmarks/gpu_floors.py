@@ -123,12 +123,10 @@ def _train_floors(results: dict[str, Any], add) -> None:
             f"{row['ratio']:.2f}x" if row else None,
             bool(row) and row["ratio"] >= floor,
         )
-    lora = _first(train, lambda r: str(r.get("model", "")).startswith(QWEN))
-    ratio, ours_gb, st_gb = (lora or {}).get("ratio"), (lora or {}).get("ours GB"), None
-    if lora:
-        st_gb = lora.get("ST GB")
+    lora = _first(train, lambda r: str(r.get("model", "")).startswith(QWEN)) or {}
+    ratio, ours_gb, st_gb = lora.get("ratio"), lora.get("ours GB"), lora.get("ST GB")
     measured = None
-    if lora and ratio is not None:
+    if ratio is not None:
         measured = f"{ratio:.2f}x at {ours_gb:.1f} GB against {st_gb:.1f} GB"
     elif lora:
         measured = f"no ratio: ours {lora.get('ours', '-')}, ST {lora.get('ST', '-')}"
@@ -137,20 +135,19 @@ def _train_floors(results: dict[str, Any], add) -> None:
         measured,
         ratio is not None and ratio >= TRAIN_LORA_RATIO and ours_gb <= st_gb,
     )
-    losses = (lora or {}).get("ours losses")
+    losses = lora.get("ours losses")
+    if not lora:
+        measured = None
+    elif losses:
+        measured = f"losses {losses} ({lora.get('ours dtype')})"
+    else:
+        measured = str(lora.get("ours"))
     add(
         "1.5B LoRA in bf16: no NaN",
-        None
-        if not lora
-        else f"losses {losses} ({lora.get('ours dtype')})"
-        if losses
-        else str(lora.get("ours")),
+        measured,
         bool(losses) and all(math.isfinite(x) for x in losses),
     )
-    first, second = (
-        (lora or {}).get("ours epoch 1 pairs/s"),
-        (lora or {}).get("ours epoch 2 pairs/s"),
-    )
+    first, second = lora.get("ours epoch 1 pairs/s"), lora.get("ours epoch 2 pairs/s")
     add(
         f"1.5B LoRA first epoch within {FIRST_EPOCH_OVER_SECOND}x of the second",
         f"{second / first:.2f}x" if first and second else None,
