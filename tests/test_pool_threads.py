@@ -5,10 +5,13 @@ what each pool runs on (the latency they buy is benchmarks/contention.py's)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 from embedding.inference.torch_threads import default_threads, pool_threads
+from tests.support import ROOT
 
 
 @pytest.mark.parametrize(
@@ -36,6 +39,38 @@ def test_settings_override_the_default(monkeypatch):
     assert pool_threads("embed", ("gpu", "embed"), settings, n_cores=2) == (1, 2)
     with pytest.raises(ValueError, match="unknown pool"):
         default_threads("gpus", ("gpu",), 2)
+
+
+def test_a_threads_count_holds_when_another_thread_sets_its_own_before_the_first_op():
+    """The embedded workers' order: the gpu thread applies its count, the cpu thread applies
+    1 before the gpu thread has run an op, then the gpu thread runs. torch sets a thread up
+    lazily from the process default at its first parallel call, so without the fix the gpu
+    thread ran on 1 (validate's gradient step: 95 ms against 62 on two cores). Run in its own
+    interpreter: the counts are process state, and pytest's threads are set up already."""
+    script = """
+import threading, torch
+from embedding.inference.torch_threads import apply
+applied, other_done, seen = threading.Event(), threading.Event(), []
+def gpu():
+    apply(2, 1)
+    applied.set()
+    other_done.wait()
+    torch.ones(1 << 18).add_(1)  # a parallel op
+    seen.append(torch.get_num_threads())
+def cpu():
+    applied.wait()
+    apply(1, 1)
+    other_done.set()
+threads = [threading.Thread(target=gpu), threading.Thread(target=cpu)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(seen[0])
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2"], out.stdout
 
 
 @pytest.mark.integration

@@ -70,6 +70,7 @@ def time_train_step(
         "grad_norm": grad_norm,
         "batch": len(rows),
         "precision": encoder.precision,
+        "threads": torch.get_num_threads(),  # the step's intra-op threads: its figure depends on them
         "fused_adamw": bool(optimizer.defaults.get("fused")),
         "repeats": repeats,
     }

@@ -81,13 +81,13 @@ def _run(args: argparse.Namespace, models: list[str], trigger: str) -> dict:
     Past the deadline the run is abandoned: ended as ``error`` and its tasks revoked.
     """
     from core.config import get_settings
-    from workers.app import app, embedded_worker, is_embedded
+    from workers.app import VALIDATION_THREADS, app, embedded_worker, is_embedded
     from workers.client import abandon_validation, start_validation, validation_tasks
     from workers.jobs.validation_run import read_run
 
     ensure_schema()
     embedded = is_embedded(get_settings())
-    with embedded_worker() if embedded else nullcontext():
+    with embedded_worker(threads=VALIDATION_THREADS) if embedded else nullcontext():
         if not embedded:
             from workers.lifeline.worker_check import queues_of, require_consumers
 

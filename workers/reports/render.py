@@ -122,6 +122,7 @@ def _figure_lines(name: str, figures: dict[str, Any]) -> list[str]:
                 "  gradient step (5 triplets): forward+backward "
                 f"{grad.get('forward_backward_ms', 0):.1f} ms, optimizer {grad.get('optimizer_ms', 0):.1f} ms, "
                 f"precision {grad.get('precision')}"
+                + (f", {grad['threads']} threads" if grad.get("threads") else "")
             )
     return out
 
