@@ -351,17 +351,32 @@ def test_outbox(new_session: Factory) -> None:
         session.commit()
         assert [j.id for j in repo.jobs.unsent_jobs(session)] == [first, second]
         assert repo.jobs.unsent_jobs(session, older_than_s=3600) == []
-        assert repo.jobs.mark_sent(session, first)
+        assert repo.jobs.take_from_outbox(session, first)
         session.commit()
         sent_at = repo.jobs.get_job(session, first).sent_at
-        assert not repo.jobs.mark_sent(session, first)  # the first send time is kept
+        assert not repo.jobs.take_from_outbox(session, first)  # taken once; first time kept
         session.commit()
         assert repo.jobs.get_job(session, first).sent_at == sent_at
         assert [j.id for j in repo.jobs.unsent_jobs(session)] == [second]
+        # A send that failed puts it back, for the relay; a job no longer queued stays out.
+        assert repo.jobs.return_to_outbox(session, first)
+        session.commit()
+        assert [j.id for j in repo.jobs.unsent_jobs(session)] == [first, second]
+        assert repo.jobs.take_from_outbox(session, first)
+        assert repo.jobs.claim_job(session, first, "w1")
+        assert not repo.jobs.return_to_outbox(session, first)  # running: not the outbox's
         with pytest.raises(InvalidValue, match="older_than_s"):
             repo.jobs.unsent_jobs(session, older_than_s=-1)
         with pytest.raises(NotFound):
-            repo.jobs.mark_sent(session, uuid.uuid4())
+            repo.jobs.take_from_outbox(session, uuid.uuid4())
+
+
+def test_a_job_leaves_the_outbox_once_when_its_senders_race(new_session: Factory) -> None:
+    """The submitter and a relay pass that read the job as unsent a moment ago both try to
+    send it: one takes it. (With the mark after the send, both sent: a duplicate message.)"""
+    job_id = _job(new_session)
+    won = _race(new_session, lambda session: repo.jobs.take_from_outbox(session, job_id), n=4)
+    assert sorted(won) == [False, False, False, True]
 
 
 def test_old_unsent_jobs(new_session: Factory) -> None:

@@ -273,8 +273,13 @@ def record_job_result(
     return changed
 
 
-def mark_sent(session: Session, job_id: Id) -> bool:
-    """Take a job out of the outbox; the first send time is kept. True if it was unsent."""
+def take_from_outbox(session: Session, job_id: Id) -> bool:
+    """Claim a job's first send: True for one caller only, whoever asks first (its submitter
+    or a relay pass). ``sent_at`` is set *before* the message goes, so a relay pass that read
+    the job as unsent a moment ago finds it taken; with the mark after the send, a send that
+    took longer than the relay's grace went out twice. A sender whose message then fails puts
+    the job back (:func:`return_to_outbox`); one that dies in between leaves a queued job with
+    no message, which the rescue pass re-sends. The first send time is kept."""
     jid = v.as_uuid(job_id, "job_id")
     stmt = (
         update(FinetuneJob)
@@ -285,8 +290,19 @@ def mark_sent(session: Session, job_id: Id) -> bool:
     forget(session, FinetuneJob, jid)
     if not changed:
         require(session, FinetuneJob, jid, "fine-tune job")
-    else:
-        add_job_event(session, jid, "sent", "sent to the gpu queue")
+    return changed
+
+
+def return_to_outbox(session: Session, job_id: Id) -> bool:
+    """Put a still-queued job back in the outbox: its message could not be sent."""
+    jid = v.as_uuid(job_id, "job_id")
+    stmt = (
+        update(FinetuneJob)
+        .where(FinetuneJob.id == jid, FinetuneJob.status == "queued")
+        .values(sent_at=None)
+    )
+    changed = bulk_update(session, stmt) == 1
+    forget(session, FinetuneJob, jid)
     return changed
 
 

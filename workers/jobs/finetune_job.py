@@ -36,7 +36,7 @@ from db import repo
 from db.session import session_scope
 from embedding.models.hub import ensure_under_roots
 from embedding.training.checkpoints import prune_after_job
-from workers.jobs.outbox import send
+from workers.jobs.outbox import publish
 from workers.lifeline import warm_shutdown
 from workers.lifeline.db_retry import with_db_retry
 from workers.lifeline.duties import gave_up_reason
@@ -109,7 +109,7 @@ def run_finetune_job(
     except JobReleased:
         with session_scope() as session:
             repo.jobs.release_job(session, job_id, hostname, "warm shutdown, checkpoint written")
-        send(job_id)  # another worker resumes it now; if the broker is away, the lifeline will
+        publish(job_id)  # another worker resumes it now; if the broker is away, the lifeline will
         return {"job_id": str(job_id), "status": "released"}
     except Exception as exc:
         fail_job(job_id, f"{type(exc).__name__}: {exc}")

@@ -1,9 +1,9 @@
 """The fine-tune outbox: a job is recorded before its message is sent, and nothing is lost
 between the two.
 
-:func:`submit_request` commits the job row first (``sent_at`` empty), then sends the
-``embedding.finetune`` message and marks the row sent. If the broker is down the job stays
-in the outbox and :func:`relay_unsent` (``embedctl jobs relay``, or the beat task
+:func:`submit_request` commits the job row first (``sent_at`` empty), then takes it out of
+the outbox and sends the ``embedding.finetune`` message (:func:`send`: one sender only). If
+the broker is down the job goes back to the outbox and :func:`relay_unsent` (``embedctl jobs relay``, or the beat task
 ``embedding.relay_outbox``) sends it once the broker is back. The same idempotency key with
 the same request always gives the same job (a job already sent is not sent again); with
 another request it is an :class:`~workers.jobs.idempotency.IdempotencyConflict`.
@@ -66,22 +66,36 @@ def submit_request(request: FinetuneRequest, request_sha256: str | None = None) 
 
 
 def send(job_id: str) -> bool:
-    """Send one job's message; on a broker error leave it in the outbox for the relay.
+    """Take one job out of the outbox and send its message; False if another sender has it
+    or the broker is away (then the job is back in the outbox, for the relay).
 
-    The Celery task id is the job id, so a resend after a lost acknowledgement is the same
-    task, and the worker's database claim keeps it from running twice.
+    Exactly one of the job's senders (its submitter, relay passes) sends it: the job is
+    taken out of the outbox first (:func:`db.repo.jobs.take_from_outbox`), then sent. The
+    Celery task id is the job id, and the worker's database claim keeps a job from running
+    twice whatever is delivered; this keeps a duplicate from being delivered at all.
     """
+    with session_scope() as session:
+        if not repo.jobs.take_from_outbox(session, job_id):
+            return False
+    if not publish(job_id):
+        with session_scope() as session:
+            repo.jobs.return_to_outbox(session, job_id)
+        return False
+    with session_scope() as session:
+        repo.jobs.add_job_event(session, job_id, "sent", "sent to the gpu queue")
+    return True
+
+
+def publish(job_id: str) -> bool:
+    """Put the job's message on the gpu queue, whatever the outbox says (a re-send); False,
+    logged, if the broker refused it."""
     from workers.app import publisher  # made on first use, with the settings of that moment
 
     try:
         publisher().send_task("embedding.finetune", args=[job_id], task_id=job_id, queue="gpu")
     except Exception as exc:
-        log.warning(
-            "job %s stays in the outbox: broker unavailable (%s)", job_id, type(exc).__name__
-        )
+        log.warning("job %s: message not sent, broker unavailable (%s)", job_id, type(exc).__name__)
         return False
-    with session_scope() as session:
-        repo.jobs.mark_sent(session, job_id)
     return True
 
 

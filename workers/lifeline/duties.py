@@ -36,7 +36,7 @@ from core.config import get_settings
 from db import repo
 from db.models import utcnow
 from db.session import session_scope
-from workers.jobs.outbox import relay_unsent
+from workers.jobs.outbox import publish, relay_unsent
 
 log = logging.getLogger(__name__)
 
@@ -213,14 +213,7 @@ def _send(task: str, task_id: str, **options: Any) -> bool:
 def resend(job_id: str, reason: str) -> bool:
     """Send ``embedding.finetune(job_id)`` again and record the rescue; False if the broker
     is away (the next pass tries again)."""
-    from workers.app import publisher
-
-    try:
-        publisher().send_task(
-            "embedding.finetune", args=[job_id], task_id=job_id, queue=FINETUNE_QUEUE
-        )
-    except Exception as exc:
-        log.warning("rescue of job %s not sent: %s", job_id, type(exc).__name__)
+    if not publish(job_id):
         return False
     with session_scope() as session:
         repo.jobs.mark_rescued(session, job_id, reason)
