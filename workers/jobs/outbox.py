@@ -3,8 +3,8 @@ between the two.
 
 :func:`submit_request` commits the job row first (``sent_at`` empty), then takes it out of
 the outbox and sends the ``embedding.finetune`` message (:func:`send`: one sender only). If
-the broker is down the job goes back to the outbox and :func:`relay_unsent` (``embedctl jobs relay``, or the beat task
-``embedding.relay_outbox``) sends it once the broker is back. The same idempotency key with
+the broker is down the job goes back to the outbox and :func:`relay_unsent` (``embedctl jobs
+relay``, or the beat task ``embedding.relay_outbox``) sends it once the broker is back. The same idempotency key with
 the same request always gives the same job (a job already sent is not sent again); with
 another request it is an :class:`~workers.jobs.idempotency.IdempotencyConflict`.
 
