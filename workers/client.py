@@ -270,7 +270,7 @@ def start_evaluation(
     a model or dataset the workers may not use (nothing recorded), and :class:`NotSent` when
     the broker is unavailable (recorded as ``failed``).
     """
-    from workers.app import GPU_QUEUE, app
+    from workers.app import GPU_QUEUE, publisher
 
     payload: dict[str, Any] = {"model_a": model_a, "model_b": model_b, "seed": seed}
     if n_resamples is not None:
@@ -292,8 +292,8 @@ def start_evaluation(
         dataset=request.dataset,
     )
     message = request.model_dump(mode="json", exclude_none=True)
-    try:
-        app.send_task(
+    try:  # its result is read from the evaluation's row, not from Celery's backend
+        publisher().send_task(
             COMPARE_TASK,
             kwargs={**message, "evaluation_id": evaluation_id},
             task_id=evaluation_id,

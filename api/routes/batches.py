@@ -99,7 +99,7 @@ def _plan(path: str) -> tuple[list[list[int]], dict[str, str], int]:
 
 @router.post("/v1/batches", response_model=BatchObject)
 def create_batch(body: BatchRequest) -> BatchObject:
-    from workers.app import GPU_QUEUE, app
+    from workers.app import GPU_QUEUE, publisher
 
     with session_scope() as session:
         source = repo.files.get_file(session, body.input_file_id)
@@ -126,9 +126,10 @@ def create_batch(body: BatchRequest) -> BatchObject:
             expires_at=utcnow() + timedelta(hours=24),
             metadata=body.metadata,
         )
-    try:
+    try:  # nobody here waits on a chunk's result: its progress is in the batch's row
+        sender = publisher()
         for index in range(len(chunks)):
-            app.send_task(CHUNK_TASK, args=[batch_id, index], queue=GPU_QUEUE)
+            sender.send_task(CHUNK_TASK, args=[batch_id, index], queue=GPU_QUEUE)
     except Exception as exc:
         with session_scope() as session:
             repo.batches.set_batch_status(
