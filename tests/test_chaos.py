@@ -10,8 +10,8 @@ announces it (the seed is printed; ``CHAOS_SEED`` replays a run), kills, and say
 hit by what is observable at the kill: a checkpoint's temporary folder (``.<name>-*``, see
 embedding/training/checkpoints.py) in the job's checkpoint folder, every epoch recorded but the job
 not done, or neither (a step). Every job must end ``succeeded``, each epoch recorded once,
-the rescue and the takeover recorded (``rescued``, ``retried``), the job moving again within the lease, one rescue
-period and a worker's start, and its model must load.
+the rescue and the takeover recorded (``rescued``, ``retried``), the job moving again within
+the lease, one rescue period and a worker's start, and its model must load.
 
 ``CHAOS_TRIALS`` sets the number of trials. The default, 3 (one of each aim: the aims are
 cycled, then shuffled), is what should fit in about 90 s on a quiet 2-core machine: a trial

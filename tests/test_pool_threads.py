@@ -73,6 +73,22 @@ print(seen[0])
     assert out.stdout.split() == ["2"], out.stdout
 
 
+def test_pass_pool_workers_run_on_one_core_and_the_caller_keeps_its_count():
+    script = """
+import torch
+from embedding.inference.pass_pool import PassPool
+torch.set_num_threads(2)
+pool = PassPool(2)
+torch.set_num_threads(2)  # a later default changes no worker's count
+print(*sorted(pool.submit(torch.get_num_threads).result() for _ in range(4)), torch.get_num_threads())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1", "1", "1", "2"], out.stdout
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_each_pool_of_a_real_worker_runs_its_own_thread_counts(tmp_path):

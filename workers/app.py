@@ -170,8 +170,8 @@ _publisher_lock = threading.Lock()
 
 def publisher() -> Celery:
     """The app that sends messages nobody in this process waits on (a fine-tune job's, a
-    re-run's, a batch's chunks, an evaluation's): ``app``'s settings without a result backend. ``app`` itself on the memory
-    broker, where nothing waits.
+    re-run's, a batch's chunks, an evaluation's): ``app``'s settings without a result
+    backend. ``app`` itself on the memory broker, where nothing waits.
 
     Why: on a Redis result backend, ``send_task`` first subscribes to the task's result,
     for a ``.get()`` that a submitter never makes, and while Redis is away that subscription

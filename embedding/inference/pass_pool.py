@@ -16,9 +16,9 @@ batches this way; ``benchmarks/serve.py --passes 1`` runs it the old way, and
 
 A worker thread's intra-op thread count is its own (OpenMP keeps it per thread), but
 ``torch.set_num_threads`` also sets the process-wide default that threads started later
-inherit: each worker sets 1 for itself and runs one parallel op (so its lazy per-thread
-setup happens at 1), and the pool then restores the default the caller had, so the rest
-of the process (a training loop, say) keeps every core.
+inherit: each worker sets 1 for itself (:func:`~embedding.inference.torch_threads.set_intra_op`,
+which holds against the default changing later), and the pool then restores the default the
+caller had, so the rest of the process (a training loop, say) keeps every core.
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ from typing import Any
 
 
 def _single_threaded() -> None:
-    import torch
+    from embedding.inference.torch_threads import set_intra_op
 
-    torch.set_num_threads(1)
-    torch.ones(1 << 17).add_(1)  # large enough for a parallel_for: this thread's setup, at 1
+    set_intra_op(1)
 
 
 class PassPool:

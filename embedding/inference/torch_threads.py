@@ -68,20 +68,27 @@ def running_pools(default: Iterable[str]) -> list[str]:
 def apply(intra: int, inter: int) -> None:
     """Set this thread's intra-op count (and the process default that later threads
     inherit) and the process's inter-op count. The inter-op pool can be sized once, before
-    its first use; a later call keeps the first size.
+    its first use; a later call keeps the first size."""
+    import torch
+
+    set_intra_op(intra)
+    with contextlib.suppress(RuntimeError):  # already sized: it keeps the first size
+        torch.set_num_interop_threads(inter)
+
+
+def set_intra_op(count: int) -> None:
+    """Set this thread's intra-op count, to hold whatever other threads set later.
 
     torch sets a thread's count up lazily, on its first parallel call, from the process
-    default *at that moment*: a count set before that is overwritten by whatever another
-    thread set as the default meanwhile. The embedded workers' gpu thread set 2, the cpu
-    thread then set 1, and the gpu thread's first op ran its whole life on 1. Asking for the
-    count first makes the lazy setup happen now.
+    default *at that moment* (every ``set_num_threads`` also sets that default): a count set
+    before that is overwritten by whatever another thread set meanwhile. The embedded
+    workers' gpu thread set 2, the cpu thread then set 1, and the gpu thread ran its whole
+    life on 1. Asking for the count first makes the lazy setup happen now.
     """
     import torch
 
     torch.get_num_threads()  # this thread's lazy setup, before its count is set
-    torch.set_num_threads(intra)
-    with contextlib.suppress(RuntimeError):  # already sized: it keeps the first size
-        torch.set_num_interop_threads(inter)
+    torch.set_num_threads(count)
 
 
 def current() -> dict[str, int]:
