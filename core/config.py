@@ -43,6 +43,13 @@ class Settings(BaseSettings):
         "production: a shared volume",
     )
     device: str = Field("auto", description="`auto` (CUDA if present), `cuda` or `cpu`")
+    gpus: str = Field(
+        "",
+        description="the devices of `embedctl worker`'s gpu pool, one pool child (one job) "
+        "each: comma-separated GPU ids (`0,1,2,3`), or `cpu:0,cpu:1,…` (a CPU host told it has "
+        "that many, for tests); empty: `CUDA_VISIBLE_DEVICES`, else every visible GPU (none: "
+        "one child, as on a CPU host)",
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
         description="precision of the models workers load to embed, benchmark and evaluate "

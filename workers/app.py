@@ -52,6 +52,7 @@ TASK_ROUTES = {
     "embedding.job_status": {"queue": CPU_QUEUE},
     "embedding.cancel_job": {"queue": CPU_QUEUE},
     "embedding.batch_chunk": {"queue": GPU_QUEUE},
+    "embedding.worker_device": {"queue": GPU_QUEUE},
 }
 
 EMBEDDED_BROKER = "memory://"

@@ -1,5 +1,10 @@
 """``/health`` (the process answers), ``/ready`` (database and broker reachable), ``/metrics``.
 
+``/ready`` also lists the gpu workers' children and the device each owns, as their
+presence records on the broker say (``workers.lifeline.worker_presence.devices``):
+``{"<node>": {"0": "cuda:0", "1": "cuda:1"}}``. Informational: it never makes the API
+unready (an API may well start before its workers).
+
 Probes carry no key (load balancers and orchestrators call them); ``/metrics`` needs one
 when keys are configured, like every data route. Each readiness check runs with a short
 deadline in a thread of its own, so an unreachable server makes ``/ready`` a quick 503,
@@ -31,6 +36,7 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: str
     checks: dict[str, str]
+    devices: dict[str, dict[str, str]] = {}  # gpu worker node -> child index -> device
 
 
 @router.get("/health", response_model=Health, tags=["operations"])
@@ -54,6 +60,19 @@ def _broker() -> None:
         conn.ensure_connection(max_retries=1, timeout=READY_TIMEOUT_S)
 
 
+def _devices() -> dict[str, dict[str, str]]:
+    """Each gpu worker's children and their devices, read within the probe's deadline."""
+    from core.config import get_settings
+    from workers.lifeline.worker_presence import devices
+
+    future = _pool.submit(devices, get_settings().broker_url)
+    try:
+        found = future.result(timeout=READY_TIMEOUT_S)
+    except Exception:  # the broker check says why
+        return {}
+    return {node: {i: c["device"] for i, c in kids.items()} for node, kids in found.items()}
+
+
 def _run(check: Callable[[], None]) -> str:
     started = time.monotonic()
     future = _pool.submit(check)
@@ -75,7 +94,11 @@ def _run(check: Callable[[], None]) -> str:
 def ready() -> JSONResponse:
     checks = {"database": _run(_database), "broker": _run(_broker)}
     ok = all(v.startswith("ok") for v in checks.values())
-    body = Readiness(status="ready" if ok else "unavailable", checks=checks)
+    body = Readiness(
+        status="ready" if ok else "unavailable",
+        checks=checks,
+        devices=_devices() if ok else {},
+    )
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 

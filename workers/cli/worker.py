@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--concurrency",
         type=int,
         default=None,
-        help="one queue: its pool's size; several: the gpu pool's (default: 1 for gpu, "
+        help="one queue: its pool's size; several: the gpu pool's (default: one per device "
+        "for gpu (EMBEDDING_GPUS; 1 without GPUs), "
         "EMBEDDING_EMBED_WORKER_CONCURRENCY for embed, else cores)",
     )
     p.add_argument(
@@ -76,24 +78,30 @@ def _queues(args: argparse.Namespace) -> list[str]:
     return queues
 
 
-def pool_for(queue: str, concurrency: int | None, pool: str | None) -> tuple[int, str]:
-    """Each queue's pool: gpu one slot (prefork: a child hands its GPU memory back when it
-    is replaced), cpu one per core, embed the threads pool. An embed thread holds one
-    request and the process's batcher runs the waiting ones as one batch, so its
+def pool_for(
+    queue: str, concurrency: int | None, pool: str | None, devices: list[str] | None = None
+) -> tuple[int, str]:
+    """Each queue's pool: gpu one slot per device (``EMBEDDING_GPUS``; one on a host
+    without GPUs), each child pinned to its own (prefork: a child hands its GPU memory back
+    when it is replaced; ``workers.devices``), cpu one per core, embed the threads pool.
+    An embed thread holds one request and the process's batcher runs the waiting ones as one batch, so its
     concurrency (times prefetch 1) is how many requests it can batch at once; it never
     replaces a child, so it never reloads its model in the middle of serving."""
     if queue == "embed":
         from core.config import get_settings
 
         return concurrency or get_settings().embed_worker_concurrency, pool or "threads"
-    return concurrency or (1 if queue == "gpu" else (os.cpu_count() or 1)), pool or "prefork"
+    if queue == "gpu":
+        return concurrency or max(1, len(devices or ())), pool or "prefork"
+    return concurrency or (os.cpu_count() or 1), pool or "prefork"
 
 
-def worker_argv(args: argparse.Namespace) -> list[str]:
+def worker_argv(args: argparse.Namespace, devices: list[str] | None = None) -> list[str]:
     """The ``celery worker`` argv of a worker serving these queues as one pool (also checked
-    by the tests); the pool's kind and size follow the first queue."""
+    by the tests); the pool's kind and size follow the first queue (and for gpu, the
+    host's ``devices``)."""
     queues = _queues(args)
-    concurrency, pool = pool_for(queues[0], args.concurrency, args.pool)
+    concurrency, pool = pool_for(queues[0], args.concurrency, args.pool, devices)
     argv = [
         "worker",
         "--queues",
@@ -154,10 +162,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if keys:
             os.environ[worker_presence.KEY_ENV] = keys[queues[0]]
     worker_presence.connect_signal()
+    devices = _gpu_pool_devices(args, queues, settings)  # before anything touches CUDA
     from workers.app import EMBED_QUEUE, GPU_QUEUE, app, configure_embed_worker
     from workers.pool_threads import configure_process
 
-    kind = pool_for(queues[0], args.concurrency, args.pool)[1]
+    kind = pool_for(queues[0], args.concurrency, args.pool, devices)[1]
     configure_process(queues, kind)  # this pool's torch threads, where its tasks run
 
     if _queues(args) == [EMBED_QUEUE]:
@@ -174,13 +183,32 @@ def cmd_worker(args: argparse.Namespace) -> int:
             + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in spent.items()),
             file=sys.stderr,
         )
-    argv = worker_argv(args)
+    argv = worker_argv(args, devices)
     print(
         f"embedctl worker: broker {redact_url(settings.broker_url)}, {' '.join(argv)}",
         file=sys.stderr,
     )
     app.worker_main(argv)
     return 0
+
+
+def _gpu_pool_devices(
+    args: argparse.Namespace, queues: list[str], settings: Any
+) -> list[str] | None:
+    """The gpu pool's devices (``EMBEDDING_GPUS``): each child is pinned to its own as it
+    forks (``workers.devices``), and the plan is printed. None for other pools."""
+    if queues != ["gpu"]:
+        return None
+    from workers import devices as gpu_devices
+
+    found = gpu_devices.resolve_devices(settings.gpus)
+    size, kind = pool_for("gpu", args.concurrency, args.pool, found)
+    name = (args.hostname or "celery@%h").replace("%h", socket.gethostname())
+    if kind == "prefork":
+        gpu_devices.connect_pool(found, name, settings.broker_url)
+    plan = ", ".join(f"child {i}: {gpu_devices.device_for(i, found)}" for i in range(size))
+    print(f"embedctl worker: gpu pool of {size} ({plan})", file=sys.stderr)
+    return found
 
 
 def _pool_env(starting_key: str | None, pools: list[str]) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""A worker that is still starting says so on the broker, so that a client can wait for it.
+"""A worker that is still starting says so on the broker, so that a client can wait for it;
+and which gpu pool child has which device (:func:`record_device`, read by ``/ready``).
 
 CI starts ``embedctl worker`` and runs ``embedctl validate`` at once. The worker needs a few
 seconds (6-7 s here, cold, for gpu + cpu + embed: ``benchmarks/RESULTS.md``) before it
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +112,85 @@ def connect_signal() -> None:
     from celery.signals import worker_ready
 
     worker_ready.connect(clear_at_ready, weak=False)
+
+
+# ------------------------------------------------------- which child has which device
+DEVICES_PREFIX = "embedding:worker-devices:"
+# A gpu pool's record lives this long unless its main process refreshes it (every third of
+# it): a worker that was killed drops out of ``/ready`` within a minute and a half.
+DEVICES_TTL_S = 90
+
+
+def devices_key(node: str) -> str:
+    return f"{DEVICES_PREFIX}{node}"
+
+
+def _client(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def record_device(broker_url: str | None, node: str, assignment: dict[str, Any]) -> None:
+    """A gpu pool child's assignment (index, device, pid) in its node's record, a hash of
+    child index -> JSON. Best effort, like :func:`announce`."""
+    if not _is_redis(broker_url):
+        return
+    import json
+
+    try:
+        client = _client(str(broker_url))
+        try:
+            key = devices_key(node)
+            with client.pipeline() as pipe:
+                pipe.hset(key, str(assignment["index"]), json.dumps(assignment))
+                pipe.expire(key, DEVICES_TTL_S)
+                pipe.execute()
+        finally:
+            client.close()
+    except Exception as exc:
+        log.warning("could not record the child's device: %s", type(exc).__name__)
+
+
+def keep_devices_alive(broker_url: str | None, node: str) -> None:
+    """From the gpu pool's main process once it listens: refresh the record's life while
+    the process lives (a daemon thread; the record expires after a kill)."""
+    if not _is_redis(broker_url):
+        return
+    import threading
+    import time
+
+    def refresh() -> None:
+        while True:
+            try:
+                client = _client(str(broker_url))
+                try:
+                    client.expire(devices_key(node), DEVICES_TTL_S)
+                finally:
+                    client.close()
+            except Exception as exc:  # the broker is away: the next round tries again
+                log.warning("could not refresh the device record: %s", type(exc).__name__)
+            time.sleep(DEVICES_TTL_S / 3)
+
+    threading.Thread(target=refresh, name="device-record", daemon=True).start()
+
+
+def devices(broker_url: str | None) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every gpu pool's children: node -> child index -> {index, device, pid}."""
+    if not _is_redis(broker_url):
+        return {}
+    import json
+
+    client = _client(str(broker_url))
+    try:
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for key in client.scan_iter(match=f"{DEVICES_PREFIX}*", count=100):
+            node = key.decode("utf-8", "replace")[len(DEVICES_PREFIX) :]
+            fields = client.hgetall(key)
+            out[node] = {
+                k.decode(): json.loads(v)
+                for k, v in sorted(fields.items(), key=lambda kv: int(kv[0]))
+            }
+        return out
+    finally:
+        client.close()
