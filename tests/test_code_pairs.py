@@ -473,30 +473,24 @@ def test_a_file_is_not_a_folder_and_a_codebase_without_docs_writes_nothing(tmp_p
     assert not (tmp_path / "out").exists()
 
 
-def test_the_cli_writes_pairs_the_finetune_reads_and_a_report(tmp_path):
-    many_files(tmp_path / "repo", 30)
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workers.cli",
-            "data",
-            "codesearch",
-            "--source",
-            str(tmp_path / "repo"),
-            "--eval-share",
-            "0.3",
-            "--out",
-            str(out),
-        ],
+def codesearch_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", "data", "codesearch", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
     )
+
+
+def test_the_cli_writes_pairs_the_finetune_reads_and_a_report(tmp_path):
+    many_files(tmp_path / "repo", 30)
+    out = tmp_path / "out"
+    done = codesearch_cli(
+        "--source", str(tmp_path / "repo"), "--eval-share", "0.3", "--out", str(out), "--json"
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "report.json").read_text())
-    assert json.loads(done.stdout) == report
+    assert json.loads(done.stdout) == report  # --json: stdout is report.json, whole
     for side in ("train", "eval"):
         rows = load_examples(out / f"{side}.jsonl")
         meta = [json.loads(line) for line in (out / f"{side}.meta.jsonl").read_text().splitlines()]
@@ -504,24 +498,38 @@ def test_the_cli_writes_pairs_the_finetune_reads_and_a_report(tmp_path):
         assert {m["language"] for m in meta} <= {"python", "javascript", "go"}
     assert sum(sum(v.values()) for v in report["by_language"].values()) == 30
 
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workers.cli",
-            "data",
-            "codesearch",
-            "--source",
-            str(tmp_path / "missing"),
-            "--out",
-            str(tmp_path / "out2"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    bad = codesearch_cli("--source", str(tmp_path / "missing"), "--out", str(tmp_path / "out2"))
     assert bad.returncode != 0 and "does not exist" in bad.stderr
     assert not (tmp_path / "out2").exists()
+
+
+def test_the_cli_prints_a_summary_for_a_person(tmp_path):
+    """Without --json the terminal gets a few lines (the report is kilobytes of JSON): the
+    pairs per language, files read and skipped, the time, and where the files went."""
+    many_files(tmp_path / "repo", 30)
+    write(tmp_path / "repo" / "tests" / "test_a.py", "def test_a():\n    assert 1\n")
+    write(tmp_path / "repo" / ".hidden" / "h.py", "x = 1\n")
+    out = tmp_path / "out"
+    done = codesearch_cli(
+        "--source", str(tmp_path / "repo"), "--eval-share", "0.3", "--out", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "report.json").read_text())
+    text = done.stdout
+    assert not text.lstrip().startswith("{") and len(text) < 1500, text
+    pairs = report["pairs"]
+    assert text.startswith(
+        f"{pairs['train'] + pairs['eval']} pairs ({pairs['train']} train, {pairs['eval']} eval)"
+        f" from {report['files']['read']} files of {tmp_path / 'repo'} in "
+    ), text
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line[:2] == "  "}
+    for language, counts in report["by_language"].items():
+        assert rows[language] == [str(counts["train"]), str(counts["eval"])], text
+    assert set(report["by_language"]) == {"python", "javascript", "go"}
+    assert report["skipped"] == {"hidden": 1, "tests": 1}
+    assert "skipped folders and files: 2 (hidden 1, tests 1)" in text
+    assert f"wrote to {out}: train.jsonl and eval.jsonl" in text
+    assert "report.json (the whole report; --json prints it)" in text
 
 
 @pytest.mark.slow

@@ -304,12 +304,12 @@ def test_cli_mines_triplets_that_train_with_triplet_and_mnrl(tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     write_examples(pairs, code_pairs())
     out = tmp_path / "triplets.jsonl"
-    done = embedctl("data", "mine-negatives", "--data", str(pairs), "--out", str(out))
+    done = embedctl("data", "mine-negatives", "--data", str(pairs), "--out", str(out), "--json")
     assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    summary = json.loads(done.stdout)  # --json: one JSON object, nothing else
     triplets = load_examples(out)
     assert summary["triplets"] == len(triplets) == summary["pairs"] - summary["pairs_dropped"]
-    assert summary["pairs"] == len(code_pairs())
+    assert summary["pairs"] == len(code_pairs()) and summary["out"] == str(out)
     assert all(len(t) == 3 and t[2] != t[1] for t in triplets)
 
     for loss in ("triplet", "mnrl"):
@@ -326,6 +326,12 @@ def test_cli_mines_triplets_that_train_with_triplet_and_mnrl(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     tuples = load_examples(tuples_out)
+    # Without --json: a few lines for a person, the first of them the rows written.
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(
+        f"{len(tuples)} n-tuples, 2 negatives each, from {len(code_pairs())} pairs"
+    ), done.stdout
+    assert lines[-1] == f"wrote {tuples_out}" and len(lines) <= 7, done.stdout
     assert tuples and all(len(row) == 4 and row[1] not in row[2:] for row in tuples)
     config = TrainConfig(loss="mnrl", epochs=1, batch_size=16)
     result = finetune("minilm", tuples, config, eval_examples=tuples[:2])

@@ -40,6 +40,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="share of files (by path hash) whose pairs go to eval.jsonl (default: 0.1)",
     )
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the whole report (report.json) as JSON instead of the summary",
+    )
     p.set_defaults(func=cmd_codesearch)
 
     p = dsub.add_parser(
@@ -64,6 +69,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="JSONL of extra candidate texts, one JSON string a line (the positives always are candidates)",
     )
     add_mining_options(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print what the run did as one JSON object instead of the summary",
+    )
     p.set_defaults(func=cmd_mine_negatives)
 
 
@@ -149,8 +159,58 @@ def cmd_codesearch(args: argparse.Namespace) -> int:
     from embedding.data.code_pairs import write_code_pairs
 
     report = write_code_pairs(Path(args.out), args.source, eval_share=args.eval_share)
-    print(json.dumps(report))
+    print(json.dumps(report) if args.json else codesearch_summary(report, args.out))
     return 0
+
+
+def codesearch_summary(report: dict, out: str | Path) -> str:
+    """``report.json`` for a person: pairs per language, files read and passed over, the
+    time, and where the files went."""
+    pairs, files = report["pairs"], report["files"]
+    skipped = report.get("skipped", {})
+    sources = ", ".join(s["label"] for s in report.get("sources", []))
+    lines = [
+        f"{pairs['train'] + pairs['eval']:,} pairs ({pairs['train']:,} train, "
+        f"{pairs['eval']:,} eval) from {files['read']:,} files of {sources} "
+        f"in {report.get('seconds', 0):.1f} s",
+        "",
+    ]
+    by_language = report.get("by_language", {})
+    width = max([len("language"), *(len(name) for name in by_language)])
+    lines.append(f"  {'language':<{width}}  {'train':>7}  {'eval':>7}")
+    for name, row in by_language.items():
+        lines.append(f"  {name:<{width}}  {row['train']:>7,}  {row['eval']:>7,}")
+    lines.append("")
+    lines.append(f"skipped folders and files: {_counts(skipped) if skipped else 'none'}")
+    dropped = {DROPPED_AS.get(k, k): n for k, n in report.get("dropped", {}).items()}
+    if dropped:
+        lines.append(f"dropped as duplicates: {_counts(dropped)}")
+    without = report.get("functions_without_pair", {})
+    if without:
+        lines.append(f"functions without a pair: {_counts(without)}")
+    if files.get("parse_errors"):
+        lines.append(f"files that did not parse: {files['parse_errors']:,}")
+    lines.append(
+        f"wrote to {out}: train.jsonl and eval.jsonl (for finetune --data / --eval-data), "
+        "their .meta.jsonl,"
+    )
+    lines.append("  and report.json (the whole report; --json prints it)")
+    return "\n".join(lines)
+
+
+DROPPED_AS = {
+    "duplicate_pair": "same pair",
+    "duplicate_query": "same query",
+    "duplicate_code": "same code",
+    "near_duplicate_code": "near-identical code",
+}
+
+
+def _counts(counts: dict[str, int]) -> str:
+    """``{"tests": 3, "hidden": 1}`` -> ``4 (tests 3, hidden 1)``, largest first."""
+    parts = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    detail = ", ".join(f"{name.replace('_', ' ')} {count:,}" for name, count in parts)
+    return f"{sum(counts.values()):,} ({detail})"
 
 
 def cmd_mine_negatives(args: argparse.Namespace) -> int:
@@ -181,5 +241,38 @@ def cmd_mine_negatives(args: argparse.Namespace) -> int:
             "texts with --corpus, or loosen --margin / --max-score; nothing written"
         )
     write_examples(args.out, mined.triplets)
-    print(json.dumps({"out": str(args.out), **mined.stats.as_dict()}))
+    stats = {"out": str(args.out), **mined.stats.as_dict()}
+    if args.json:
+        print(json.dumps(stats))
+    else:
+        print(mining_summary(stats, args.format, args.num_negatives))
     return 0
+
+
+def mining_summary(stats: dict, output_format: str, num_negatives: int) -> str:
+    """What ``mine-negatives`` did, for a person (``--json`` prints ``stats`` itself)."""
+    n_tuples = output_format == "n-tuple"
+    rows = f"n-tuples, {num_negatives} negatives each," if n_tuples else "triplets"
+    full = stats["anchors_mined"] - stats["anchors_short"]
+    lines = [
+        f"{stats['triplets']:,} {rows} from {stats['pairs']:,} pairs "
+        f"({stats['anchors']:,} distinct anchors), negatives from {stats['corpus']:,} "
+        "candidate texts",
+        f"anchors with {num_negatives} negative{'s' if num_negatives > 1 else ''}: {full:,}"
+        + (f", with fewer: {stats['anchors_short']:,}" if stats["anchors_short"] else ""),
+    ]
+    if stats["pairs_dropped"]:
+        why = f"{stats['anchors_dropped']:,} anchors with no valid negative"
+        if n_tuples and stats["anchors_short"]:
+            why += f", {stats['anchors_short']:,} with fewer than {num_negatives}"
+        lines.append(f"left out: {stats['pairs_dropped']:,} pairs ({why})")
+    lines.append(
+        f"false-negative guard: {stats['skipped_false_negatives']:,} candidates skipped; "
+        f"{stats['anchors_guarded']:,} anchors lost their top-scoring candidate to it"
+    )
+    lines.append(
+        f"mean cosine to the anchor: positive {stats['mean_positive_score']:.3f}, "
+        f"negative {stats['mean_negative_score']:.3f}"
+    )
+    lines.append(f"wrote {stats['out']}")
+    return "\n".join(lines)

@@ -44,7 +44,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_list)
 
     for name, func, text in (
-        ("show", cmd_show, "a job with its epochs and its timeline (events), as JSON"),
+        ("show", cmd_show, "a job: its model, epochs, result and timeline (events)"),
         ("watch", cmd_watch, "follow a job: progress bar with the loss"),
         ("cancel", cmd_cancel, "cancel a job (a running job stops at its next batch)"),
     ):
@@ -52,6 +52,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("job_id")
         if name == "watch":
             p.add_argument("--timeout", type=float, default=None)
+        if name == "show":
+            p.add_argument(
+                "--json",
+                action="store_true",
+                help="print the job as JSON (every field, as embedding.job_status returns it)",
+            )
         p.set_defaults(func=func)
 
     p = jsub.add_parser("relay", help="send jobs still in the outbox (broker was down)")
@@ -125,8 +131,114 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from workers.client import job_status
 
-    print(json.dumps(job_status(args.job_id), indent=2))
+    job = job_status(args.job_id)
+    print(json.dumps(job, indent=2) if args.json else job_summary(job))
     return 0
+
+
+def job_summary(job: dict) -> str:
+    """A job (``embedding.job_status``'s dict) for a person: what it trains, how far it got,
+    what it concluded, and its timeline; ``jobs show --json`` prints the dict itself."""
+    lines = [f"job {job['id']}: {job['status']}"]
+    model = job["model"]
+    if job.get("model_version"):
+        model += f" -> {job['model_version']} (embed with {job['fine_tuned_model']})"
+    lines.append(f"  model     {model}")
+    params = [f"{k} {_value(v)}" for k, v in job.get("params", {}).items() if v is not None]
+    if params:
+        lines.append(f"  params    {', '.join(params)}")
+    times = [
+        f"{label} {_when(job.get(key))}"
+        for label, key in (("created", "created_at"), ("started", "started_at"))
+        if job.get(key)
+    ]
+    if job.get("finished_at"):
+        times.append(f"finished {_when(job['finished_at'])}")
+    lines.append(f"  times     {', '.join(times)}")
+    worker = f", last worker {job['worker']}" if job.get("worker") else ""
+    lines.append(f"  attempts  {job.get('attempts', 0)}{worker}")
+    if job.get("error"):
+        lines.append(f"  error     {job['error']}")
+
+    epochs = job.get("epochs", [])
+    lines.append("")
+    if epochs:
+        lines.append(f"  {'epoch':>5}  {'train loss':>10}  {'s':>7}  {'rows/s':>7}  validation")
+        for e in epochs:
+            lines.append(
+                f"  {e['epoch']:>5}  {e['train_loss']:>10.4f}  {_number(e.get('duration_s'), 7, 1)}"
+                f"  {_number(e.get('samples_per_s'), 7, 1)}  {_metrics(e.get('eval'))}".rstrip()
+            )
+    else:
+        lines.append("  no epoch finished yet")
+
+    result = job.get("result")
+    if result:
+        lines.append("")
+        lines.extend(f"  {line}" for line in _result_lines(result))
+
+    events = job.get("events", [])
+    if events:
+        lines.append("")
+        lines.append("  timeline")
+        for event in events:
+            worker = event.get("worker")
+            extra = f"  [{worker}]" if worker and worker not in event["message"] else ""
+            lines.append(f"    {_when(event['at'])}  {event['message']}{extra}")
+    return "\n".join(lines)
+
+
+def _result_lines(result: dict) -> list[str]:
+    lines = []
+    best, exported = result.get("best_epoch"), result.get("exported_epoch")
+    trained = result.get("epochs_trained")
+    if best is not None:
+        text = f"best epoch {best}"
+        if trained:
+            text += f" of {trained}"
+        if result.get("selected_by"):
+            text += f" by validation {result['selected_by']}"
+            if result.get("best_value") is not None:
+                text += f" {result['best_value']:.4f}"
+        lines.append(text)
+    if exported is not None:
+        lines.append(f"the model version holds epoch {exported}'s weights")
+    if result.get("stopped_early"):
+        lines.append("stopped early (no validation gain)")
+    elif result.get("stop_reason"):
+        lines.append(f"stopped: {result['stop_reason']}")
+    before, after = result.get("eval_before") or {}, result.get("eval_after") or {}
+    shared = [k for k in after if k in before and _is_number(before[k]) and _is_number(after[k])]
+    if shared:
+        source = f" ({result['eval_source']})" if result.get("eval_source") else ""
+        changes = ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in shared)
+        lines.append(f"before -> after{source}: {changes}")
+    return lines
+
+
+def _when(iso: str | None) -> str:
+    """``2026-12-06T10:00:01.123456+00:00`` -> ``2026-12-06 10:00:01``."""
+    return iso[:19].replace("T", " ") if iso else "-"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _number(value: float | None, width: int, digits: int) -> str:
+    return f"{value:>{width}.{digits}f}" if _is_number(value) else f"{'-':>{width}}"
+
+
+def _metrics(figures: dict | None) -> str:
+    if not figures:
+        return ""
+    return ", ".join(
+        f"{k} {v:.4f}" if _is_number(v) else f"{k} {_value(v)}" for k, v in figures.items()
+    )
+
+
+def _value(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
