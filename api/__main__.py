@@ -21,10 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from api.auth import keys_issued
     from api.security import check_bind
 
     try:
-        check_bind(args.host)
+        check_bind(args.host, keys_issued=keys_issued())
     except PermissionError as exc:
         print(f"embedctl serve: error: {exc}", file=sys.stderr)
         return 1

@@ -26,6 +26,7 @@ from api.routes import (
     fine_tuning,
     health,
     models,
+    organization,
     page,
     validations,
 )
@@ -87,6 +88,7 @@ def create_app() -> FastAPI:
         validations,
         evaluations,
         datasets,
+        organization,
     )
     for module in (*routers, page):
         app.include_router(module.router)

@@ -106,11 +106,12 @@ def check_training_file(path: Path) -> int:
     return rows
 
 
-def fine_tune_file_path(file_id: str, param: str) -> str:
-    """Where a ``fine-tune`` file's bytes are: 404 for an unknown id, 400 for a file of
-    another purpose (``param`` names the request field that gave the id)."""
+def fine_tune_file_path(file_id: str, param: str, *, scope: repo.Scope) -> str:
+    """Where a ``fine-tune`` file's bytes are: 404 for an id unknown in ``scope`` (the
+    caller's project), 400 for a file of another purpose (``param`` names the request field
+    that gave the id)."""
     with session_scope() as session:
-        row = repo.files.get_file(session, file_id)
+        row = repo.files.get_file(session, file_id, scope=scope)
     if row is None:
         raise not_found("file", file_id, param=param)
     if row.purpose != "fine-tune":

@@ -196,6 +196,7 @@ class FineTuningJob(BaseModel):
     loss: str
     suffix: str | None = None
     result: JobResult | None = None  # ours: set when the job succeeds
+    project_id: str | None = None  # ours: the project the job belongs to
 
 
 class FineTuningJobList(BaseModel):

@@ -1,11 +1,12 @@
-"""API keys (``EMBEDDING_API_KEYS``, comma-separated) and the bind rule.
+"""How a request presents a key, the legacy keys of ``EMBEDDING_API_KEYS``, and the bind rule.
 
-With keys configured every ``/v1`` route, ``/metrics`` and the jobs page need one, as
-``Authorization: Bearer KEY`` (what every OpenAI SDK sends). Browsers cannot add that
-header to a page load, so the jobs page's login form sets the key as an HttpOnly cookie,
-accepted on GET requests only (a cookie on a POST would let any site forge requests).
-With no keys configured, nothing is checked, and ``embedctl serve`` refuses to bind to
-anything but loopback: an open service is only ever reachable from the same machine.
+With keys configured (issued ones, ``api/auth.py``, or legacy ones) every ``/v1`` route,
+``/metrics`` and the jobs page need one, as ``Authorization: Bearer KEY`` (what every
+OpenAI SDK sends). Browsers cannot add that header to a page load, so the jobs page's login
+form sets the key as an HttpOnly cookie, accepted on GET requests only (a cookie on a POST
+would let any site forge requests). With no keys configured, nothing is checked, and
+``embedctl serve`` refuses to bind to anything but loopback: an open service is only ever
+reachable from the same machine.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import ipaddress
 
 from fastapi import Request
 
-from api.errors import APIError
 from core.config import Settings, get_settings
 
 COOKIE = "embedding_api_key"
@@ -44,28 +44,6 @@ def presented_key(request: Request) -> str | None:
     return None
 
 
-def require_api_key(request: Request) -> None:
-    """FastAPI dependency: 401 in OpenAI's shape unless a configured key is presented."""
-    keys = configured_keys()
-    if not keys:
-        return
-    candidate = presented_key(request)
-    if candidate is None:
-        raise APIError(
-            401,
-            "You didn't provide an API key: send it as 'Authorization: Bearer KEY'.",
-            code="missing_api_key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if not key_is_valid(candidate, keys):
-        raise APIError(
-            401,
-            "Incorrect API key provided.",
-            code="invalid_api_key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
-
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -75,10 +53,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(host: str, settings: Settings | None = None) -> None:
-    """Refuse to serve beyond loopback without API keys."""
-    if not configured_keys(settings) and not is_loopback(host):
+def check_bind(host: str, settings: Settings | None = None, keys_issued: bool = False) -> None:
+    """Refuse to serve beyond loopback without API keys (legacy ones, or ``keys_issued``:
+    any key ever issued in the database, ``embedctl keys create``)."""
+    if not configured_keys(settings) and not keys_issued and not is_loopback(host):
         raise PermissionError(
-            f"refusing to bind to {host}: no API keys configured. Set EMBEDDING_API_KEYS "
-            "(comma-separated) or bind to 127.0.0.1"
+            f"refusing to bind to {host}: no API keys configured. Issue one (embedctl "
+            "projects create NAME; embedctl keys create --project NAME --name N), set "
+            "EMBEDDING_API_KEYS (comma-separated), or bind to 127.0.0.1"
         )

@@ -44,6 +44,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# The project every row of a deployment from before projects (revision 0008) belongs to, and
+# where a job submitted without one goes (``send_task``, the CLI, keys of EMBEDDING_API_KEYS).
+DEFAULT_PROJECT_ID = "proj_default"
+DEFAULT_PROJECT_NAME = "default"
+KEY_ROLES = ("admin", "member", "read_only")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 JOB_FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 RUN_TRIGGERS = ("cli", "ci", "api")
@@ -135,16 +140,81 @@ def _created_at() -> Mapped[datetime]:
     return mapped_column(UTCDateTime(), default=utcnow, server_default=func.now())
 
 
+def _project_id() -> Mapped[str]:
+    """The project a tenant's row belongs to. No default: every writer names it
+    (``db/repo``'s create functions require it); revision 0008 put older rows in
+    ``proj_default``."""
+    return mapped_column(ForeignKey("projects.id"), index=True)
+
+
+class Project(Base):
+    """A team's walled space: its keys see only rows with its ``id`` in ``project_id``."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # proj_<hex>
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = _created_at()
+    # Archived: its keys stop working, its rows stay (readable by admin keys).
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ApiKey(Base):
+    """An API key: only the SHA-256 of its secret is kept (the secret is shown once).
+
+    ``admin`` keys have no project (they manage projects and keys and read every project);
+    ``member`` and ``read_only`` keys belong to one project.
+    """
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint(_in("role", KEY_ROLES), name="role"),
+        CheckConstraint(
+            "(role = 'admin') = (project_id IS NULL)", name="admin_keys_have_no_project"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # key_<hex>
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    # The secret's first and last characters ("sk-proj-ab...wxyz"), to tell keys apart.
+    redacted_value: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = _created_at()
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditEvent(Base):
+    """One state-changing call: who (a key id, never the key; ``cli`` or ``open`` when no key
+    was involved), what, on which object, in which project."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_project_id_id", "project_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = _created_at()
+    actor: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(64))
+    object_id: Mapped[str] = mapped_column(String(100))
+    project_id: Mapped[str | None] = mapped_column(String(40))
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
 class ModelVersion(Base):
     """A saved model: ``name`` + ``version`` (1, 2, ...) with the sha256 of its weights."""
 
     __tablename__ = "model_versions"
     __table_args__ = (
-        UniqueConstraint("name", "version"),
+        # Names are a project's own: two teams may both have a "minilm-ft" version 1.
+        UniqueConstraint("project_id", "name", "version"),
         CheckConstraint("version >= 1", name="version_positive"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[str] = _project_id()
     name: Mapped[str] = mapped_column(String(500))
     version: Mapped[int] = mapped_column(Integer)
     base_model: Mapped[str] = mapped_column(String(500))
@@ -165,6 +235,7 @@ class FinetuneJob(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[str] = _project_id()
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     # sha256 of the canonical request that created the job (workers/jobs/idempotency.py): the
     # same key with another request is a conflict. Null for jobs from before revision 0003.
@@ -282,6 +353,7 @@ class ValidationRun(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[str] = _project_id()
     trigger: Mapped[str] = mapped_column(String(8))
     status: Mapped[str] = mapped_column(String(16), default="running", server_default="running")
     verdict: Mapped[str | None] = mapped_column(Text)
@@ -348,6 +420,7 @@ class Evaluation(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[str] = _project_id()
     trigger: Mapped[str] = mapped_column(String(8))
     status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
     # The names as given, and what each resolved to: the spec or folder loaded, and the
@@ -412,6 +485,7 @@ class StoredFile(Base):
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = _project_id()
     purpose: Mapped[str] = mapped_column(String(16))
     filename: Mapped[str] = mapped_column(String(500))
     bytes: Mapped[int] = mapped_column(BigInteger)
@@ -445,6 +519,7 @@ class Batch(Base):
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = _project_id()
     input_file_id: Mapped[str] = mapped_column(String(64))
     endpoint: Mapped[str] = mapped_column(String(100))
     completion_window: Mapped[str] = mapped_column(String(16))

@@ -42,6 +42,17 @@ def database_url(url: str | None = None) -> str:
     return url or get_settings().database_url
 
 
+def database_exists(url: str | None = None) -> bool:
+    """False for an embedded SQLite file that was never created: asking it would create it
+    (an empty file, which later reads would take for a database without its tables)."""
+    parsed = make_url(database_url(url))
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return True
+    from pathlib import Path
+
+    return Path(parsed.database).exists()
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import redact_url
 from db import migrate
-from db.models import Base
+from db.models import DEFAULT_PROJECT_ID, Base
 from db.session import make_engine
 
 PG_ADMIN_URL = os.environ.get(
@@ -110,14 +110,18 @@ def _engines() -> Iterator[dict[str, Engine]]:
 
 @pytest.fixture
 def engine(migrated_url: str, _engines: dict[str, Engine]) -> Iterator[Engine]:
-    """The migrated database's engine; its tables are emptied after the test."""
+    """The migrated database's engine; its tables are emptied after the test (all but the
+    ``default`` project, which the migration made and every deployment has)."""
     eng = _engines.get(migrated_url)
     if eng is None:
         eng = _engines[migrated_url] = make_engine(migrated_url)
     yield eng
     with eng.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(delete(table))
+            if table.name == "projects":
+                conn.execute(delete(table).where(table.c.id != DEFAULT_PROJECT_ID))
+            else:
+                conn.execute(delete(table))
 
 
 @pytest.fixture

@@ -307,7 +307,7 @@ def _run(case: Case, tmp: Path, roots: Path) -> tuple[str, str | None]:
             {"anchor": "class A", "positive": "class B", "negative": "import os"},
         ]
     with session_scope() as session:
-        job_id = str(repo.jobs.create_job(session, model, params).id)
+        job_id = str(repo.jobs.create_job(session, model, params, project_id="proj_default").id)
     if case.value == "cancelled":
         with session_scope() as session:
             repo.jobs.request_cancel(session, job_id)
@@ -318,7 +318,7 @@ def _run(case: Case, tmp: Path, roots: Path) -> tuple[str, str | None]:
         with pytest.raises(Exception):  # noqa: B017 - the job's record is what we check
             finetune_job.run_finetune_job(job_id, hostname="test")
     with session_scope() as session:
-        job = repo.jobs.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS)
         status, error = job.status, job.error or ""
         versions = session.query(
             __import__("db.models", fromlist=["ModelVersion"]).ModelVersion

@@ -288,7 +288,7 @@ def test_a_job_registers_the_best_epoch_and_says_which(tiny, sandbox):
         "validation_dataset": str(validation),
     }
     with session_scope() as session:
-        job_id = str(repo.jobs.create_job(session, tiny, params).id)
+        job_id = str(repo.jobs.create_job(session, tiny, params, project_id="proj_default").id)
     reply = finetune_job.run_finetune_job(job_id, hostname="test")
     assert reply["status"] == "succeeded", reply
 
@@ -308,7 +308,7 @@ def test_a_job_registers_the_best_epoch_and_says_which(tiny, sandbox):
     with session_scope() as session:
         version = session.get(ModelVersion, status["model_version_id"])
         metrics, path = dict(version.metrics), Path(version.path)
-        job = repo.jobs.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS)
         api_result = job_object(job, None).result
     assert metrics["best_epoch"] == best and metrics["eval_after"] == stored[best - 1]
     assert api_result is not None and api_result.best_epoch == best

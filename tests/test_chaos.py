@@ -229,7 +229,7 @@ def _timeline(stack, job_id: str) -> str:
     from db.session import session_scope
 
     with session_scope(stack["db_url"]) as session:
-        events = repo.jobs.job_events(session, job_id)
+        events = repo.jobs.job_events(session, job_id, scope=repo.ALL_PROJECTS)
         return " ".join(f"{e.kind}@{(e.at - events[0].at).total_seconds():.1f}" for e in events)
 
 

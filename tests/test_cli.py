@@ -53,6 +53,9 @@ COMMANDS = {
     "validate",
     "report",
     "serve",
+    "projects",
+    "keys",
+    "audit",
 }
 HEAVY = {"torch", "transformers", "celery", "sqlalchemy", "matplotlib"}
 
@@ -131,7 +134,7 @@ def test_jobs_list_into_a_closed_pipe_ends_quietly(tmp_path, monkeypatch):
     migrate.upgrade(url)
     with session_scope(url) as session:
         for i in range(300):
-            repo.jobs.create_job(session, "minilm", {"epochs": i + 1})
+            repo.jobs.create_job(session, "minilm", {"epochs": i + 1}, project_id="proj_default")
     dispose_engines()
     monkeypatch.setenv("EMBEDDING_DATABASE_URL", url)
     for buffered in (True, False):

@@ -35,7 +35,7 @@ def _create(session: Session, **over) -> uuid.UUID:
         "primary_metric": "mrr@10",
         **over,
     }
-    return repo.evaluations.create_evaluation(session, **args).id
+    return repo.evaluations.create_evaluation(session, **args, project_id="proj_default").id
 
 
 def test_an_evaluation_from_queued_to_succeeded(new_session: Factory) -> None:
@@ -43,7 +43,7 @@ def test_an_evaluation_from_queued_to_succeeded(new_session: Factory) -> None:
         eid = _create(session)
         session.commit()
     with new_session() as session:
-        row = repo.evaluations.get_evaluation(session, str(eid))
+        row = repo.evaluations.get_evaluation(session, str(eid), scope=repo.ALL_PROJECTS)
         assert (row.status, row.started_at, row.data_sha256) == ("queued", None, None)
         assert repo.evaluations.start_evaluation(
             session, eid, "minilm", "/artifacts/jobs/x/model", SHA, 12, None, "minilm-ft:1"
@@ -56,7 +56,7 @@ def test_an_evaluation_from_queued_to_succeeded(new_session: Factory) -> None:
         )
         session.commit()
     with new_session() as session:
-        row = repo.evaluations.get_evaluation(session, eid)
+        row = repo.evaluations.get_evaluation(session, eid, scope=repo.ALL_PROJECTS)
         assert (row.status, row.verdict, row.error) == ("succeeded", "B better", None)
         assert (row.model_b_loaded, row.model_b_version) == (
             "/artifacts/jobs/x/model",
@@ -68,7 +68,10 @@ def test_an_evaluation_from_queued_to_succeeded(new_session: Factory) -> None:
         # the first outcome stands
         assert not repo.evaluations.fail_evaluation(session, eid, "late")
         assert not repo.evaluations.finish_evaluation(session, eid, {}, {}, {}, "A better")
-        assert repo.evaluations.get_evaluation(session, eid).status == "succeeded"
+        assert (
+            repo.evaluations.get_evaluation(session, eid, scope=repo.ALL_PROJECTS).status
+            == "succeeded"
+        )
 
 
 def test_a_failure_keeps_its_reason(new_session: Factory) -> None:
@@ -81,9 +84,10 @@ def test_a_failure_keeps_its_reason(new_session: Factory) -> None:
         session.commit()
     with new_session() as session:
         assert (
-            repo.evaluations.get_evaluation(session, queued).error == "not sent: broker unavailable"
+            repo.evaluations.get_evaluation(session, queued, scope=repo.ALL_PROJECTS).error
+            == "not sent: broker unavailable"
         )
-        failed = repo.evaluations.get_evaluation(session, running)
+        failed = repo.evaluations.get_evaluation(session, running, scope=repo.ALL_PROJECTS)
         assert (failed.status, failed.verdict) == ("failed", None)
         assert not repo.evaluations.start_evaluation(session, running, "a", "b", SHA, 1), (
             "failed stays"
@@ -125,11 +129,14 @@ def test_bad_outcomes_are_refused_and_the_row_is_left_as_it_was(new_session: Fac
             repo.evaluations.finish_evaluation(
                 session, eid, {"mrr@10": math.nan}, METRICS, {}, "A better"
             )
-        assert repo.evaluations.get_evaluation(session, eid).status == "running"
+        assert (
+            repo.evaluations.get_evaluation(session, eid, scope=repo.ALL_PROJECTS).status
+            == "running"
+        )
         with pytest.raises(NotFound):
             repo.evaluations.fail_evaluation(session, uuid.uuid4(), "x")
         with pytest.raises(InvalidValue, match="UUID"):
-            repo.evaluations.get_evaluation(session, "eval-1")
+            repo.evaluations.get_evaluation(session, "eval-1", scope=repo.ALL_PROJECTS)
 
 
 def test_the_table_refuses_an_unknown_verdict_from_any_writer(session: Session) -> None:
@@ -148,15 +155,20 @@ def test_listing_is_newest_first_with_a_cursor(new_session: Factory) -> None:
         repo.evaluations.fail_evaluation(session, ids[0], "x")
         session.commit()
     with new_session() as session:
-        first = repo.evaluations.list_evaluations(session, limit=2)
+        first = repo.evaluations.list_evaluations(session, limit=2, scope=repo.ALL_PROJECTS)
         assert [e.id for e in first] == ids[::-1][:2]
-        rest = repo.evaluations.list_evaluations(session, after=first[-1].id, limit=10)
+        rest = repo.evaluations.list_evaluations(
+            session, after=first[-1].id, limit=10, scope=repo.ALL_PROJECTS
+        )
         assert [e.id for e in rest] == ids[::-1][2:]
-        assert [e.id for e in repo.evaluations.list_evaluations(session, status="failed")] == [
-            ids[0]
-        ]
+        assert [
+            e.id
+            for e in repo.evaluations.list_evaluations(
+                session, status="failed", scope=repo.ALL_PROJECTS
+            )
+        ] == [ids[0]]
         with pytest.raises(NotFound):
-            repo.evaluations.list_evaluations(session, after=uuid.uuid4())
+            repo.evaluations.list_evaluations(session, after=uuid.uuid4(), scope=repo.ALL_PROJECTS)
 
 
 def test_lost_running_evaluations_are_failed_once(new_session: Factory) -> None:
@@ -170,7 +182,9 @@ def test_lost_running_evaluations_are_failed_once(new_session: Factory) -> None:
             assert repo.evaluations.start_evaluation(session, eid, "minilm", "m", SHA, 12)
         session.commit()
     with new_session() as session:
-        repo.evaluations.get_evaluation(session, old).started_at = utcnow() - timedelta(hours=1)
+        repo.evaluations.get_evaluation(session, old, scope=repo.ALL_PROJECTS).started_at = (
+            utcnow() - timedelta(hours=1)
+        )
         session.commit()
     cutoff = utcnow() - timedelta(minutes=30)
     with new_session() as session:
@@ -181,7 +195,8 @@ def test_lost_running_evaluations_are_failed_once(new_session: Factory) -> None:
         session.commit()
     with new_session() as session:
         statuses = {
-            eid: repo.evaluations.get_evaluation(session, eid) for eid in (old, fresh, queued)
+            eid: repo.evaluations.get_evaluation(session, eid, scope=repo.ALL_PROJECTS)
+            for eid in (old, fresh, queued)
         }
         assert (statuses[old].status, statuses[old].error) == ("failed", "lost: worker killed")
         assert statuses[old].finished_at is not None

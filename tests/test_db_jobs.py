@@ -28,7 +28,9 @@ Rows = Callable[[str], int]
 
 def _job(new_session: Factory, **kwargs) -> uuid.UUID:
     with new_session() as session:
-        job = repo.jobs.create_job(session, "minilm", dict(PARAMS), **kwargs)
+        job = repo.jobs.create_job(
+            session, "minilm", dict(PARAMS), **kwargs, project_id="proj_default"
+        )
         session.commit()
         return job.id
 
@@ -64,7 +66,7 @@ def _race(new_session: Factory, attempt: Callable[[Session], object], n: int = 2
 
 # ------------------------------------------------------------------ create
 def test_create_job_defaults(session: Session) -> None:
-    job = repo.jobs.create_job(session, "minilm", PARAMS)
+    job = repo.jobs.create_job(session, "minilm", PARAMS, project_id="proj_default")
     session.commit()
     assert isinstance(job.id, uuid.UUID)
     assert job.status == "queued" and job.attempts == 0 and not job.cancel_requested
@@ -76,7 +78,9 @@ def test_create_job_defaults(session: Session) -> None:
 def test_the_same_idempotency_key_gives_the_same_job(new_session: Factory, rows: Rows) -> None:
     first = _job(new_session, idempotency_key="nightly-1")
     with new_session() as session:
-        again = repo.jobs.create_job(session, "qodo", {"epochs": 9}, idempotency_key="nightly-1")
+        again = repo.jobs.create_job(
+            session, "qodo", {"epochs": 9}, idempotency_key="nightly-1", project_id="proj_default"
+        )
         session.commit()
         assert again.id == first
         assert again.model == "minilm" and again.params == PARAMS  # the key wins
@@ -90,7 +94,11 @@ def test_concurrent_submissions_with_one_key_make_one_job(new_session: Factory, 
     for i in range(5):
         key = f"race-{i}"
         ids = _race(
-            new_session, lambda s, key=key: repo.jobs.create_job(s, "minilm", {}, key).id, n=3
+            new_session,
+            lambda s, key=key: (
+                repo.jobs.create_job(s, "minilm", {}, key, project_id="proj_default").id
+            ),
+            n=3,
         )
         assert len(set(ids)) == 1
     assert rows("finetune_jobs") == 5
@@ -103,7 +111,7 @@ def test_claim_a_queued_job_once(new_session: Factory) -> None:
         assert repo.jobs.claim_job(session, str(job_id), "host-a") is True
         session.commit()
         assert repo.jobs.claim_job(session, job_id, "host-b") is False
-        job = repo.jobs.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS)
         assert (job.status, job.attempts, job.worker) == ("running", 1, "host-a")
         assert job.started_at is not None and job.started_at.utcoffset() == timedelta(0)
 
@@ -112,11 +120,11 @@ def test_reclaim_a_running_job_only_when_asked(new_session: Factory) -> None:
     job_id = _job(new_session)
     with new_session() as session:
         assert repo.jobs.claim_job(session, job_id, "host-a")
-        first_start = repo.jobs.get_job(session, job_id).started_at
+        first_start = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS).started_at
         assert not repo.jobs.claim_job(session, job_id, "host-b", allow_reclaim_running=False)
         assert repo.jobs.claim_job(session, job_id, "host-b", allow_reclaim_running=True)
         session.commit()
-        job = repo.jobs.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS)
         assert (job.status, job.attempts, job.worker) == ("running", 2, "host-b")
         assert job.started_at == first_start
         repo.jobs.finish_job(session, job_id, "succeeded")
@@ -130,7 +138,7 @@ def _wait_until_lease_older_than(session: Session, job_id: uuid.UUID, seconds: f
 
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        beat = repo.jobs.get_job(session, job_id).heartbeat_at
+        beat = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS).heartbeat_at
         session.rollback()  # the next read sees the stored row, not this transaction's snapshot
         if (utcnow() - beat).total_seconds() > seconds:
             return
@@ -155,9 +163,11 @@ def test_a_live_lease_keeps_the_job_a_stale_one_lets_it_go(new_session: Factory)
             session, job_id, "host-b", allow_reclaim_running=True, stale_after_s=0.2
         )
         session.commit()
-        job = repo.jobs.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS)
         assert (job.worker, job.attempts) == ("host-b", 2)
-        events = [(e.kind, e.data) for e in repo.jobs.job_events(session, job_id)]
+        events = [
+            (e.kind, e.data) for e in repo.jobs.job_events(session, job_id, scope=repo.ALL_PROJECTS)
+        ]
         assert [kind for kind, _ in events] == ["created", "claimed", "retried", "claimed"]
         retried = events[2][1]
         assert (retried["attempt"], retried["lost_worker"]) == (2, "host-a")
@@ -170,7 +180,7 @@ def test_a_live_lease_keeps_the_job_a_stale_one_lets_it_go(new_session: Factory)
 def test_claim_updates_a_job_already_loaded_in_the_session(new_session: Factory) -> None:
     job_id = _job(new_session)
     with new_session() as session:
-        job = repo.jobs.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS)
         assert job.status == "queued"
         assert repo.jobs.claim_job(session, job_id, "host-a")
         assert job.status == "running" and job.attempts == 1
@@ -190,7 +200,9 @@ def test_claim_race_exactly_one_wins(new_session: Factory, reclaim: bool) -> Non
         )
         assert sorted(won) == [False, True]
         with new_session() as session:
-            assert repo.jobs.get_job(session, job_id).attempts == (2 if reclaim else 1)
+            assert repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS).attempts == (
+                2 if reclaim else 1
+            )
 
 
 def test_claim_unknown_job(session: Session) -> None:
@@ -219,7 +231,7 @@ def test_record_epoch_twice_leaves_one_row_with_the_later_values(
         assert (row.train_loss, row.lr, row.eval) == (0.6, 1.5e-5, {"acc": 0.75})
     assert rows("epoch_metrics") == 2
     with new_session() as session:
-        epochs = repo.jobs.get_job(session, job_id).epochs
+        epochs = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS).epochs
         assert [(e.epoch, e.train_loss, e.duration_s, e.samples_per_s) for e in epochs] == [
             (0, 0.9, 10.0, 50.0),
             (1, 0.6, 12.0, 48.0),
@@ -230,7 +242,7 @@ def test_record_epoch_twice_leaves_one_row_with_the_later_values(
 def test_record_epoch_refreshes_a_loaded_job(new_session: Factory) -> None:
     job_id = _job(new_session)
     with new_session() as session:
-        job = repo.jobs.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS)
         assert job.epochs == []
         repo.jobs.record_epoch(session, job_id, 0, 0.5, None, None, None)
         assert [e.epoch for e in job.epochs] == [0]
@@ -292,7 +304,7 @@ def test_finish_job_first_outcome_wins(new_session: Factory) -> None:
         assert repo.jobs.finish_job(session, job_id, "failed", error="CUDA out of memory")
         assert not repo.jobs.finish_job(session, job_id, "succeeded")
         session.commit()
-        job = repo.jobs.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS)
         assert (job.status, job.error) == ("failed", "CUDA out of memory")
         assert job.finished_at is not None and job.finished_at >= job.started_at
 
@@ -301,12 +313,18 @@ def test_finish_job_with_a_model_version(new_session: Factory) -> None:
     job_id = _job(new_session)
     with new_session() as session:
         version = repo.versions.register_model_version(
-            session, "minilm-ft", "minilm", "/artifacts/m", "ab" * 32, {"mrr": 0.5}
+            session,
+            "minilm-ft",
+            "minilm",
+            "/artifacts/m",
+            "ab" * 32,
+            {"mrr": 0.5},
+            project_id="proj_default",
         )
         repo.jobs.claim_job(session, job_id, "host")
         assert repo.jobs.finish_job(session, job_id, "succeeded", model_version_id=version.id)
         session.commit()
-        job = repo.jobs.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS)
         assert job.status == "succeeded" and job.model_version.version == 1
 
 
@@ -317,7 +335,7 @@ def test_finish_job_refuses_statuses_that_are_not_final(new_session: Factory, st
         with pytest.raises(InvalidValue, match="status"):
             repo.jobs.finish_job(session, job_id, status)
         session.commit()
-        assert repo.jobs.get_job(session, job_id).status == "queued"
+        assert repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS).status == "queued"
 
 
 def test_finish_unknown_job(session: Session) -> None:
@@ -353,10 +371,10 @@ def test_outbox(new_session: Factory) -> None:
         assert repo.jobs.unsent_jobs(session, older_than_s=3600) == []
         assert repo.jobs.take_from_outbox(session, first)
         session.commit()
-        sent_at = repo.jobs.get_job(session, first).sent_at
+        sent_at = repo.jobs.get_job(session, first, scope=repo.ALL_PROJECTS).sent_at
         assert not repo.jobs.take_from_outbox(session, first)  # taken once; first time kept
         session.commit()
-        assert repo.jobs.get_job(session, first).sent_at == sent_at
+        assert repo.jobs.get_job(session, first, scope=repo.ALL_PROJECTS).sent_at == sent_at
         assert [j.id for j in repo.jobs.unsent_jobs(session)] == [second]
         # A send that failed puts it back, for the relay; a job no longer queued stays out.
         assert repo.jobs.return_to_outbox(session, first)
@@ -397,28 +415,34 @@ def test_get_and_list_jobs(new_session: Factory) -> None:
         repo.jobs.claim_job(session, ids[1], "host")
         repo.jobs.record_epoch(session, ids[1], 0, 0.5, 1e-5, 1.0, 1.0)
         session.commit()
-        assert repo.jobs.get_job(session, uuid.uuid4()) is None
-        assert [j.id for j in repo.jobs.list_jobs(session)] == ids[::-1]
-        assert [j.id for j in repo.jobs.list_jobs(session, limit=2)] == ids[:0:-1]
-        running = repo.jobs.list_jobs(session, status="running")
+        assert repo.jobs.get_job(session, uuid.uuid4(), scope=repo.ALL_PROJECTS) is None
+        assert [j.id for j in repo.jobs.list_jobs(session, scope=repo.ALL_PROJECTS)] == ids[::-1]
+        assert [
+            j.id for j in repo.jobs.list_jobs(session, limit=2, scope=repo.ALL_PROJECTS)
+        ] == ids[:0:-1]
+        running = repo.jobs.list_jobs(session, status="running", scope=repo.ALL_PROJECTS)
         assert [j.id for j in running] == [ids[1]] and len(running[0].epochs) == 1
-        assert repo.jobs.list_jobs(session, status="failed") == []
+        assert repo.jobs.list_jobs(session, status="failed", scope=repo.ALL_PROJECTS) == []
         with pytest.raises(InvalidValue, match="unknown job status 'paused'"):
-            repo.jobs.list_jobs(session, status="paused")
+            repo.jobs.list_jobs(session, status="paused", scope=repo.ALL_PROJECTS)
         with pytest.raises(InvalidValue, match="limit"):
-            repo.jobs.list_jobs(session, limit=0)
+            repo.jobs.list_jobs(session, limit=0, scope=repo.ALL_PROJECTS)
 
 
 def test_bad_job_values_are_refused_and_leave_no_rows(session: Session, rows: Rows) -> None:
     with pytest.raises(InvalidValue, match=r"params.*lr.*finite"):
-        repo.jobs.create_job(session, "minilm", {"lr": math.nan})
+        repo.jobs.create_job(session, "minilm", {"lr": math.nan}, project_id="proj_default")
     with pytest.raises(InvalidValue, match="params must be a JSON object"):
-        repo.jobs.create_job(session, "minilm", [("a", "b", "c")])
+        repo.jobs.create_job(session, "minilm", [("a", "b", "c")], project_id="proj_default")
     with pytest.raises(InvalidValue, match="model must be a non-empty string"):
-        repo.jobs.create_job(session, " ", {})
+        repo.jobs.create_job(session, " ", {}, project_id="proj_default")
     with pytest.raises(InvalidValue, match="idempotency_key is 201 characters"):
-        repo.jobs.create_job(session, "minilm", {}, idempotency_key="k" * 201)
+        repo.jobs.create_job(
+            session, "minilm", {}, idempotency_key="k" * 201, project_id="proj_default"
+        )
     with pytest.raises(InvalidValue, match="not a JSON value"):
-        repo.jobs.create_job(session, "minilm", {"when": datetime.now(UTC)})
+        repo.jobs.create_job(
+            session, "minilm", {"when": datetime.now(UTC)}, project_id="proj_default"
+        )
     session.commit()
     assert rows("finetune_jobs") == 0

@@ -47,10 +47,14 @@ def _figures(**overrides: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------ model versions
 def test_model_versions_count_up_per_name(session: Session) -> None:
     first = repo.versions.register_model_version(
-        session, "minilm-ft", "minilm", "/a/1", SHA, {"m": 1}
+        session, "minilm-ft", "minilm", "/a/1", SHA, {"m": 1}, project_id="proj_default"
     )
-    second = repo.versions.register_model_version(session, "minilm-ft", "minilm", "/a/2", SHA, None)
-    other = repo.versions.register_model_version(session, "qodo-ft", "qodo", "/b/1", SHA, {})
+    second = repo.versions.register_model_version(
+        session, "minilm-ft", "minilm", "/a/2", SHA, None, project_id="proj_default"
+    )
+    other = repo.versions.register_model_version(
+        session, "qodo-ft", "qodo", "/b/1", SHA, {}, project_id="proj_default"
+    )
     session.commit()
     assert (first.version, second.version, other.version) == (1, 2, 1)
     assert first.metrics == {"m": 1} and second.metrics == {}
@@ -60,8 +64,12 @@ def test_model_versions_count_up_per_name(session: Session) -> None:
 def test_registering_the_same_weights_again_returns_that_version(
     session: Session, rows: Rows
 ) -> None:
-    first = repo.versions.register_model_version(session, "m-ft", "m", "/a/1", SHA.upper(), {})
-    again = repo.versions.register_model_version(session, "m-ft", "m", "/a/1", SHA, {"x": 1})
+    first = repo.versions.register_model_version(
+        session, "m-ft", "m", "/a/1", SHA.upper(), {}, project_id="proj_default"
+    )
+    again = repo.versions.register_model_version(
+        session, "m-ft", "m", "/a/1", SHA, {"x": 1}, project_id="proj_default"
+    )
     session.commit()
     assert again.id == first.id and again.weights_sha256 == SHA
     assert rows("model_versions") == 1
@@ -77,7 +85,9 @@ def test_concurrent_registrations_get_distinct_versions(new_session: Factory, ro
         try:
             with new_session() as session:
                 barrier.wait(timeout=10)
-                v = repo.versions.register_model_version(session, "m-ft", "m", f"/p/{i}", SHA, {})
+                v = repo.versions.register_model_version(
+                    session, "m-ft", "m", f"/p/{i}", SHA, {}, project_id="proj_default"
+                )
                 versions.append(v.version)
                 session.commit()
         except BaseException as exc:
@@ -95,11 +105,17 @@ def test_concurrent_registrations_get_distinct_versions(new_session: Factory, ro
 
 def test_bad_model_versions_are_refused(session: Session, rows: Rows) -> None:
     with pytest.raises(InvalidValue, match="weights_sha256 must be 64 hex digits"):
-        repo.versions.register_model_version(session, "m", "m", "/p", "xyz", {})
+        repo.versions.register_model_version(
+            session, "m", "m", "/p", "xyz", {}, project_id="proj_default"
+        )
     with pytest.raises(InvalidValue, match="name"):
-        repo.versions.register_model_version(session, "", "m", "/p", SHA, {})
+        repo.versions.register_model_version(
+            session, "", "m", "/p", SHA, {}, project_id="proj_default"
+        )
     with pytest.raises(InvalidValue, match="metrics must be a JSON object"):
-        repo.versions.register_model_version(session, "m", "m", "/p", SHA, [1])
+        repo.versions.register_model_version(
+            session, "m", "m", "/p", SHA, [1], project_id="proj_default"
+        )
     session.commit()
     assert rows("model_versions") == 0
 
@@ -156,7 +172,9 @@ CRITERIA = [
 
 def test_a_validation_run_from_start_to_verdict(new_session: Factory) -> None:
     with new_session() as session:
-        run = repo.validations.create_validation_run(session, "ci", ["minilm", "qodo"])
+        run = repo.validations.create_validation_run(
+            session, "ci", ["minilm", "qodo"], project_id="proj_default"
+        )
         session.commit()
         run_id = run.id
         assert run.status == "running" and run.models == ["minilm", "qodo"]
@@ -172,7 +190,7 @@ def test_a_validation_run_from_start_to_verdict(new_session: Factory) -> None:
         )
         session.commit()
     with new_session() as session:
-        run = repo.validations.get_validation_run(session, run_id)
+        run = repo.validations.get_validation_run(session, run_id, scope=repo.ALL_PROJECTS)
         assert (run.status, run.verdict, run.error) == ("passed", "all 2 checks passed", None)
         assert run.finished_at is not None and run.finished_at >= run.started_at
         assert [c.name for c in run.checks] == ["benchmark", "inference_quality"]
@@ -183,18 +201,23 @@ def test_a_validation_run_from_start_to_verdict(new_session: Factory) -> None:
         assert not repo.validations.finish_validation_run(
             session, run_id, "error", "late", error="x"
         )
-        assert repo.validations.get_validation_run(session, run_id).status == "passed"
+        assert (
+            repo.validations.get_validation_run(session, run_id, scope=repo.ALL_PROJECTS).status
+            == "passed"
+        )
 
 
 def test_a_retried_check_replaces_its_row(new_session: Factory, rows: Rows) -> None:
     with new_session() as session:
-        run_id = repo.validations.create_validation_run(session, "cli", ["minilm"]).id
+        run_id = repo.validations.create_validation_run(
+            session, "cli", ["minilm"], project_id="proj_default"
+        ).id
         repo.validations.record_validation_check(
             session, run_id, "convergence", "error", {}, [], 0.5
         )
         session.commit()
     with new_session() as session:
-        run = repo.validations.get_validation_run(session, run_id)
+        run = repo.validations.get_validation_run(session, run_id, scope=repo.ALL_PROJECTS)
         assert [c.status for c in run.checks] == ["error"]
         check = repo.validations.record_validation_check(
             session,
@@ -214,18 +237,25 @@ def test_a_retried_check_replaces_its_row(new_session: Factory, rows: Rows) -> N
 
 def test_latest_validation_run(new_session: Factory) -> None:
     with new_session() as session:
-        assert repo.validations.latest_validation_run(session) is None
-        repo.validations.create_validation_run(session, "cli", ["minilm"])
+        assert repo.validations.latest_validation_run(session, scope=repo.ALL_PROJECTS) is None
+        repo.validations.create_validation_run(
+            session, "cli", ["minilm"], project_id="proj_default"
+        )
         session.commit()
-        newer = repo.validations.create_validation_run(session, "api", ["qodo"])
+        newer = repo.validations.create_validation_run(
+            session, "api", ["qodo"], project_id="proj_default"
+        )
         session.commit()
         repo.validations.record_validation_check(
             session, newer.id, "model_loading", "passed", {}, [], 1.0
         )
         session.commit()
-        latest = repo.validations.latest_validation_run(session)
+        latest = repo.validations.latest_validation_run(session, scope=repo.ALL_PROJECTS)
         assert latest.id == newer.id and [c.name for c in latest.checks] == ["model_loading"]
-        assert repo.validations.get_validation_run(session, uuid.uuid4()) is None
+        assert (
+            repo.validations.get_validation_run(session, uuid.uuid4(), scope=repo.ALL_PROJECTS)
+            is None
+        )
 
 
 def test_bad_validation_values_are_refused_and_leave_no_rows(
@@ -233,13 +263,19 @@ def test_bad_validation_values_are_refused_and_leave_no_rows(
 ) -> None:
     with new_session() as session:
         with pytest.raises(InvalidValue, match="unknown trigger 'cron'"):
-            repo.validations.create_validation_run(session, "cron", ["minilm"])
+            repo.validations.create_validation_run(
+                session, "cron", ["minilm"], project_id="proj_default"
+            )
         with pytest.raises(InvalidValue, match="models must be a list"):
-            repo.validations.create_validation_run(session, "cli", "minilm")
+            repo.validations.create_validation_run(
+                session, "cli", "minilm", project_id="proj_default"
+            )
         session.commit()
     assert rows("validation_runs") == 0
     with new_session() as session:
-        run_id = repo.validations.create_validation_run(session, "cli", ["minilm"]).id
+        run_id = repo.validations.create_validation_run(
+            session, "cli", ["minilm"], project_id="proj_default"
+        ).id
         session.commit()
         bad_checks = [
             (("x", "skipped", {}, [], 1.0), "unknown check status 'skipped'"),
@@ -263,5 +299,8 @@ def test_bad_validation_values_are_refused_and_leave_no_rows(
         with pytest.raises(NotFound):
             repo.validations.finish_validation_run(session, uuid.uuid4(), "passed", "fine")
         session.commit()
-        assert repo.validations.get_validation_run(session, run_id).status == "running"
+        assert (
+            repo.validations.get_validation_run(session, run_id, scope=repo.ALL_PROJECTS).status
+            == "running"
+        )
     assert rows("validation_checks") == 0

@@ -41,10 +41,10 @@ def _diff(url: str) -> list:
 def test_migrated_schema_equals_the_models(fresh_url: str) -> None:
     assert migrate.current(fresh_url) is None
     migrate.upgrade(fresh_url)
-    assert migrate.current(fresh_url) == migrate.head() == "0007"
+    assert migrate.current(fresh_url) == migrate.head() == "0008"
     assert _diff(fresh_url) == []
     migrate.upgrade(fresh_url)  # already at head: nothing to do, no error
-    assert migrate.current(fresh_url) == "0007"
+    assert migrate.current(fresh_url) == "0008"
 
 
 def test_downgrade_to_base_and_up_again(fresh_url: str) -> None:
@@ -64,7 +64,7 @@ def test_alembic_ini_at_the_repository_root_works(fresh_url: str) -> None:
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["url"] = fresh_url
     command.upgrade(config, "head")
-    assert migrate.current(fresh_url) == "0007"
+    assert migrate.current(fresh_url) == "0008"
 
 
 def test_settings_url_is_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,11 +74,13 @@ def test_settings_url_is_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyP
     get_settings.cache_clear()
     try:
         migrate.upgrade()
-        assert migrate.current() == "0007"
+        assert migrate.current() == "0008"
         with session_scope() as session:
-            job_id = repo.jobs.create_job(session, "minilm", {"epochs": 1}).id
+            job_id = repo.jobs.create_job(
+                session, "minilm", {"epochs": 1}, project_id="proj_default"
+            ).id
         with session_scope() as session:
-            assert repo.jobs.get_job(session, job_id) is not None
+            assert repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS) is not None
         assert db_session.get_engine().url.render_as_string() == url
     finally:
         db_session.dispose_engines()
@@ -88,9 +90,9 @@ def test_settings_url_is_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_session_scope_commits_or_rolls_back(migrated_url: str, rows: Callable[[str], int]) -> None:
     try:
         with session_scope(migrated_url) as session:
-            repo.jobs.create_job(session, "minilm", {})
+            repo.jobs.create_job(session, "minilm", {}, project_id="proj_default")
         with pytest.raises(RuntimeError), session_scope(migrated_url) as session:
-            repo.jobs.create_job(session, "minilm", {})
+            repo.jobs.create_job(session, "minilm", {}, project_id="proj_default")
             raise RuntimeError("boom")
         assert rows("finetune_jobs") == 1
     finally:
@@ -120,14 +122,24 @@ def test_the_tables_refuse_bad_rows_from_any_writer(
     """The CHECK constraints guard the tables against writers that bypass db/repo.py."""
     job_id = uuid.uuid4()
     insert_job = text(
-        "INSERT INTO finetune_jobs (id, model, params, status, attempts, cancel_requested,"
-        " created_at) VALUES (:id, 'm', '{}', :status, 0, false, CURRENT_TIMESTAMP)"
+        "INSERT INTO finetune_jobs (id, project_id, model, params, status, attempts,"
+        " cancel_requested, created_at)"
+        " VALUES (:id, :project, 'm', '{}', :status, 0, false, CURRENT_TIMESTAMP)"
     )
     as_id = str(job_id) if backend == "postgresql" else job_id.hex
     with pytest.raises(IntegrityError), engine.begin() as conn:
-        conn.execute(insert_job, {"id": as_id, "status": "paused"})
+        conn.execute(insert_job, {"id": as_id, "status": "paused", "project": "proj_default"})
+    # A row of no project, or of a project that does not exist, is refused too.
+    without_project = text(
+        "INSERT INTO finetune_jobs (id, model, params, status, attempts, cancel_requested,"
+        " created_at) VALUES (:id, 'm', '{}', 'queued', 0, false, CURRENT_TIMESTAMP)"
+    )
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(without_project, {"id": as_id})
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert_job, {"id": as_id, "status": "queued", "project": "proj_nope"})
     with engine.begin() as conn:
-        conn.execute(insert_job, {"id": as_id, "status": "queued"})
+        conn.execute(insert_job, {"id": as_id, "status": "queued", "project": "proj_default"})
     insert_epoch = text(
         "INSERT INTO epoch_metrics (job_id, epoch, train_loss, created_at)"
         " VALUES (:job, :epoch, :loss, CURRENT_TIMESTAMP)"

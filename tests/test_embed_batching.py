@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from api.coalescer import Coalescer
+from db.repo import ALL_PROJECTS
 from tests.servers import _wait_until
 from workers.serving.embed_batching import BatchKey, EmbedBatcher
 
@@ -209,7 +210,7 @@ def _embed(texts: list[str], model: str, cache: bool = True) -> dict:
     from workers.serving.model_names import checked_model_name
 
     request = EmbedRequest(texts=texts, model=model, cache=cache)
-    return embed_service.embed(request, checked_model_name(model))
+    return embed_service.embed(request, checked_model_name(model, scope=ALL_PROJECTS))
 
 
 def _new_version(folder: Path, seed: int) -> None:

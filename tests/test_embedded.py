@@ -201,7 +201,9 @@ def test_report_page_renders_in_headless_chromium(embedded):
     from db.session import session_scope
 
     with session_scope() as session:
-        job = repo.jobs.create_job(session, "minilm", {"loss": "triplet", "epochs": 2})
+        job = repo.jobs.create_job(
+            session, "minilm", {"loss": "triplet", "epochs": 2}, project_id="proj_default"
+        )
         for epoch, loss in ((1, 0.5), (2, 0.3)):
             repo.jobs.record_epoch(session, job.id, epoch, loss, 1e-4, 1.0, 5.0)
         for p50 in (5.0, 4.5):

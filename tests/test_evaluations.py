@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from db.repo import ALL_PROJECTS
 from tests.tiny_models import build_tiny_bert
 from workers.cli import main
 
@@ -74,7 +75,7 @@ def damaged(tmp_path_factory) -> Path:
 def _recorded() -> list[dict]:
     from workers.jobs.evaluation_run import recent
 
-    return recent(100)
+    return recent(100, scope=ALL_PROJECTS)
 
 
 @pytest.mark.slow
@@ -271,7 +272,9 @@ def test_a_run_whose_worker_was_killed_is_rerun_or_failed_by_the_lifeline(embedd
         eid = evaluation_run.create(trigger, "minilm", "minilm", "x", 1000, 0, dataset=dataset)
         with session_scope() as session:
             assert repo.evaluations.start_evaluation(session, eid, "minilm", "minilm", "ab" * 32, 3)
-            repo.evaluations.get_evaluation(session, eid).attempts = attempts
+            repo.evaluations.get_evaluation(
+                session, eid, scope=repo.ALL_PROJECTS
+            ).attempts = attempts
         return eid
 
     rerun, inline, cli, capped, alive, done = (
@@ -289,7 +292,9 @@ def test_a_run_whose_worker_was_killed_is_rerun_or_failed_by_the_lifeline(embedd
         )
         stale = utcnow() - timedelta(seconds=get_settings().job_lease_s + 5)
         for eid in (rerun, inline, cli, capped, done):
-            repo.evaluations.get_evaluation(session, eid).heartbeat_at = stale
+            repo.evaluations.get_evaluation(
+                session, eid, scope=repo.ALL_PROJECTS
+            ).heartbeat_at = stale
     assert lifeline.rescue_evaluations(utcnow()) == {"rerun": 1, "failed": 3}
 
     again = evaluation_run.read(rerun)

@@ -89,7 +89,7 @@ def job_count(db_url: str) -> int:
     from db.session import session_scope
 
     with session_scope(db_url) as session:
-        return len(repo.jobs.list_jobs(session, limit=1000))
+        return len(repo.jobs.list_jobs(session, limit=1000, scope=repo.ALL_PROJECTS))
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,9 @@ def test_an_out_folder_embeds_and_saved_files_follow_the_umask(system, billing_j
 
     with session_scope(system["db_url"]) as session:
         folder = Path(
-            repo.versions.get_model_version(session, billing_job["model_version_id"]).path
+            repo.versions.get_model_version(
+                session, billing_job["model_version_id"], scope=repo.ALL_PROJECTS
+            ).path
         )
     mask = os.umask(0)
     os.umask(mask)

@@ -86,7 +86,7 @@ def _submit(stack, epochs: int, triplets=TRIPLETS, send: bool = True) -> str:
     params = {"triplets": triplets, "loss": "triplet", "epochs": epochs, "batch_size": 4}
     params.update(lr=2e-5, margin=1.0, seed=0)
     with session_scope(stack["db_url"]) as session:
-        job_id = str(repo.jobs.create_job(session, "minilm", params).id)
+        job_id = str(repo.jobs.create_job(session, "minilm", params, project_id="proj_default").id)
     if send:  # as workers.jobs.outbox.send does: out of the outbox first, so the relay
         # duty (every second here) never sends it too while this send is on its way
         with session_scope(stack["db_url"]) as session:
@@ -113,8 +113,8 @@ def _job(stack, job_id: str) -> dict:
     from db.session import session_scope
 
     with session_scope(stack["db_url"]) as session:
-        job = repo.jobs.get_job(session, job_id)
-        events = [e.kind for e in repo.jobs.job_events(session, job_id)]
+        job = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS)
+        events = [e.kind for e in repo.jobs.job_events(session, job_id, scope=repo.ALL_PROJECTS)]
         return {
             "status": job.status,
             "error": job.error,
@@ -351,7 +351,7 @@ def test_a_compare_and_a_validation_whose_worker_is_killed_are_rescued(stack):
 
     def evaluation(eid: str) -> dict:
         with session_scope(stack["db_url"]) as session:
-            row = repo.evaluations.get_evaluation(session, eid)
+            row = repo.evaluations.get_evaluation(session, eid, scope=repo.ALL_PROJECTS)
             return {"status": row.status, "rescues": row.rescues or [], "error": row.error}
 
     pairs = stack["artifacts"] / "pairs.jsonl"
@@ -365,6 +365,7 @@ def test_a_compare_and_a_validation_whose_worker_is_killed_are_rescued(stack):
             repo.evaluations.create_evaluation(
                 session, "api", "minilm", "minilm", "pairs.jsonl", 20000, 0, "mrr@10",
                 dataset=str(pairs),
+                project_id="proj_default",
             ).id
         )  # fmt: skip
     payload = {"model_a": "minilm", "model_b": "minilm", "dataset": str(pairs)}
@@ -386,7 +387,7 @@ def test_a_compare_and_a_validation_whose_worker_is_killed_are_rescued(stack):
 
     def run() -> dict:
         with session_scope(stack["db_url"]) as session:
-            found = repo.validations.get_validation_run(session, run_id)
+            found = repo.validations.get_validation_run(session, run_id, scope=repo.ALL_PROJECTS)
             return {"status": found.status, "error": found.error, "beat": found.heartbeat_at}
 
     with beat(stack, "beat-validation"):
@@ -397,7 +398,7 @@ def test_a_compare_and_a_validation_whose_worker_is_killed_are_rescued(stack):
             with session_scope(stack["db_url"]) as session:
                 run_id = str(
                     repo.validations.create_validation_run(
-                        session, trigger="ci", models=["minilm"]
+                        session, trigger="ci", models=["minilm"], project_id="proj_default"
                     ).id
                 )
             _client(stack).send_task(

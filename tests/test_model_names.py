@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from db.repo import ALL_PROJECTS
 from embedding.models.hub import PathNotAllowed
 from embedding.models.specs import UnknownModel
 
@@ -28,9 +29,11 @@ def registry(tmp_path, monkeypatch):
     get_settings.cache_clear()
     migrate.upgrade(url)
     with session_scope() as session:
-        job = repo.jobs.create_job(session, "minilm", {"epochs": 1, "suffix": "billing"})
+        job = repo.jobs.create_job(
+            session, "minilm", {"epochs": 1, "suffix": "billing"}, project_id="proj_default"
+        )
         version = repo.versions.register_model_version(
-            session, "minilm-billing", "minilm", str(folder), SHA, None
+            session, "minilm-billing", "minilm", str(folder), SHA, None, project_id="proj_default"
         )
         repo.jobs.finish_job(session, job.id, "succeeded", model_version_id=version.id)
         job_id = str(job.id)
@@ -49,9 +52,9 @@ def test_every_name_of_a_version_resolves_to_its_folder(registry):
         f"ft:minilm:billing:{job_id}",
         job_id,
     ):
-        assert checked_model_name(name) == registry["folder"], name
+        assert checked_model_name(name, scope=ALL_PROJECTS) == registry["folder"], name
         assert local_model_name(name) == registry["folder"], name
-    found = find_version(job_id)
+    found = find_version(job_id, scope=ALL_PROJECTS)
     assert (found.name, found.version, found.fine_tuned_id) == (
         "minilm-billing",
         1,
@@ -80,15 +83,15 @@ def test_names_that_are_no_model_are_unknown_not_database_errors(registry, name)
     from workers.serving.model_names import checked_model_name
 
     with pytest.raises(UnknownModel):
-        checked_model_name(name.format(job=registry["job_id"]))
+        checked_model_name(name.format(job=registry["job_id"]), scope=ALL_PROJECTS)
 
 
 def test_hub_ids_only_where_a_spec_names_them(registry):
     from workers.serving.model_names import checked_model_name, local_model_name
 
-    assert checked_model_name("Qodo/Qodo-Embed-1-1.5B") == "qodo"
+    assert checked_model_name("Qodo/Qodo-Embed-1-1.5B", scope=ALL_PROJECTS) == "qodo"
     with pytest.raises(UnknownModel, match="named by no spec"):
-        checked_model_name("someorg/somemodel")
+        checked_model_name("someorg/somemodel", scope=ALL_PROJECTS)
     assert local_model_name("someorg/somemodel") == "someorg/somemodel"  # the user's machine
 
 
@@ -100,9 +103,11 @@ def test_folders_payloads_under_the_roots_cli_anywhere_out_folder_means_its_mode
     (out / "model" / "config.json").write_text("{}")
     assert local_model_name(str(out)) == str(out / "model")
     with pytest.raises(PathNotAllowed):
-        checked_model_name(str(out))
+        checked_model_name(str(out), scope=ALL_PROJECTS)
     job_folder = registry["folder"].rsplit("/model", 1)[0]
-    assert checked_model_name(job_folder) == registry["folder"]  # default roots: artifacts
+    assert (
+        checked_model_name(job_folder, scope=ALL_PROJECTS) == registry["folder"]
+    )  # default roots: artifacts
 
 
 def test_an_unmigrated_embedded_database_is_not_created_by_a_lookup(tmp_path, monkeypatch):

@@ -45,14 +45,19 @@ def test_postgres_outage_during_a_fine_tune(tmp_path):
                 "margin": 1.0,
             }
             with session_scope(url) as session:
-                job_id = str(repo.jobs.create_job(session, "minilm", params).id)
+                job_id = str(
+                    repo.jobs.create_job(session, "minilm", params, project_id="proj_default").id
+                )
             client = Celery(broker=env["EMBEDDING_BROKER_URL"])
             client.conf.update(task_serializer="json", accept_content=["json"])
             client.send_task("embedding.finetune", args=[job_id], queue="gpu")
 
             def epochs() -> list[int]:
                 with session_scope(url) as session:
-                    return [e.epoch for e in repo.jobs.get_job(session, job_id).epochs]
+                    return [
+                        e.epoch
+                        for e in repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS).epochs
+                    ]
 
             deadline = time.monotonic() + 120
             while not epochs() and time.monotonic() < deadline:
@@ -76,7 +81,7 @@ def test_postgres_outage_during_a_fine_tune(tmp_path):
             status = None
             while time.monotonic() < deadline:
                 with session_scope(url) as session:
-                    job = repo.jobs.get_job(session, job_id)
+                    job = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS)
                     status, recorded, error = job.status, [e.epoch for e in job.epochs], job.error
                 if status in ("succeeded", "failed"):
                     break
@@ -104,8 +109,11 @@ def test_redis_restart_with_jobs_queued_and_one_running(tmp_path):
         with session_scope(url) as session:
             return {
                 i: (
-                    repo.jobs.get_job(session, i).status,
-                    [e.epoch for e in repo.jobs.get_job(session, i).epochs],
+                    repo.jobs.get_job(session, i, scope=repo.ALL_PROJECTS).status,
+                    [
+                        e.epoch
+                        for e in repo.jobs.get_job(session, i, scope=repo.ALL_PROJECTS).epochs
+                    ],
                 )
                 for i in ids
             }

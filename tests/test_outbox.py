@@ -32,7 +32,7 @@ from workers.jobs import outbox
 
 params = {"triplets": [["a", "b", "c"]], "loss": "triplet", "epochs": 1}
 with session_scope() as session:
-    job_id = str(repo.jobs.create_job(session, "minilm", params).id)
+    job_id = str(repo.jobs.create_job(session, "minilm", params, project_id="proj_default").id)
 # A relay pass reads the outbox ...
 with session_scope() as session:
     pending = [str(job.id) for job in repo.jobs.unsent_jobs(session)]
@@ -41,8 +41,8 @@ by_submitter = outbox.send(job_id)
 # ... and the relay pass sends what it read.
 by_relay = [outbox.send(pending_id) for pending_id in pending]
 with session_scope() as session:
-    events = [e.kind for e in repo.jobs.job_events(session, job_id)]
-    sent = repo.jobs.get_job(session, job_id).sent_at is not None
+    events = [e.kind for e in repo.jobs.job_events(session, job_id, scope=repo.ALL_PROJECTS)]
+    sent = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS).sent_at is not None
 print(json.dumps({"job_id": job_id, "submitter": by_submitter, "relay": by_relay,
                   "events": events, "sent": sent}))
 """

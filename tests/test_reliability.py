@@ -72,7 +72,11 @@ def _submit(stack, epochs: int, key: str | None = None) -> str:
         "seed": 0,
     }
     with session_scope(stack["db_url"]) as session:
-        job_id = str(repo.jobs.create_job(session, "minilm", params, idempotency_key=key).id)
+        job_id = str(
+            repo.jobs.create_job(
+                session, "minilm", params, idempotency_key=key, project_id="proj_default"
+            ).id
+        )
     _send(stack, job_id)
     return job_id
 
@@ -92,7 +96,7 @@ def _job(stack, job_id: str) -> dict:
     from db.session import session_scope
 
     with session_scope(stack["db_url"]) as session:
-        job = repo.jobs.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS)
         return {
             "status": job.status,
             "attempts": job.attempts,
@@ -100,7 +104,9 @@ def _job(stack, job_id: str) -> dict:
             "epochs": [e.epoch for e in job.epochs],
             "heartbeat_at": job.heartbeat_at,
             "path": job.model_version.path if job.model_version else None,
-            "events": [e.kind for e in repo.jobs.job_events(session, job_id)],
+            "events": [
+                e.kind for e in repo.jobs.job_events(session, job_id, scope=repo.ALL_PROJECTS)
+            ],
         }
 
 

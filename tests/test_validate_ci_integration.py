@@ -58,7 +58,7 @@ def runs(db_url: str) -> list:
     with session_scope(db_url) as session:
         return [
             (str(r.id), r.status, len(r.checks))
-            for r in repo.validations.list_validation_runs(session)
+            for r in repo.validations.list_validation_runs(session, scope=repo.ALL_PROJECTS)
         ]
 
 
@@ -108,7 +108,9 @@ def test_a_check_of_an_ended_run_does_nothing(services, tmp_path):
 
     with session_scope(services["db_url"]) as session:
         run_id = str(
-            repo.validations.create_validation_run(session, trigger="ci", models=["minilm"]).id
+            repo.validations.create_validation_run(
+                session, trigger="ci", models=["minilm"], project_id="proj_default"
+            ).id
         )
         repo.validations.finish_validation_run(
             session, run_id, "error", "error: abandoned", error="abandoned"
@@ -122,4 +124,7 @@ def test_a_check_of_an_ended_run_does_nothing(services, tmp_path):
         ).get(timeout=120)
     assert reply["status"] == "error" and "had already ended" in reply["reason"], reply
     with session_scope(services["db_url"]) as session:
-        assert repo.validations.get_validation_run(session, run_id).checks == []
+        assert (
+            repo.validations.get_validation_run(session, run_id, scope=repo.ALL_PROJECTS).checks
+            == []
+        )

@@ -39,7 +39,7 @@ def _stored(run_id: str) -> tuple[str, str, str | None]:
     from db.session import session_scope
 
     with session_scope() as session:
-        run = repo.validations.get_validation_run(session, run_id)
+        run = repo.validations.get_validation_run(session, run_id, scope=repo.ALL_PROJECTS)
         return run.status, run.verdict, run.error
 
 

@@ -314,7 +314,7 @@ def test_finetune_end_to_end_from_a_service_that_only_has_celery(system):
     status = None
     while time.monotonic() < deadline:
         with session_scope(system["db_url"]) as session:
-            job = repo.jobs.get_job(session, job_id)
+            job = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS)
             status = job.status
             epochs = [(e.epoch, e.train_loss) for e in job.epochs]
             version = job.model_version

@@ -13,12 +13,14 @@ import logging
 from typing import Any
 
 from db import repo
+from db.models import DEFAULT_PROJECT_ID
 from db.session import session_scope
 from workers.jobs import evaluation_run, validation_run
 from workers.jobs.outbox import submit_request
 from workers.lifeline.duties import cancel_orphaned
 from workers.schemas import CompareRequest, FinetuneRequest, parse
 from workers.serving.model_names import job_fine_tuned_id
+from workers.tenancy import project_id_of
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,8 @@ def submit_finetune(
     ``seed=``, ``mini_batch_size=``, ``matryoshka=``, ``early_stopping_patience=``,
     ``select_best_epoch=``): those not given take
     the defaults of :mod:`embedding.training.hyperparameters`.
-    ``suffix=`` names the model version ``<model>-<suffix>``. Raises ``PayloadError`` for a
+    ``suffix=`` names the model version ``<model>-<suffix>``; ``project=`` (a name or a
+    ``proj_`` id) the project the job belongs to (default: ``default``). Raises ``PayloadError`` for a
     malformed request, ``UnknownModel`` / ``PathNotAllowed`` / ``DatasetNotFound`` for a model
     or dataset the workers may not use, and :class:`~workers.jobs.idempotency.IdempotencyConflict`
     for a key already used with another request (the same request with the same key returns
@@ -79,13 +82,16 @@ def _row(row: Any, names: tuple[str, ...]) -> Any:
     return row  # the schema names what is wrong with it
 
 
-def job_status(job_id: str) -> dict[str, Any]:
-    """The job with its epochs and its timeline (``events``, oldest first), as JSON types."""
+def job_status(job_id: str, scope: repo.Scope = repo.ALL_PROJECTS) -> dict[str, Any]:
+    """The job with its epochs and its timeline (``events``, oldest first), as JSON types.
+    (This client runs inside the company's services, beside the broker: it sees every
+    project unless told one; the HTTP API's keys are the walls between teams.)"""
     with session_scope() as session:
-        job = repo.jobs.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id, scope=scope)
         if job is None:
             raise LookupError(f"no fine-tune job {job_id}")
-        return {**job_to_dict(job), "events": event_dicts(repo.jobs.job_events(session, job_id))}
+        events = repo.jobs.job_events(session, job_id, scope=scope)
+        return {**job_to_dict(job), "events": event_dicts(events)}
 
 
 def event_dicts(events: list[Any]) -> list[dict[str, Any]]:
@@ -111,6 +117,7 @@ def job_to_dict(job: Any) -> dict[str, Any]:
 
     return {
         "id": str(job.id),
+        "project_id": job.project_id,
         "model": job.model,
         "status": job.status,
         "error": job.error,
@@ -144,25 +151,28 @@ def job_to_dict(job: Any) -> dict[str, Any]:
     }
 
 
-def list_jobs(status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def list_jobs(
+    status: str | None = None, limit: int = 50, scope: repo.Scope = repo.ALL_PROJECTS
+) -> list[dict[str, Any]]:
     with session_scope() as session:
-        return [
-            job_to_dict(job) for job in repo.jobs.list_jobs(session, status=status, limit=limit)
-        ]
+        jobs = repo.jobs.list_jobs(session, status=status, limit=limit, scope=scope)
+        return [job_to_dict(job) for job in jobs]
 
 
-def cancel_job(job_id: str) -> dict[str, Any]:
+def cancel_job(
+    job_id: str, scope: repo.Scope = repo.ALL_PROJECTS, actor: str | None = None
+) -> dict[str, Any]:
     """Revoke the message and record ``cancelled``: a queued job at once, a running one
     within seconds (its worker stops it in any phase), a running one whose worker is gone
-    (its lease expired) at once."""
+    (its lease expired) at once. ``actor``: the key id that asked, kept in the job's events."""
     from workers.app import app
 
     with session_scope() as session:
-        job = repo.jobs.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id, scope=scope)
         if job is None:
             raise LookupError(f"no fine-tune job {job_id}")
         status = job.status
-        repo.jobs.request_cancel(session, job_id)
+        repo.jobs.request_cancel(session, job_id, actor=actor)
         if status == "queued":
             repo.jobs.finish_job(session, job_id, "cancelled", error="cancelled before it started")
     if status == "running":
@@ -171,7 +181,7 @@ def cancel_job(job_id: str) -> dict[str, Any]:
         app.control.revoke(str(job_id))
     except Exception as exc:  # the database flag still stops it
         log.warning("could not broadcast revoke for %s: %s", job_id, type(exc).__name__)
-    return job_status(job_id)
+    return job_status(job_id, scope)
 
 
 # ------------------------------------------------------------------ validation
@@ -186,9 +196,14 @@ ERRBACK_TASK = "embedding.validation_failed"
 
 
 def start_validation(
-    models: list[str], trigger: str = "api", checks: list[str] | None = None
+    models: list[str],
+    trigger: str = "api",
+    checks: list[str] | None = None,
+    project_id: str = DEFAULT_PROJECT_ID,
 ) -> tuple[str, Any]:
-    """Record a validation run and send its chord; returns (run id, AsyncResult of the chord).
+    """Record a validation run (of ``project_id``) and send its chord; returns (run id,
+    AsyncResult of the chord). The checks read version names in the default project: a
+    caller of another project passes what its names resolved to (the API does).
 
     ``chord([check_model_loading, check_inference_quality, check_convergence, run_benchmark],
     summarize_validation)``: each check writes its row and returns its result instead of
@@ -205,7 +220,7 @@ def start_validation(
     unknown = set(wanted) - set(CHECK_NAMES)
     if unknown:
         raise ValueError(f"unknown check(s) {sorted(unknown)}; checks: {', '.join(CHECK_NAMES)}")
-    run_id = validation_run.create_run(models, trigger=trigger)
+    run_id = validation_run.create_run(models, trigger=trigger, project_id=project_id)
     per_check = validation_run.default_check_models(models)
 
     model_args = {"model_loading": models, **per_check}
@@ -260,9 +275,11 @@ def start_evaluation(
     seed: int = 0,
     data_name: str | None = None,
     trigger: str = "api",
+    project: str | None = None,
 ) -> str:
     """Record an A/B evaluation of ``model_a`` and ``model_b`` and send it to a worker;
-    returns its id (follow it with :func:`evaluation_status`).
+    returns its id (follow it with :func:`evaluation_status`). ``project`` (name or id,
+    default ``default``): the project it belongs to, whose version names it reads.
 
     The data: a ``dataset`` path under the model roots, or inline ``pairs``; ``data_name``
     is how the record names it (default: the path, or ``inline``). Raises ``PayloadError``
@@ -279,8 +296,11 @@ def start_evaluation(
         payload["dataset"] = str(dataset)
     if pairs is not None:
         payload["pairs"] = [_row(p, ("anchor", "positive")) for p in pairs]
+    if project is not None:
+        payload["project"] = project
     request = parse(CompareRequest, payload)
-    evaluation_run.check_request(request)
+    project_id = project_id_of(request.project)
+    evaluation_run.check_request(request, repo.scope.project(project_id))
     name = data_name or (request.dataset if request.dataset is not None else "inline")
     evaluation_id = evaluation_run.create(
         trigger,
@@ -290,6 +310,7 @@ def start_evaluation(
         request.n_resamples,
         request.seed,
         dataset=request.dataset,
+        project_id=project_id,
     )
     message = request.model_dump(mode="json", exclude_none=True)
     try:  # its result is read from the evaluation's row, not from Celery's backend
@@ -305,6 +326,6 @@ def start_evaluation(
     return evaluation_id
 
 
-def evaluation_status(evaluation_id: str) -> dict[str, Any]:
-    """An evaluation as JSON (``LookupError`` for an unknown id)."""
-    return evaluation_run.read(evaluation_id)
+def evaluation_status(evaluation_id: str, scope: repo.Scope = repo.ALL_PROJECTS) -> dict[str, Any]:
+    """An evaluation as JSON (``LookupError`` for an id unknown in ``scope``)."""
+    return evaluation_run.read(evaluation_id, scope=scope)

@@ -159,8 +159,10 @@ class FinetuneRequest(_Strict):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     # Names the model version (<model>-<suffix>) and the ft: id (workers/serving/model_names.py).
     suffix: str | None = Field(default=None, pattern=f"^{SUFFIX_PATTERN}$")
+    # The project (name or id) the job belongs to; unset: the ``default`` project.
+    project: str | None = Field(default=None, min_length=1, max_length=64)
 
-    @field_validator("model", "dataset", "validation_dataset", "idempotency_key")
+    @field_validator("model", "dataset", "validation_dataset", "idempotency_key", "project")
     @classmethod
     def _storable(cls, value: str | None, info) -> str | None:
         return None if value is None else storable(value, info.field_name)
@@ -251,6 +253,8 @@ class EmbedRequest(_Strict):
     encoding: Literal["json", "base64"] = "json"
     # False: neither read nor write the embedding cache (workers/serving/embedding_cache.py).
     cache: bool = True
+    # Whose fine-tuned model names (``minilm-ft``) mean what; unset: the ``default`` project.
+    project: str | None = Field(default=None, min_length=1, max_length=64)
 
     @field_validator("texts")
     @classmethod
@@ -285,8 +289,10 @@ class CompareRequest(_Strict):
     )
     seed: int = Field(default=0, ge=0, le=cmp.MAX_SEED)
     evaluation_id: str | None = Field(default=None, max_length=64)
+    # The project the evaluation belongs to and whose model names it uses; unset: ``default``.
+    project: str | None = Field(default=None, min_length=1, max_length=64)
 
-    @field_validator("model_a", "model_b", "dataset")
+    @field_validator("model_a", "model_b", "dataset", "project")
     @classmethod
     def _storable(cls, value: str | None, info) -> str | None:
         return None if value is None else storable(value, info.field_name)

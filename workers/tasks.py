@@ -15,6 +15,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import task_received
 
 from core.config import get_settings
+from db.repo.scope import DEFAULT_PROJECT
 from workers.app import app
 from workers.jobs import evaluation_run, finetune_job, validation_run
 from workers.jobs.outbox import relay_unsent, submit_request
@@ -32,6 +33,7 @@ from workers.schemas import (
 from workers.serving import embed_service
 from workers.serving.model_cache import model_cache
 from workers.serving.model_names import checked_model_name
+from workers.tenancy import scope_of
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ task_received.connect(validation_run.beat_on_receipt, weak=False)
 def load_model(**payload: Any) -> dict[str, Any]:
     """Load (or find in this worker's cache) a model; return its LoadReport."""
     request = parse(LoadModelRequest, payload)
-    encoder = model_cache().get(checked_model_name(request.model))
+    encoder = model_cache().get(checked_model_name(request.model, scope=DEFAULT_PROJECT))
     return {"model": request.model, "reports": [r.to_dict() for r in encoder.load_reports]}
 
 
@@ -71,7 +73,9 @@ def embed(**payload: Any) -> dict[str, Any]:
     (:mod:`workers.serving.embed_service`); ``"cache": false`` in the payload skips the cache.
     """
     request = parse(EmbedRequest, payload)
-    name = checked_model_name(request.model or get_settings().default_model)
+    name = checked_model_name(
+        request.model or get_settings().default_model, scope=scope_of(request.project)
+    )
     reply = embed_service.embed(request, name)
     vectors = reply.pop("vectors")
     if request.encoding == "base64":
@@ -131,7 +135,9 @@ def benchmark(**payload: Any) -> dict[str, Any]:
     """Benchmark a model and record a ``benchmark_results`` row."""
     request = parse(BenchmarkRequest, payload)
     return run_and_record_benchmark(
-        checked_model_name(request.model), request.iterations, request.batch_size
+        checked_model_name(request.model, scope=DEFAULT_PROJECT),
+        request.iterations,
+        request.batch_size,
     )
 
 
@@ -255,7 +261,7 @@ def build_dataset(**payload: Any) -> dict[str, Any]:
     from workers.jobs.dataset_build import DatasetBuildError
     from workers.jobs.dataset_build import build_dataset as build
 
-    unknown = set(payload) - {"folder", "archive", "eval_share"}
+    unknown = set(payload) - {"folder", "archive", "eval_share", "project"}
     if unknown:
         return {
             "error": DatasetBuildError(
@@ -307,12 +313,16 @@ def rescue_jobs() -> dict[str, int]:
 
 
 # --------------------------------------------------------- validation chord
+# The checks (and the load and benchmark tasks) read version names in the default project:
+# the API passes the names of another project already resolved to what they load.
 @app.task(name="embedding.check_model_loading")
 def check_model_loading(run_id: str, models: list[str]) -> dict[str, Any]:
     from embedding.validation import check_model_loading as check
 
     return validation_run.run_check(
-        run_id, "model_loading", lambda: check([checked_model_name(m) for m in models])
+        run_id,
+        "model_loading",
+        lambda: check([checked_model_name(m, scope=DEFAULT_PROJECT) for m in models]),
     )
 
 
@@ -323,7 +333,7 @@ def check_inference_quality(run_id: str, model: str) -> dict[str, Any]:
     return validation_run.run_check(
         run_id,
         "inference_quality",
-        lambda: check(checked_model_name(model), load=model_cache().get),
+        lambda: check(checked_model_name(model, scope=DEFAULT_PROJECT), load=model_cache().get),
     )
 
 
@@ -331,7 +341,9 @@ def check_inference_quality(run_id: str, model: str) -> dict[str, Any]:
 def check_convergence(run_id: str, model: str) -> dict[str, Any]:
     from embedding.validation import check_convergence as check
 
-    return validation_run.run_check(run_id, "convergence", lambda: check(checked_model_name(model)))
+    return validation_run.run_check(
+        run_id, "convergence", lambda: check(checked_model_name(model, scope=DEFAULT_PROJECT))
+    )
 
 
 @app.task(name="embedding.run_benchmark")
@@ -339,7 +351,7 @@ def run_benchmark(run_id: str, model: str) -> dict[str, Any]:
     from embedding.validation import check_benchmark as check
 
     def measure() -> Any:
-        result = check(checked_model_name(model), load=model_cache().get)
+        result = check(checked_model_name(model, scope=DEFAULT_PROJECT), load=model_cache().get)
         record_benchmark_from_check(result)
         return result
 

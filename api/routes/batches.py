@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from api import files_store, model_ids
+from api.auth import Caller, CallerDep, audit, authenticate
 from api.errors import APIError, not_found
 from api.schemas import (
     BatchErrorData,
@@ -26,13 +27,12 @@ from api.schemas import (
     RequestCounts,
     unix,
 )
-from api.security import require_api_key
 from core.config import get_settings
 from db import repo
 from db.models import utcnow
 from db.session import session_scope
 
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["batches"])
+router = APIRouter(dependencies=[Depends(authenticate)], tags=["batches"])
 CHUNK_TASK = "embedding.batch_chunk"
 
 
@@ -66,8 +66,9 @@ def batch_object(batch: Any) -> BatchObject:
     )
 
 
-def _plan(path: str) -> tuple[list[list[int]], dict[str, str], int]:
-    """Chunks as [first, end) request indexes, the models to load, and the request count."""
+def _plan(path: str, scope: Any) -> tuple[list[list[int]], dict[str, str], int]:
+    """Chunks as [first, end) request indexes, the models to load (names resolved in the
+    caller's ``scope``), and the request count."""
     from pathlib import Path
 
     cap = get_settings().batch_chunk_texts
@@ -78,7 +79,7 @@ def _plan(path: str) -> tuple[list[list[int]], dict[str, str], int]:
     for where, request in files_store.batch_requests(Path(path)):
         body = request["body"]
         try:
-            model = resolved.get(body["model"]) or model_ids.resolve(body["model"])
+            model = resolved.get(body["model"]) or model_ids.resolve(body["model"], scope=scope)
             model_ids.check_dimensions(model, body.get("dimensions"))
         except APIError as exc:
             raise APIError(
@@ -98,11 +99,11 @@ def _plan(path: str) -> tuple[list[list[int]], dict[str, str], int]:
 
 
 @router.post("/v1/batches", response_model=BatchObject)
-def create_batch(body: BatchRequest) -> BatchObject:
+def create_batch(caller: CallerDep, body: BatchRequest) -> BatchObject:
     from workers.app import GPU_QUEUE, publisher
 
     with session_scope() as session:
-        source = repo.files.get_file(session, body.input_file_id)
+        source = repo.files.get_file(session, body.input_file_id, scope=caller.scope)
     if source is None:
         raise not_found("file", body.input_file_id, param="input_file_id")
     if source.purpose != "batch":
@@ -111,12 +112,13 @@ def create_batch(body: BatchRequest) -> BatchObject:
             f"File {source.id!r} has purpose {source.purpose!r}, not 'batch'.",
             param="input_file_id",
         )
-    chunks, models, total = _plan(source.path)
+    chunks, models, total = _plan(source.path, caller.scope)
     batch_id = f"batch_{uuid.uuid4().hex}"
     with session_scope() as session:
         repo.batches.create_batch(
             session,
             batch_id,
+            project_id=source.project_id,
             input_file_id=source.id,
             endpoint=body.endpoint,
             completion_window=body.completion_window,
@@ -140,31 +142,33 @@ def create_batch(body: BatchRequest) -> BatchObject:
                 errors=[{"code": "broker_unavailable", "message": type(exc).__name__}],
             )
         raise APIError(503, "The task broker is unavailable.", code="broker_unavailable") from None
-    return _get(batch_id)
+    audit(caller, "batch.create", batch_id, source.project_id, input_file_id=source.id)
+    return _get(caller, batch_id)
 
 
-def _get(batch_id: str) -> BatchObject:
+def _get(caller: Caller, batch_id: str) -> BatchObject:
     with session_scope() as session:
-        batch = repo.batches.get_batch(session, batch_id)
+        batch = repo.batches.get_batch(session, batch_id, scope=caller.scope)
         if batch is None:
             raise not_found("batch", batch_id, param="batch_id")
         return batch_object(batch)
 
 
 @router.get("/v1/batches/{batch_id}", response_model=BatchObject)
-def retrieve_batch(batch_id: str) -> BatchObject:
-    return _get(batch_id)
+def retrieve_batch(caller: CallerDep, batch_id: str) -> BatchObject:
+    return _get(caller, batch_id)
 
 
 @router.get("/v1/batches", response_model=BatchList)
 def list_batches(
+    caller: CallerDep,
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> BatchList:
     with session_scope() as session:
-        if after is not None and repo.batches.get_batch(session, after) is None:
+        if after is not None and repo.batches.get_batch(session, after, scope=caller.scope) is None:
             raise not_found("batch", after, param="after")
-        rows = repo.batches.list_batches(session, after=after, limit=limit + 1)
+        rows = repo.batches.list_batches(session, after=after, limit=limit + 1, scope=caller.scope)
         data = [batch_object(b) for b in rows[:limit]]
     return BatchList(
         data=data,
@@ -175,13 +179,17 @@ def list_batches(
 
 
 @router.post("/v1/batches/{batch_id}/cancel", response_model=BatchObject)
-def cancel_batch(batch_id: str) -> BatchObject:
+def cancel_batch(caller: CallerDep, batch_id: str) -> BatchObject:
     """``cancelling`` until the chunks still queued have been skipped, then ``cancelled``;
     what finished before stays in the output file."""
     with session_scope() as session:
-        if repo.batches.get_batch(session, batch_id) is None:
+        batch = repo.batches.get_batch(session, batch_id, scope=caller.scope)
+        if batch is None:
             raise not_found("batch", batch_id, param="batch_id")
-        repo.batches.set_batch_status(
+        project_id = batch.project_id
+        moved = repo.batches.set_batch_status(
             session, batch_id, "cancelling", ("validating", "in_progress")
         )
-    return _get(batch_id)
+    if moved:
+        audit(caller, "batch.cancel", batch_id, project_id)
+    return _get(caller, batch_id)

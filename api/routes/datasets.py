@@ -18,11 +18,11 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from pydantic import BaseModel
 
 from api import files_store
+from api.auth import CallerDep, audit, authenticate
 from api.errors import APIError
 from api.schemas import FileObject
-from api.security import require_api_key
 
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["datasets"])
+router = APIRouter(dependencies=[Depends(authenticate)], tags=["datasets"])
 
 BUILD_TASK = "embedding.build_dataset"
 BUILD_TIMEOUT_S = 900.0
@@ -37,6 +37,7 @@ class Dataset(BaseModel):
 
 @router.post("/v1/datasets", response_model=Dataset)
 def create_dataset(
+    caller: CallerDep,
     folder: Annotated[str | None, Form(max_length=4096)] = None,
     archive: Annotated[UploadFile | None, File()] = None,
     eval_share: Annotated[float, Form(ge=0.0, lt=1.0)] = 0.1,
@@ -45,7 +46,7 @@ def create_dataset(
         raise APIError(
             400, "Give a folder or an archive, not both or neither.", code="invalid_value"
         )
-    payload: dict[str, Any] = {"eval_share": eval_share}
+    payload: dict[str, Any] = {"eval_share": eval_share, "project": caller.write_project}
     stored = None
     if archive is not None:
         stored, _ = files_store.save_upload(archive.file, f"archive-{files_store.new_file_id()}")
@@ -62,6 +63,7 @@ def create_dataset(
         raise APIError(
             int(error["status"]), error["message"], param=error.get("param"), code=error["code"]
         )
+    audit(caller, "dataset.create", reply["training_file"]["id"], caller.write_project)
     return Dataset(
         training_file=_file(reply["training_file"]),
         validation_file=_file(reply["validation_file"]) if reply["validation_file"] else None,

@@ -8,16 +8,19 @@ import numpy as np
 from fastapi import APIRouter, Depends
 
 from api import embedder, model_ids
+from api.auth import CallerDep, authenticate
 from api.schemas import Embedding, EmbeddingRequest, EmbeddingResponse, Usage
-from api.security import require_api_key
 
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["embeddings"])
+router = APIRouter(dependencies=[Depends(authenticate)], tags=["embeddings"])
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse)
-def create_embeddings(body: EmbeddingRequest) -> EmbeddingResponse:
+def create_embeddings(caller: CallerDep, body: EmbeddingRequest) -> EmbeddingResponse:
+    """A fine-tuned model is named in the caller's project only; the embedding cache is
+    keyed by the folder a name resolves to, so a project reaches only its own models'
+    cached vectors."""
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
-    model = model_ids.resolve(body.model)
+    model = model_ids.resolve(body.model, scope=caller.scope)
     truncate_dim = model_ids.check_dimensions(model, body.dimensions)
     reply = embedder.embed(texts, model.load, truncate_dim, cache=body.cache)
     matrix = reply["matrix"]

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from api import files_store, model_ids
+from api.auth import Caller, CallerDep, audit, authenticate
 from api.errors import APIError, not_found
 from api.schemas import (
     EvaluatedModel,
@@ -25,12 +26,11 @@ from api.schemas import (
     EvaluationList,
     EvaluationRequest,
 )
-from api.security import require_api_key
 from db import repo
 from db.session import session_scope
 from workers.jobs.evaluation_run import read, to_dict
 
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["evaluations"])
+router = APIRouter(dependencies=[Depends(authenticate)], tags=["evaluations"])
 
 
 def _unix(text: str | None) -> int | None:
@@ -63,25 +63,25 @@ def evaluation_object(evaluation: dict[str, Any]) -> Evaluation:
     )
 
 
-def _read(evaluation_id: str, param: str = "evaluation_id") -> dict[str, Any]:
+def _read(caller: Caller, evaluation_id: str, param: str = "evaluation_id") -> dict[str, Any]:
     try:
         uuid.UUID(evaluation_id)
-        return read(evaluation_id)
+        return read(evaluation_id, scope=caller.scope)
     except (ValueError, LookupError):
         raise not_found("evaluation", evaluation_id, param=param) from None
 
 
 @router.post("/v1/evaluations", response_model=Evaluation)
-def create_evaluation(body: EvaluationRequest) -> Evaluation:
+def create_evaluation(caller: CallerDep, body: EvaluationRequest) -> Evaluation:
     from embedding.models.hub import PathNotAllowed
     from embedding.models.specs import UnknownModel
     from workers.client import NotSent, start_evaluation
     from workers.jobs.submit_checks import DatasetNotFound
     from workers.schemas import PayloadError
 
-    model_ids.resolve(body.model_a, param="model_a")
-    model_ids.resolve(body.model_b, param="model_b")
-    path = files_store.fine_tune_file_path(body.data_file, "data_file")
+    model_ids.resolve(body.model_a, param="model_a", scope=caller.scope)
+    model_ids.resolve(body.model_b, param="model_b", scope=caller.scope)
+    path = files_store.fine_tune_file_path(body.data_file, "data_file", scope=caller.scope)
     if files_store.training_row_width(Path(path)) != 2:
         raise APIError(
             400,
@@ -99,6 +99,7 @@ def create_evaluation(body: EvaluationRequest) -> Evaluation:
             n_resamples=body.n_resamples,
             seed=body.seed,
             trigger="api",
+            project=caller.write_project,
         )
     except PayloadError as exc:
         raise APIError(
@@ -112,21 +113,25 @@ def create_evaluation(body: EvaluationRequest) -> Evaluation:
         ) from None
     except NotSent:
         raise APIError(503, "The task broker is unavailable.", code="broker_unavailable") from None
-    return evaluation_object(_read(evaluation_id))
+    audit(caller, "evaluation.create", evaluation_id, caller.write_project)
+    return evaluation_object(_read(caller, evaluation_id))
 
 
 @router.get("/v1/evaluations", response_model=EvaluationList)
 def list_evaluations(
+    caller: CallerDep,
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> EvaluationList:
     """Newest first; ``after`` an evaluation id (cursor paging)."""
     if after is not None:
-        _read(after, param="after")  # 404 for an unknown cursor
+        _read(caller, after, param="after")  # 404 for an unknown cursor
     with session_scope() as session:
         rows = [
             to_dict(r)
-            for r in repo.evaluations.list_evaluations(session, after=after, limit=limit + 1)
+            for r in repo.evaluations.list_evaluations(
+                session, after=after, limit=limit + 1, scope=caller.scope
+            )
         ]
     data = [evaluation_object(e) for e in rows[:limit]]
     return EvaluationList(
@@ -138,5 +143,5 @@ def list_evaluations(
 
 
 @router.get("/v1/evaluations/{evaluation_id}", response_model=Evaluation)
-def retrieve_evaluation(evaluation_id: str) -> Evaluation:
-    return evaluation_object(_read(evaluation_id))
+def retrieve_evaluation(caller: CallerDep, evaluation_id: str) -> Evaluation:
+    return evaluation_object(_read(caller, evaluation_id))

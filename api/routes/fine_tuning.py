@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query
 
 from api import files_store, model_ids
+from api.auth import Caller, CallerDep, audit, authenticate
 from api.errors import APIError, not_found
 from api.schemas import (
     CheckpointList,
@@ -32,13 +33,13 @@ from api.schemas import (
     JobResult,
     unix,
 )
-from api.security import require_api_key
 from db import repo
+from db.models import DEFAULT_PROJECT_ID
 from db.session import session_scope
 from embedding.training import hyperparameters as hp
 from workers.serving.model_names import FT_PREFIX, job_fine_tuned_id
 
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["fine-tuning"])
+router = APIRouter(dependencies=[Depends(authenticate)], tags=["fine-tuning"])
 
 DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE, DEFAULT_LR = (
     hp.EPOCHS.default,
@@ -50,6 +51,12 @@ DEFAULT_PATIENCE, DEFAULT_SELECT_BEST = (
     hp.SELECT_BEST_EPOCH.default,
 )
 KEY_PREFIX = "api:"  # API idempotency keys live apart from send_task/CLI keys
+
+
+def scoped_idempotency_key(project_id: str, key: str) -> str:
+    """The job key an ``Idempotency-Key`` header stands for: a project's own (the default
+    project's keep their form from before projects)."""
+    return KEY_PREFIX + (key if project_id == DEFAULT_PROJECT_ID else f"{project_id}:{key}")
 
 
 # ------------------------------------------------------------------ the job object
@@ -82,6 +89,7 @@ def job_object(job: Any, request: Any) -> FineTuningJob:
         loss=str(params.get("loss", "triplet")),
         suffix=suffix,
         result=JobResult.model_validate(job.result) if job.result else None,
+        project_id=job.project_id,
     )
 
 
@@ -93,16 +101,16 @@ def _error(job: Any) -> JobError | None:
     return JobError(code=code, message=message)
 
 
-def _load(job_id: str) -> tuple[Any, Any]:
+def _load(caller: Caller, job_id: str) -> tuple[Any, Any]:
     try:
         jid = uuid.UUID(job_id)
     except ValueError:
         raise not_found("fine-tuning job", job_id, param="fine_tuning_job_id") from None
     with session_scope() as session:
-        job = repo.jobs.get_job(session, jid)
+        job = repo.jobs.get_job(session, jid, scope=caller.scope)
         if job is None:
             raise not_found("fine-tuning job", job_id, param="fine_tuning_job_id")
-        return job, repo.jobs.get_job_request(session, jid)
+        return job, repo.jobs.get_job_request(session, jid, scope=caller.scope)
 
 
 # ------------------------------------------------------------------ create
@@ -149,8 +157,9 @@ def _conflict(exc: Exception) -> APIError:
 
 @router.post("/v1/fine_tuning/jobs", response_model=FineTuningJob)
 def create_job(
+    caller: CallerDep,
     body: FineTuningJobRequest,
-    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=190)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=150)] = None,
 ) -> FineTuningJob:
     """The job goes through the outbox as any other; ``Idempotency-Key`` is the job's key
     (prefixed, apart from send_task/CLI keys) and the body's digest its request digest, so
@@ -162,21 +171,26 @@ def create_job(
     from workers.jobs.submit_checks import DatasetNotFound
     from workers.schemas import FinetuneRequest, PayloadError, parse
 
-    if model_ids.resolve(body.model).name.startswith(FT_PREFIX):
+    scope = caller.scope
+    if model_ids.resolve(body.model, scope=scope).name.startswith(FT_PREFIX):
         raise APIError(400, "Fine-tuning a fine-tuned model is not supported yet.", param="model")
-    dataset = files_store.fine_tune_file_path(body.training_file, "training_file")
+    dataset = files_store.fine_tune_file_path(body.training_file, "training_file", scope=scope)
     validation = None
     if body.validation_file is not None:
-        validation = files_store.fine_tune_file_path(body.validation_file, "validation_file")
+        validation = files_store.fine_tune_file_path(
+            body.validation_file, "validation_file", scope=scope
+        )
     payload = _payload(body, dataset, validation)
+    payload["project"] = caller.write_project
     if body.suffix is not None:
         payload["suffix"] = body.suffix
     if idempotency_key:
-        payload["idempotency_key"] = KEY_PREFIX + idempotency_key
+        payload["idempotency_key"] = scoped_idempotency_key(caller.write_project, idempotency_key)
     try:
         submitted = submit_request(
             parse(FinetuneRequest, payload),
             request_sha256=request_digest(body.model_dump(mode="json")),
+            actor=caller.key_id,
         )
     except IdempotencyConflict as exc:
         raise _conflict(exc) from None
@@ -197,49 +211,56 @@ def create_job(
             training_file=body.training_file,
             validation_file=body.validation_file,
         )
-    return job_object(*_load(submitted.job_id))
+    audit(caller, "fine_tuning.job.create", submitted.job_id, caller.write_project)
+    return job_object(*_load(caller, submitted.job_id))
 
 
 # ------------------------------------------------------------------ read, cancel
 @router.get("/v1/fine_tuning/jobs", response_model=FineTuningJobList)
 def list_jobs(
+    caller: CallerDep,
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> FineTuningJobList:
     if after is not None:
-        _load(after)  # 404 for an unknown cursor
+        _load(caller, after)  # 404 for an unknown cursor
     with session_scope() as session:
-        jobs = repo.jobs.list_jobs_page(session, after=after, limit=limit + 1)
-        data = [job_object(j, repo.jobs.get_job_request(session, j.id)) for j in jobs[:limit]]
+        jobs = repo.jobs.list_jobs_page(session, after=after, limit=limit + 1, scope=caller.scope)
+        data = [
+            job_object(j, repo.jobs.get_job_request(session, j.id, scope=caller.scope))
+            for j in jobs[:limit]
+        ]
     return FineTuningJobList(data=data, has_more=len(jobs) > limit)
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}", response_model=FineTuningJob)
-def retrieve_job(job_id: str) -> FineTuningJob:
-    return job_object(*_load(job_id))
+def retrieve_job(caller: CallerDep, job_id: str) -> FineTuningJob:
+    return job_object(*_load(caller, job_id))
 
 
 @router.post("/v1/fine_tuning/jobs/{job_id}/cancel", response_model=FineTuningJob)
-def cancel_job(job_id: str) -> FineTuningJob:
+def cancel_job(caller: CallerDep, job_id: str) -> FineTuningJob:
     """A queued job is cancelled at once; a running one stops at its next batch (it reads
     ``running`` until then); a finished job is returned as it is."""
     from workers.client import cancel_job as cancel
 
-    job, _ = _load(job_id)
+    job, _ = _load(caller, job_id)
     if job.status in ("queued", "running"):
-        cancel(str(job.id))
-    return job_object(*_load(job_id))
+        cancel(str(job.id), scope=caller.scope, actor=caller.key_id)
+        audit(caller, "fine_tuning.job.cancel", str(job.id), job.project_id)
+    return job_object(*_load(caller, job_id))
 
 
 # ------------------------------------------------------------------ events, checkpoints
-def _events(job: Any, request: Any) -> list[FineTuningJobEvent]:
+def _events(caller: Caller, job: Any, request: Any) -> list[FineTuningJobEvent]:
     """Oldest first, from the job's timeline (``job_events``), in OpenAI's words where
     OpenAI has an event of that kind (created, metrics per epoch, the outcome)."""
     prefix = f"ftevent-{job.id.hex}"
     total = int((job.params or {}).get("epochs", DEFAULT_EPOCHS))
     with session_scope() as session:
         rows = [
-            (e.id, e.at, e.kind, e.message, e.data) for e in repo.jobs.job_events(session, job.id)
+            (e.id, e.at, e.kind, e.message, e.data)
+            for e in repo.jobs.job_events(session, job.id, scope=caller.scope)
         ]
     out = []
     for ident, at, kind, message, data in rows:
@@ -286,24 +307,26 @@ def _page(items: list[Any], after: str | None, limit: int) -> tuple[list[Any], b
 
 @router.get("/v1/fine_tuning/jobs/{job_id}/events", response_model=EventList)
 def list_events(
+    caller: CallerDep,
     job_id: str,
     after: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> EventList:
-    job, request = _load(job_id)
-    data, more = _page(_events(job, request), after, limit)
+    job, request = _load(caller, job_id)
+    data, more = _page(_events(caller, job, request), after, limit)
     return EventList(data=data, has_more=more)
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints", response_model=CheckpointList)
 def list_checkpoints(
+    caller: CallerDep,
     job_id: str,
     after: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
 ) -> CheckpointList:
     """One checkpoint per finished epoch, with its metrics. The checkpoint names are
     informational: only the final ``fine_tuned_model`` can be embedded with."""
-    job, _ = _load(job_id)
+    job, _ = _load(caller, job_id)
     base = job_fine_tuned_id(job)
     checkpoints = [
         FineTuningJobCheckpoint(

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from api.security import require_api_key
+from api.auth import authenticate
 
 router = APIRouter()
 READY_TIMEOUT_S = 3.0
@@ -104,7 +104,7 @@ def ready() -> JSONResponse:
 
 @router.get(
     "/metrics",
-    dependencies=[Depends(require_api_key)],
+    dependencies=[Depends(authenticate)],
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
     tags=["operations"],

@@ -1,4 +1,5 @@
-"""``/v1/models``: every spec, and every fine-tuned version under its ``ft:`` id."""
+"""``/v1/models``: every spec (shared by all projects), and the caller's project's fine-tuned
+versions under their ``ft:`` ids."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from api import model_ids
+from api.auth import Caller, CallerDep, audit, authenticate
 from api.errors import APIError
 from api.schemas import Deleted, Model, ModelList, unix
-from api.security import require_api_key
 from db import repo
 from db.session import session_scope
 from embedding.models.specs import all_specs, spec_from_folder
 from workers.serving.model_names import FT_PREFIX, job_fine_tuned_id
 
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
+router = APIRouter(dependencies=[Depends(authenticate)], tags=["models"])
 OWNER = "embedding-infra"
 
 
@@ -33,11 +34,11 @@ def _spec_models() -> list[Model]:
     ]
 
 
-def _fine_tuned_models() -> list[Model]:
-    """One model per succeeded job whose version is still registered."""
+def _fine_tuned_models(caller: Caller) -> list[Model]:
+    """One model per succeeded job of the caller's scope whose version is still registered."""
     out = []
     with session_scope() as session:
-        for job in repo.jobs.list_jobs(session, status="succeeded", limit=1000):
+        for job in repo.jobs.list_jobs(session, status="succeeded", limit=1000, scope=caller.scope):
             version = job.model_version
             if version is None:
                 continue
@@ -71,18 +72,18 @@ def _widths(path: str) -> tuple[int | None, list[int]]:
 
 
 @router.get("/v1/models", response_model=ModelList)
-def list_models() -> ModelList:
-    return ModelList(data=_spec_models() + _fine_tuned_models())
+def list_models(caller: CallerDep) -> ModelList:
+    return ModelList(data=_spec_models() + _fine_tuned_models(caller))
 
 
 @router.get("/v1/models/{model_id:path}", response_model=Model)
-def retrieve_model(model_id: str) -> Model:
+def retrieve_model(caller: CallerDep, model_id: str) -> Model:
     for model in _spec_models():
         if model.id == model_id:
             return model
     if model_id.startswith(FT_PREFIX):
-        model_ids.resolve(model_id)  # 404 unless it is a live fine-tuned model
-        for model in _fine_tuned_models():
+        model_ids.resolve(model_id, scope=caller.scope)  # 404 unless a live fine-tune of ours
+        for model in _fine_tuned_models(caller):
             if model.id == model_id:
                 return model
     raise APIError(
@@ -91,7 +92,7 @@ def retrieve_model(model_id: str) -> Model:
 
 
 @router.delete("/v1/models/{model_id:path}", response_model=Deleted)
-def delete_model(model_id: str) -> Deleted:
+def delete_model(caller: CallerDep, model_id: str) -> Deleted:
     """Fine-tuned models only: the version is unregistered (its files stay on disk, so a
     job's history keeps pointing at something real)."""
     if not model_id.startswith(FT_PREFIX):
@@ -101,11 +102,14 @@ def delete_model(model_id: str) -> Deleted:
             param="model",
             code="model_not_deletable",
         )
-    model_ids.resolve(model_id)
+    model_ids.resolve(model_id, scope=caller.scope)
     job_id = model_id.rsplit(":", 1)[-1]
     with session_scope() as session:
-        job = repo.jobs.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id, scope=caller.scope)
         deleted = job is not None and repo.versions.delete_model_version(
-            session, job.model_version_id
+            session, job.model_version_id, scope=caller.scope
         )
+        project_id = job.project_id if job is not None else None
+    if deleted:
+        audit(caller, "model.delete", model_id, project_id)
     return Deleted(id=model_id, object="model", deleted=bool(deleted))

@@ -7,19 +7,22 @@ the best epoch: MRR@10 or triplet accuracy, on its own scale) with a dot on the 
 and the table says which epoch was exported and by what metric.
 
 With API keys configured the page needs a key like every data route; a browser gives it
-once through ``/login``, which keeps it in an HttpOnly cookie (accepted on GET only).
+once through ``/login``, which keeps it in an HttpOnly cookie (accepted on GET only). A
+project key sees its project's jobs, runs and versions; an admin key every project's, with a
+project column.
 """
 
 from __future__ import annotations
 
 import html
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form
+from fastapi import APIRouter, Form
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api.errors import APIError
-from api.security import COOKIE, configured_keys, key_is_valid, require_api_key
+from api.auth import Caller, CallerDep, identify
+from api.security import COOKIE
 from db import repo
 from db.session import session_scope
 from workers.serving.model_names import job_fine_tuned_id
@@ -79,7 +82,10 @@ async function refresh(){
       const metric = metricOf(points, j.result);
       const values = metric ? points.map(p => ((p.metrics.eval || {})[metric] ?? null)) : [];
       const bestEpoch = j.result ? j.result.best_epoch : null;
-      rows.push(`<tr data-job="${esc(j.id)}"><td><code>${esc(j.id)}</code></td><td>${esc(j.model)}</td>`+
+      const names = JSON.parse(document.body.dataset.names || '{}');
+      const project = document.body.dataset.project === '*' ?
+        `<td class="project">${esc(names[j.project_id] || j.project_id)}</td>` : '';
+      rows.push(`<tr data-job="${esc(j.id)}"><td><code>${esc(j.id)}</code></td>${project}<td>${esc(j.model)}</td>`+
         `<td class="${esc(j.status)}">${esc(j.status)}</td><td>${losses.length}/${j.hyperparameters.n_epochs}</td>`+
         `<td>${losses.length? losses[losses.length-1].toFixed(4):''}</td><td>${curve(losses, metric, values, bestEpoch)}</td>`+
         `<td>${best(j.result)}</td><td><code>${esc(j.fine_tuned_model)}</code></td></tr>`);
@@ -157,7 +163,7 @@ def _curve(
     )
 
 
-def _job_row(job: Any) -> str:
+def _job_row(job: Any, project: str | None = None) -> str:
     e = html.escape
     epochs = sorted(job.epochs, key=lambda m: m.epoch)
     losses = [m.train_loss for m in epochs]
@@ -166,8 +172,9 @@ def _job_row(job: Any) -> str:
     best = (job.result or {}).get("best_epoch")
     total = int((job.params or {}).get("epochs", 0))
     ft = job_fine_tuned_id(job) if job.status == "succeeded" and job.model_version_id else ""
+    project_cell = "" if project is None else f"<td class='project'>{e(project)}</td>"
     return (
-        f'<tr data-job="{e(str(job.id))}"><td><code>{e(str(job.id))}</code></td>'
+        f'<tr data-job="{e(str(job.id))}"><td><code>{e(str(job.id))}</code></td>{project_cell}'
         f"<td>{e(job.model)}</td><td class='{e(job.status)}'>{e(job.status)}</td>"
         f"<td>{len(losses)}/{total}</td><td>{f'{losses[-1]:.4f}' if losses else ''}</td>"
         f"<td>{_curve(losses, metric, values, best)}</td><td>{_best_epoch(job.result)}</td><td><code>{e(ft)}</code></td></tr>"
@@ -204,21 +211,40 @@ def _version_row(version: Any) -> str:
     )
 
 
-@router.get("/", response_class=HTMLResponse, dependencies=[Depends(require_api_key)])
-def jobs_page() -> HTMLResponse:
+def _whose(caller: Caller, names: dict[str, str]) -> str:
+    """Whose page this is: the key's project, or every project for an admin."""
+    if caller.project_id is None:
+        return "all projects"
+    return f"project {names.get(caller.project_id, caller.project_id)}"
+
+
+@router.get("/", response_class=HTMLResponse)
+def jobs_page(caller: CallerDep) -> HTMLResponse:
+    scope = caller.scope
+    every_project = caller.project_id is None
     with session_scope() as session:
-        jobs = "".join(_job_row(j) for j in repo.jobs.list_jobs_page(session, limit=20))
+        names = {p.id: p.name for p in repo.projects.list_projects(session)}
+        jobs = "".join(
+            _job_row(j, names.get(j.project_id, j.project_id) if every_project else None)
+            for j in repo.jobs.list_jobs_page(session, limit=20, scope=scope)
+        )
         runs = "".join(
-            _run_row(r) for r in repo.validations.list_validation_runs(session, limit=10)
+            _run_row(r)
+            for r in repo.validations.list_validation_runs(session, limit=10, scope=scope)
         )
         versions = "".join(
-            _version_row(v) for v in repo.versions.list_model_versions(session, limit=50)
+            _version_row(v)
+            for v in repo.versions.list_model_versions(session, limit=50, scope=scope)
         )
+    project_head = "<th>project</th>" if every_project else ""
+    whose = html.escape(_whose(caller, names))
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>embedding jobs</title>
-<style>{STYLE}</style></head><body>
+<style>{STYLE}</style></head><body data-project="{html.escape(caller.project_id or "*")}"
+data-names="{html.escape(json.dumps(names))}">
 <h1>Embedding service</h1>
+<p id="whose">Showing {whose}.</p>
 <h2>Fine-tuning jobs</h2>
-<table><thead><tr><th>job</th><th>model</th><th>state</th><th>epochs</th><th>loss</th>
+<table><thead><tr><th>job</th>{project_head}<th>model</th><th>state</th><th>epochs</th><th>loss</th>
 <th>loss curve</th><th>best epoch</th><th>fine-tuned model</th></tr></thead>
 <tbody id="jobs">{jobs}</tbody></table>
 <h2>Recent validation runs</h2>
@@ -242,9 +268,7 @@ def login_form() -> HTMLResponse:
 
 @router.post("/login")
 def login(key: Annotated[str, Form(max_length=500)]) -> RedirectResponse:
-    keys = configured_keys()
-    if keys and not key_is_valid(key, keys):
-        raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+    identify(key)  # a wrong, revoked or expired key is the same 401 as on every route
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(COOKIE, key, httponly=True, samesite="strict")
     return response

@@ -14,12 +14,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
+from api.auth import Caller, CallerDep, audit, authenticate
 from api.errors import APIError, not_found
 from api.schemas import ValidationRequest, ValidationRun
-from api.security import require_api_key
 from core.config import get_settings
 
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["validations"])
+router = APIRouter(dependencies=[Depends(authenticate)], tags=["validations"])
 
 
 def _unix(text: str | None) -> int | None:
@@ -39,30 +39,38 @@ def run_object(summary: dict[str, Any]) -> ValidationRun:
     )
 
 
-def _summary(run_id: str) -> dict[str, Any]:
+def _summary(caller: Caller, run_id: str) -> dict[str, Any]:
     from workers.jobs.validation_run import read_run
 
     try:
         uuid.UUID(run_id)
-        return read_run(run_id)
+        return read_run(run_id, scope=caller.scope)
     except (ValueError, LookupError):
         raise not_found("validation run", run_id, param="validation_id") from None
 
 
 @router.post("/v1/validations", response_model=ValidationRun)
-def create_validation(body: ValidationRequest) -> ValidationRun:
+def create_validation(caller: CallerDep, body: ValidationRequest) -> ValidationRun:
+    """The checks run on what each name resolves to in the caller's project (a version name
+    becomes its folder), so a run never reads another project's model."""
     from api.model_ids import resolve
     from workers.client import start_validation
 
-    models = body.models or [get_settings().default_model]
-    for name in models:
-        if resolve(name, param="models").name.startswith("ft:"):
+    names = body.models or [get_settings().default_model]
+    models = []
+    for name in names:
+        found = resolve(name, param="models", scope=caller.scope)
+        if found.name.startswith("ft:"):
             raise APIError(400, "Validate a fine-tuned model by its folder.", param="models")
+        models.append(found.load)
     try:
-        run_id, _ = start_validation(models, trigger="api", checks=body.checks)
+        run_id, _ = start_validation(
+            models, trigger="api", checks=body.checks, project_id=caller.write_project
+        )
     except ValueError as exc:
         raise APIError(400, str(exc), param="checks", code="invalid_value") from None
-    return run_object(_summary(run_id))
+    audit(caller, "validation.create", run_id, caller.write_project)
+    return run_object(_summary(caller, run_id))
 
 
 @router.get(
@@ -71,10 +79,11 @@ def create_validation(body: ValidationRequest) -> ValidationRun:
     responses={200: {"content": {"application/xml": {}}}},
 )
 def retrieve_validation(
+    caller: CallerDep,
     validation_id: str,
     format: Annotated[Literal["json", "junit"], Query()] = "json",
 ) -> Any:
-    summary = _summary(validation_id)
+    summary = _summary(caller, validation_id)
     if format == "junit":
         from workers.reports.render import render_junit
 

@@ -16,6 +16,7 @@ from db.models import (
     utcnow,
 )
 from db.repo.rows import bulk_update, dialect_insert, forget, page, require
+from db.repo.scope import Scope
 from db.values import InvalidValue
 
 
@@ -30,10 +31,13 @@ def create_batch(
     total: int,
     expires_at: Any,
     metadata: dict[str, Any] | None = None,
+    *,
+    project_id: str,
 ) -> Batch:
     """Record a validated batch, ``in_progress`` (its chunk tasks are sent right after)."""
     row = Batch(
         id=v.text(batch_id, "batch id", max_len=64),
+        project_id=v.text(project_id, "project_id", max_len=40),
         input_file_id=v.text(input_file_id, "input_file_id", max_len=64),
         endpoint=v.text(endpoint, "endpoint", max_len=100),
         completion_window=v.text(completion_window, "completion_window", max_len=16),
@@ -50,7 +54,7 @@ def create_batch(
     return row
 
 
-def get_batch(session: Session, batch_id: str) -> Batch | None:
+def get_batch(session: Session, batch_id: str, *, scope: Scope) -> Batch | None:
     """The batch with its finished chunks, read fresh."""
     query = (
         select(Batch)
@@ -58,11 +62,13 @@ def get_batch(session: Session, batch_id: str) -> Batch | None:
         .options(selectinload(Batch.done_chunks))
         .execution_options(populate_existing=True)
     )
-    return session.scalars(query).one_or_none()
+    return session.scalars(scope.filter(query, Batch)).one_or_none()
 
 
-def list_batches(session: Session, after: str | None = None, limit: int = 20) -> list[Batch]:
-    batches = page(session, Batch, after, limit)
+def list_batches(
+    session: Session, after: str | None = None, limit: int = 20, *, scope: Scope
+) -> list[Batch]:
+    batches = page(session, Batch, after, limit, project_id=scope.project_id)
     for batch in batches:
         session.refresh(batch, ["done_chunks"])
     return batches

@@ -17,6 +17,7 @@ from db.models import (
     utcnow,
 )
 from db.repo.rows import Id, bulk_update, forget, page, require, sha256_hex
+from db.repo.scope import Scope
 
 
 def create_evaluation(
@@ -29,10 +30,13 @@ def create_evaluation(
     seed: int,
     primary_metric: str,
     dataset: str | None = None,
+    *,
+    project_id: str,
 ) -> Evaluation:
     """Record a comparison to run (``queued``): the names as given and the data's name, and
     the dataset path a worker reads (what a re-run needs; None for inline pairs)."""
     row = Evaluation(
+        project_id=v.text(project_id, "project_id", max_len=40),
         trigger=v.choice(trigger, EVALUATION_TRIGGERS, "evaluation trigger"),
         model_a=v.text(model_a, "model_a", max_len=500),
         model_b=v.text(model_b, "model_b", max_len=500),
@@ -195,18 +199,23 @@ def _move_evaluation(
     return moved
 
 
-def get_evaluation(session: Session, evaluation_id: Id) -> Evaluation | None:
+def get_evaluation(session: Session, evaluation_id: Id, *, scope: Scope) -> Evaluation | None:
     eid = v.as_uuid(evaluation_id, "evaluation_id")
-    query = select(Evaluation).where(Evaluation.id == eid)
+    query = scope.filter(select(Evaluation).where(Evaluation.id == eid), Evaluation)
     return session.scalars(query.execution_options(populate_existing=True)).one_or_none()
 
 
 def list_evaluations(
-    session: Session, after: Id | None = None, limit: int = 20, status: str | None = None
+    session: Session,
+    after: Id | None = None,
+    limit: int = 20,
+    status: str | None = None,
+    *,
+    scope: Scope,
 ) -> list[Evaluation]:
     """Newest first; ``after`` an evaluation id (cursor paging), ``status`` one of
     ``queued``, ``running``, ``succeeded``, ``failed``."""
     cursor = None if after is None else v.as_uuid(after, "after")
     if status is not None:
         v.choice(status, EVALUATION_STATUSES, "evaluation status")
-    return page(session, Evaluation, cursor, limit, status=status)
+    return page(session, Evaluation, cursor, limit, status=status, project_id=scope.project_id)

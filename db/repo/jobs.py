@@ -23,6 +23,7 @@ from db.models import (
     utcnow,
 )
 from db.repo.rows import ACTIVE, Id, bulk_update, dialect_insert, forget, page, require
+from db.repo.scope import Scope
 from db.values import InvalidValue, NotFound
 
 
@@ -32,22 +33,29 @@ def create_job(
     params: dict[str, Any],
     idempotency_key: str | None = None,
     request_sha256: str | None = None,
+    *,
+    project_id: str,
+    actor: str | None = None,
 ) -> FinetuneJob:
-    """Insert a ``queued`` job; with a key already used, return that job instead.
+    """Insert a ``queued`` job of ``project_id``; with a key already used, return that job
+    instead (the caller checks it is of the same project and request).
 
     Two concurrent submissions with one key get one job. The job keeps ``request_sha256``
     (the digest of the request that made it) so the caller can tell a repeat of the same
     request from another request under the same key (``workers/jobs/idempotency.py``).
+    ``actor``, the key id that asked (never the key), goes into the ``created`` event.
     """
     model = v.text(model, "model", max_len=500)
     params = v.json_object(params, "params", strict=True)
     key = v.optional_text(idempotency_key, "idempotency_key", max_len=200)
     digest = v.optional_text(request_sha256, "request_sha256", max_len=64)
+    project_id = v.text(project_id, "project_id", max_len=40)
+    who = None if actor is None else {"actor": v.text(actor, "actor", max_len=40)}
     if key is None:
-        job = FinetuneJob(model=model, params=params, request_sha256=digest)
+        job = FinetuneJob(model=model, params=params, request_sha256=digest, project_id=project_id)
         session.add(job)
         session.flush()
-        add_job_event(session, job.id, "created", f"created ({model})")
+        add_job_event(session, job.id, "created", f"created ({model})", data=who)
         return job
     stmt = (
         dialect_insert(session, FinetuneJob)
@@ -57,13 +65,14 @@ def create_job(
             request_sha256=digest,
             model=model,
             params=params,
+            project_id=project_id,
         )
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(FinetuneJob.id)
     )
     inserted = session.execute(stmt).scalar_one_or_none()
     if inserted is not None:
-        add_job_event(session, inserted, "created", f"created ({model}, key {key})")
+        add_job_event(session, inserted, "created", f"created ({model}, key {key})", data=who)
     query = select(FinetuneJob).where(FinetuneJob.idempotency_key == key)
     return session.scalars(query.execution_options(populate_existing=True)).one()
 
@@ -382,8 +391,9 @@ def release_job(session: Session, job_id: Id, hostname: str, reason: str) -> boo
     return changed
 
 
-def request_cancel(session: Session, job_id: Id) -> bool:
-    """Flag a job to stop; True if it was still queued or running (a finished one is left)."""
+def request_cancel(session: Session, job_id: Id, actor: str | None = None) -> bool:
+    """Flag a job to stop; True if it was still queued or running (a finished one is left).
+    ``actor``: the key id that asked, kept in the ``cancel_requested`` event."""
     jid = v.as_uuid(job_id, "job_id")
     stmt = (
         update(FinetuneJob)
@@ -395,7 +405,8 @@ def request_cancel(session: Session, job_id: Id) -> bool:
     if not changed:
         require(session, FinetuneJob, jid, "fine-tune job")
     else:
-        add_job_event(session, jid, "cancel_requested", "cancel requested")
+        who = None if actor is None else {"actor": v.text(actor, "actor", max_len=40)}
+        add_job_event(session, jid, "cancel_requested", "cancel requested", data=who)
     return changed
 
 
@@ -430,16 +441,16 @@ def add_job_event(
     return event
 
 
-def job_events(session: Session, job_id: Id) -> list[JobEvent]:
-    """A job's timeline, oldest first."""
+def job_events(session: Session, job_id: Id, *, scope: Scope) -> list[JobEvent]:
+    """A job's timeline, oldest first (empty for a job outside ``scope``)."""
     jid = v.as_uuid(job_id, "job_id")
-    return list(
-        session.scalars(select(JobEvent).where(JobEvent.job_id == jid).order_by(JobEvent.id))
-    )
+    query = select(JobEvent).join(FinetuneJob, FinetuneJob.id == JobEvent.job_id)
+    query = scope.filter(query.where(JobEvent.job_id == jid), FinetuneJob)
+    return list(session.scalars(query.order_by(JobEvent.id)))
 
 
-def get_job(session: Session, job_id: Id) -> FinetuneJob | None:
-    """The job with its epochs (in order), read fresh; None if there is none."""
+def get_job(session: Session, job_id: Id, *, scope: Scope) -> FinetuneJob | None:
+    """The job with its epochs (in order), read fresh; None if there is none in ``scope``."""
     jid = v.as_uuid(job_id, "job_id")
     query = (
         select(FinetuneJob)
@@ -447,23 +458,27 @@ def get_job(session: Session, job_id: Id) -> FinetuneJob | None:
         .options(selectinload(FinetuneJob.epochs))
         .execution_options(populate_existing=True)
     )
-    return session.scalars(query).one_or_none()
+    return session.scalars(scope.filter(query, FinetuneJob)).one_or_none()
 
 
-def list_jobs(session: Session, status: str | None = None, limit: int = 50) -> list[FinetuneJob]:
+def list_jobs(
+    session: Session, status: str | None = None, limit: int = 50, *, scope: Scope
+) -> list[FinetuneJob]:
     """The newest jobs first (with their epochs), optionally only those in ``status``."""
     limit = v.integer(limit, "limit", minimum=1)
-    query = select(FinetuneJob).options(selectinload(FinetuneJob.epochs))
+    query = scope.filter(select(FinetuneJob).options(selectinload(FinetuneJob.epochs)), FinetuneJob)
     if status is not None:
         query = query.where(FinetuneJob.status == v.choice(status, JOB_STATUSES, "job status"))
     query = query.order_by(FinetuneJob.created_at.desc(), FinetuneJob.id).limit(limit)
     return list(session.scalars(query))
 
 
-def list_jobs_page(session: Session, after: Id | None = None, limit: int = 20) -> list[FinetuneJob]:
+def list_jobs_page(
+    session: Session, after: Id | None = None, limit: int = 20, *, scope: Scope
+) -> list[FinetuneJob]:
     """Jobs newest first, with their epochs; ``after`` a job id (cursor paging)."""
     cursor = None if after is None else v.as_uuid(after, "after")
-    jobs = page(session, FinetuneJob, cursor, limit)
+    jobs = page(session, FinetuneJob, cursor, limit, project_id=scope.project_id)
     if jobs:  # load the epochs of the page in one query
         session.scalars(
             select(FinetuneJob)
@@ -502,5 +517,11 @@ def record_job_request(
     return session.scalars(query.execution_options(populate_existing=True)).one()
 
 
-def get_job_request(session: Session, job_id: Id) -> FinetuneJobRequest | None:
-    return session.get(FinetuneJobRequest, v.as_uuid(job_id, "job_id"))
+def get_job_request(session: Session, job_id: Id, *, scope: Scope) -> FinetuneJobRequest | None:
+    jid = v.as_uuid(job_id, "job_id")
+    query = select(FinetuneJobRequest).join(
+        FinetuneJob, FinetuneJob.id == FinetuneJobRequest.job_id
+    )
+    return session.scalars(
+        scope.filter(query.where(FinetuneJobRequest.job_id == jid), FinetuneJob)
+    ).first()

@@ -20,18 +20,21 @@ from db.models import (
     utcnow,
 )
 from db.repo.rows import Id, bulk_update, dialect_insert, forget, require
+from db.repo.scope import Scope
 from db.values import InvalidValue
 
 
 def create_validation_run(
-    session: Session, trigger: str, models: Sequence[str] | Iterable[str]
+    session: Session, trigger: str, models: Sequence[str] | Iterable[str], *, project_id: str
 ) -> ValidationRun:
-    """Start a validation run (status ``running``) for ``models``."""
+    """Start a validation run (status ``running``) for ``models``, in ``project_id``."""
     trigger = v.choice(trigger, RUN_TRIGGERS, "trigger")
     if isinstance(models, str):
         raise InvalidValue(f"models must be a list of names, got the string {models!r}")
     names = [v.text(m, "model name", max_len=500) for m in models]
-    run = ValidationRun(trigger=trigger, models=names)
+    run = ValidationRun(
+        trigger=trigger, models=names, project_id=v.text(project_id, "project_id", max_len=40)
+    )
     session.add(run)
     session.flush()
     return run
@@ -111,7 +114,7 @@ def finish_validation_run(
     return changed
 
 
-def get_validation_run(session: Session, run_id: Id) -> ValidationRun | None:
+def get_validation_run(session: Session, run_id: Id, *, scope: Scope) -> ValidationRun | None:
     """The run with its checks (by name), read fresh; None if there is none."""
     rid = v.as_uuid(run_id, "run_id")
     query = (
@@ -120,10 +123,10 @@ def get_validation_run(session: Session, run_id: Id) -> ValidationRun | None:
         .options(selectinload(ValidationRun.checks))
         .execution_options(populate_existing=True)
     )
-    return session.scalars(query).one_or_none()
+    return session.scalars(scope.filter(query, ValidationRun)).one_or_none()
 
 
-def latest_validation_run(session: Session) -> ValidationRun | None:
+def latest_validation_run(session: Session, *, scope: Scope) -> ValidationRun | None:
     """The most recently started run with its checks, or None."""
     query = (
         select(ValidationRun)
@@ -132,7 +135,7 @@ def latest_validation_run(session: Session) -> ValidationRun | None:
         .limit(1)
         .execution_options(populate_existing=True)
     )
-    return session.scalars(query).first()
+    return session.scalars(scope.filter(query, ValidationRun)).first()
 
 
 def beat_validation_run(session: Session, run_id: Id) -> bool:
@@ -164,7 +167,7 @@ def stale_validation_runs(
     return [str(rid) for rid in session.scalars(query)]
 
 
-def list_validation_runs(session: Session, limit: int = 20) -> list[ValidationRun]:
+def list_validation_runs(session: Session, limit: int = 20, *, scope: Scope) -> list[ValidationRun]:
     """The newest runs first, with their checks."""
     query = (
         select(ValidationRun)
@@ -172,4 +175,4 @@ def list_validation_runs(session: Session, limit: int = 20) -> list[ValidationRu
         .order_by(ValidationRun.started_at.desc(), ValidationRun.id)
         .limit(v.integer(limit, "limit", minimum=1))
     )
-    return list(session.scalars(query))
+    return list(session.scalars(scope.filter(query, ValidationRun)))

@@ -14,6 +14,7 @@ from db.models import (
     ModelVersion,
 )
 from db.repo.rows import dialect_insert
+from db.repo.scope import Scope
 from db.values import InvalidValue
 
 
@@ -24,8 +25,11 @@ def register_model_version(
     path: str | os.PathLike[str],
     weights_sha256: str,
     metrics: dict[str, Any] | None,
+    *,
+    project_id: str,
 ) -> ModelVersion:
-    """Register a saved model as the next version of ``name`` (1, 2, ...).
+    """Register a saved model as the next version of ``name`` (1, 2, ...) in ``project_id``
+    (names are a project's own: each project numbers its versions of a name from 1).
 
     Registering the same weights at the same path again (a retried task) returns the
     existing version. Concurrent registrations of one name get distinct numbers: the
@@ -38,8 +42,10 @@ def register_model_version(
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise InvalidValue(f"weights_sha256 must be 64 hex digits, got {weights_sha256!r}")
     metrics = {} if metrics is None else v.json_object(metrics, "metrics", strict=False)
+    project_id = v.text(project_id, "project_id", max_len=40)
 
     same = select(ModelVersion).where(
+        ModelVersion.project_id == project_id,
         ModelVersion.name == name,
         ModelVersion.path == path,
         ModelVersion.weights_sha256 == digest,
@@ -48,11 +54,14 @@ def register_model_version(
     if existing is not None:
         return existing
     for _ in range(100):
-        latest = select(func.max(ModelVersion.version)).where(ModelVersion.name == name)
+        latest = select(func.max(ModelVersion.version)).where(
+            ModelVersion.project_id == project_id, ModelVersion.name == name
+        )
         version = (session.scalar(latest) or 0) + 1
         stmt = (
             dialect_insert(session, ModelVersion)
             .values(
+                project_id=project_id,
                 name=name,
                 version=version,
                 base_model=base_model,
@@ -60,7 +69,7 @@ def register_model_version(
                 weights_sha256=digest,
                 metrics=metrics,
             )
-            .on_conflict_do_nothing(index_elements=["name", "version"])
+            .on_conflict_do_nothing(index_elements=["project_id", "name", "version"])
             .returning(ModelVersion.id)
         )
         new_id = session.execute(stmt).scalar()
@@ -70,35 +79,44 @@ def register_model_version(
 
 
 def latest_model_version(
-    session: Session, name: str, version: int | None = None
+    session: Session, name: str, version: int | None = None, *, scope: Scope
 ) -> ModelVersion | None:
-    """Version ``version`` of ``name``, or its highest version when none is given."""
+    """Version ``version`` of ``name``, or its highest version when none is given (across
+    every project, for a scope of all projects: the newest registered)."""
     query = select(ModelVersion).where(ModelVersion.name == v.text(name, "name", max_len=500))
+    query = scope.filter(query, ModelVersion)
     if version is not None:
         query = query.where(ModelVersion.version == v.integer(version, "version", minimum=1))
-    return session.scalars(query.order_by(ModelVersion.version.desc()).limit(1)).first()
+    order = (ModelVersion.version.desc(), ModelVersion.created_at.desc())
+    return session.scalars(query.order_by(*order).limit(1)).first()
 
 
-def job_of_version(session: Session, version_id: int) -> FinetuneJob | None:
+def job_of_version(session: Session, version_id: int, *, scope: Scope) -> FinetuneJob | None:
     """The job that registered a version (None for versions registered otherwise)."""
     query = select(FinetuneJob).where(
         FinetuneJob.model_version_id == v.integer(version_id, "model_version_id")
     )
-    return session.scalars(query.limit(1)).first()
+    return session.scalars(scope.filter(query, FinetuneJob).limit(1)).first()
 
 
-def list_model_versions(session: Session, limit: int = 500) -> list[ModelVersion]:
+def list_model_versions(session: Session, limit: int = 500, *, scope: Scope) -> list[ModelVersion]:
     query = select(ModelVersion).order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())
+    query = scope.filter(query, ModelVersion)
     return list(session.scalars(query.limit(v.integer(limit, "limit", minimum=1))))
 
 
-def get_model_version(session: Session, version_id: int) -> ModelVersion | None:
-    return session.get(ModelVersion, v.integer(version_id, "model_version_id"))
+def list_version_paths(session: Session, *, scope: Scope) -> list[str]:
+    """The folders of every version in ``scope`` (who may name a job's output folder)."""
+    return list(session.scalars(scope.filter(select(ModelVersion.path), ModelVersion)))
 
 
-def delete_model_version(session: Session, version_id: int) -> bool:
+def get_model_version(session: Session, version_id: int, *, scope: Scope) -> ModelVersion | None:
+    return scope.visible(session.get(ModelVersion, v.integer(version_id, "model_version_id")))
+
+
+def delete_model_version(session: Session, version_id: int, *, scope: Scope) -> bool:
     """Forget a registered version (its job keeps its history, with no version)."""
-    row = session.get(ModelVersion, v.integer(version_id, "model_version_id"))
+    row = get_model_version(session, version_id, scope=scope)
     if row is None:
         return False
     session.delete(row)

@@ -23,6 +23,7 @@ from workers.cli import (
     embed,
     jobs,
     models,
+    projects,
     report,
     serve,
     train,
@@ -52,6 +53,7 @@ COMMAND_MODULES = (
     validate,
     report,
     serve,
+    projects,
 )
 
 

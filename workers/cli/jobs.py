@@ -40,6 +40,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = jsub.add_parser("list", help="recent jobs")
     p.add_argument("--status", default=None)
+    p.add_argument("--project", default=None, help="only this project's jobs (name or id)")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_list)
 
@@ -82,6 +83,9 @@ def add_submit_options(p: argparse.ArgumentParser) -> None:
         "--suffix", default=None, help="name the model version <model>-<suffix> (default: -ft)"
     )
     p.add_argument("--watch", action="store_true", help="then follow it with a progress bar")
+    p.add_argument(
+        "--project", default=None, help="the project the job belongs to (default: default)"
+    )
 
 
 def _read_rows(path: str) -> list[dict]:
@@ -109,6 +113,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         idempotency_key=args.idempotency_key,
         **hyperparameters_from(args, SUBMIT_HYPERPARAMETERS),
         **({"suffix": args.suffix} if args.suffix else {}),
+        **({"project": args.project} if args.project else {}),
     )
     print(job_id)
     if args.watch:
@@ -117,9 +122,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from db import repo
+    from db.session import session_scope
     from workers.client import list_jobs
 
-    for job in list_jobs(status=args.status, limit=args.limit):
+    scope = repo.ALL_PROJECTS
+    if args.project:
+        with session_scope() as session:
+            scope = repo.scope.project(repo.projects.require_project(session, args.project).id)
+    for job in list_jobs(status=args.status, limit=args.limit, scope=scope):
         last = job["epochs"][-1]["train_loss"] if job["epochs"] else None
         loss = f"{last:.4f}" if last is not None else "-"
         print(

@@ -21,11 +21,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from db.repo import ALL_PROJECTS
     from workers.jobs.evaluation_run import recent
     from workers.reports.dashboard import write_report
     from workers.reports.render import render_evaluations
 
     ensure_schema()
-    print(render_evaluations(recent(args.evaluations)))
+    print(render_evaluations(recent(args.evaluations, scope=ALL_PROJECTS)))
     print(write_report(Path(args.out), jobs=args.jobs, evaluations=args.evaluations))
     return 0

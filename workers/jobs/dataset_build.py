@@ -49,11 +49,22 @@ class DatasetBuildError(ValueError):
 
 
 def build_dataset(
-    folder: str | None = None, archive: str | None = None, eval_share: float = 0.1
+    folder: str | None = None,
+    archive: str | None = None,
+    eval_share: float = 0.1,
+    project: str | None = None,
 ) -> dict[str, Any]:
-    """Build and register; ``{"training_file", "validation_file", "report"}`` (file rows as
-    dicts; ``validation_file`` None when no file fell to eval). Raises
-    :class:`DatasetBuildError` for bad input, with nothing left behind."""
+    """Build and register, as files of ``project`` (name or id; default ``default``);
+    ``{"training_file", "validation_file", "report"}`` (file rows as dicts;
+    ``validation_file`` None when no file fell to eval). Raises :class:`DatasetBuildError`
+    for bad input, with nothing left behind."""
+    from workers.schemas import PayloadError
+    from workers.tenancy import project_id_of
+
+    try:
+        project_id = project_id_of(project)
+    except PayloadError as exc:
+        raise DatasetBuildError(str(exc), "invalid_value", param="project") from None
     if (folder is None) == (archive is None):
         raise DatasetBuildError(
             "Give a folder or an archive, not both or neither.", "invalid_value"
@@ -71,10 +82,11 @@ def build_dataset(
                 404,
                 "folder",
             )
-        return _build_and_register(root, Path(folder).name or "folder", float(eval_share))
+        name = Path(folder).name or "folder"
+        return _build_and_register(root, name, float(eval_share), project_id)
     path = _confined(archive, "archive")  # type: ignore[arg-type]
     with unpacked(path) as root:
-        return _build_and_register(root, "archive", float(eval_share))
+        return _build_and_register(root, "archive", float(eval_share), project_id)
 
 
 def _confined(path: str, param: str) -> Path:
@@ -189,7 +201,9 @@ def _extract(archive: Path, members: list[tuple[str, PurePosixPath]], dest: Path
 
 
 # ------------------------------------------------------------------ build and register
-def _build_and_register(root: Path, name: str, eval_share: float) -> dict[str, Any]:
+def _build_and_register(
+    root: Path, name: str, eval_share: float, project_id: str
+) -> dict[str, Any]:
     from embedding.data.code_pairs import NoPairsError, SourceError, build_code_pairs
     from embedding.data.examples import write_examples
 
@@ -218,7 +232,7 @@ def _build_and_register(root: Path, name: str, eval_share: float) -> dict[str, A
             path = files_dir / f"{file_id}.jsonl"
             write_examples(path, [p.example for p in pairs])
             written.append((side, file_id, path, len(pairs)))
-        rows = _register(written, name)
+        rows = _register(written, name, project_id)
     except BaseException:
         for _, _, path, _ in written:
             path.unlink(missing_ok=True)
@@ -234,7 +248,9 @@ def _build_and_register(root: Path, name: str, eval_share: float) -> dict[str, A
     }
 
 
-def _register(written: list[tuple[str, str, Path, int]], name: str) -> dict[str, dict[str, Any]]:
+def _register(
+    written: list[tuple[str, str, Path, int]], name: str, project_id: str
+) -> dict[str, dict[str, Any]]:
     from db import repo
     from db.session import session_scope
 
@@ -243,7 +259,14 @@ def _register(written: list[tuple[str, str, Path, int]], name: str) -> dict[str,
         for side, file_id, path, count in written:
             filename = f"{name}-{'train' if side == 'train' else 'validation'}.jsonl"[-500:]
             row = repo.files.add_file(
-                session, file_id, "fine-tune", filename, os.path.getsize(path), count, str(path)
+                session,
+                file_id,
+                "fine-tune",
+                filename,
+                os.path.getsize(path),
+                count,
+                str(path),
+                project_id=project_id,
             )
             rows[side] = {
                 "id": row.id,

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from db import repo
+from db.models import DEFAULT_PROJECT_ID
 from db.session import session_scope
 from embedding.data.examples import load_examples
 from embedding.evaluation.compare import PRIMARY_METRIC, check_pairs, compare_encoders
@@ -38,6 +39,7 @@ from workers.jobs.submit_checks import checked_dataset
 from workers.lifeline.leases import lease
 from workers.schemas import CompareRequest
 from workers.serving.model_names import checked_model_name, find_version
+from workers.tenancy import project_id_of
 
 
 class EvaluationRefused(ValueError):
@@ -79,12 +81,15 @@ def create(
     n_resamples: int,
     seed: int,
     dataset: str | None = None,
+    project_id: str = DEFAULT_PROJECT_ID,
 ) -> str:
-    """Record an evaluation to run (``queued``); returns its id. ``dataset``: the path a
-    worker reads, kept so that the lifeline can run it again if its worker is lost."""
+    """Record an evaluation to run (``queued``) in ``project_id``; returns its id.
+    ``dataset``: the path a worker reads, kept so that the lifeline can run it again if its
+    worker is lost."""
     with session_scope() as session:
         row = repo.evaluations.create_evaluation(
             session,
+            project_id=project_id,
             trigger=trigger,
             model_a=model_a,
             model_b=model_b,
@@ -114,13 +119,14 @@ def run(
     it is. On any error the row is ``failed`` with the reason, and the error is raised.
     """
     with session_scope() as session:
-        row = repo.evaluations.get_evaluation(session, evaluation_id)
+        row = repo.evaluations.get_evaluation(session, evaluation_id, scope=repo.ALL_PROJECTS)
         if row is None:
             raise EvaluationRefused(f"no evaluation {evaluation_id}")
         status, names = row.status, (row.model_a, row.model_b)
+        scope = repo.scope.project(row.project_id)
         n_resamples, seed = row.n_resamples, row.seed
     if status != "queued":
-        return read(evaluation_id)
+        return read(evaluation_id, scope=repo.ALL_PROJECTS)
     started = time.perf_counter()
     try:
         loaded = [resolve(name) for name in names]
@@ -133,11 +139,11 @@ def run(
                 model_b_loaded=loaded[1],
                 data_sha256=pairs.sha256,
                 data_rows=len(pairs.rows),
-                model_a_version=_version(names[0], loaded[0]),
-                model_b_version=_version(names[1], loaded[1]),
+                model_a_version=_version(names[0], loaded[0], scope),
+                model_b_version=_version(names[1], loaded[1], scope),
             )
         if not claimed:
-            return read(evaluation_id)
+            return read(evaluation_id, scope=repo.ALL_PROJECTS)
         beat = functools.partial(repo.evaluations.beat_evaluation, evaluation_id=evaluation_id)
         with lease(f"evaluation {evaluation_id}", beat):
             encoder_a = load(loaded[0])
@@ -158,20 +164,20 @@ def run(
     except BaseException as exc:  # an interrupted CLI run must not stay "running" either
         fail(evaluation_id, f"{type(exc).__name__}: {exc}")
         raise
-    return read(evaluation_id)
+    return read(evaluation_id, scope=repo.ALL_PROJECTS)
 
 
-def _version(name: str, loaded: str) -> str | None:
+def _version(name: str, loaded: str, scope: repo.Scope) -> str | None:
     """``name:N`` when ``name`` was a registered version (and resolved to its folder)."""
-    found = find_version(name)
+    found = find_version(name, scope=scope)
     return f"{found.name}:{found.version}" if found and found.path == loaded else None
 
 
-def check_request(request: CompareRequest) -> None:
+def check_request(request: CompareRequest, scope: repo.Scope) -> None:
     """Raise ``UnknownModel``, ``PathNotAllowed`` or ``DatasetNotFound`` for a request that
     names what the workers may not or cannot use, before anything is recorded."""
-    checked_model_name(request.model_a)
-    checked_model_name(request.model_b)
+    checked_model_name(request.model_a, scope=scope)
+    checked_model_name(request.model_b, scope=scope)
     if request.dataset is not None:
         checked_dataset(request.dataset)
 
@@ -182,7 +188,8 @@ def run_request(request: CompareRequest, load: Callable[[str], Any]) -> dict[str
     under the roots). A failure of the run is in the returned row (``failed``, with its
     reason); a request refused before any row exists raises."""
     if request.evaluation_id is None:
-        check_request(request)
+        project_id = project_id_of(request.project)
+        check_request(request, repo.scope.project(project_id))
         data_name = request.dataset if request.dataset is not None else "inline"
         evaluation_id = create(
             "task",
@@ -192,10 +199,12 @@ def run_request(request: CompareRequest, load: Callable[[str], Any]) -> dict[str
             request.n_resamples,
             request.seed,
             dataset=request.dataset,
+            project_id=project_id,
         )
     else:
         evaluation_id = request.evaluation_id
-        _check_recorded(request)
+        project_id = _check_recorded(request)
+    scope = repo.scope.project(project_id)
 
     def data() -> PairsData:
         if request.dataset is not None:
@@ -203,23 +212,29 @@ def run_request(request: CompareRequest, load: Callable[[str], Any]) -> dict[str
         return pairs_inline([(p.anchor, p.positive) for p in request.pairs or []])
 
     try:
-        return run(evaluation_id, data, resolve=checked_model_name, load=load)
+        resolve = functools.partial(checked_model_name, scope=scope)
+        return run(evaluation_id, data, resolve=resolve, load=load)
     except Exception:
-        return read(evaluation_id)  # failed, with the reason
+        return read(evaluation_id, scope=repo.ALL_PROJECTS)  # failed, with the reason
 
 
-def _check_recorded(request: CompareRequest) -> None:
+def _check_recorded(request: CompareRequest) -> str:
+    """The recorded evaluation's project, once its record matches the request."""
     with session_scope() as session:
-        row = repo.evaluations.get_evaluation(session, request.evaluation_id or "")
+        row = repo.evaluations.get_evaluation(
+            session, request.evaluation_id or "", scope=repo.ALL_PROJECTS
+        )
         if row is None:
             raise EvaluationRefused(f"no evaluation {request.evaluation_id}")
         recorded = (row.model_a, row.model_b, row.n_resamples, row.seed)
+        project_id = row.project_id
     asked = (request.model_a, request.model_b, request.n_resamples, request.seed)
     if recorded != asked:
         raise EvaluationRefused(
             f"evaluation {request.evaluation_id} was recorded for {recorded} "
             f"(model_a, model_b, n_resamples, seed), not {asked}"
         )
+    return project_id
 
 
 def _iso(value: Any) -> str | None:
@@ -260,16 +275,17 @@ def to_dict(row: Any) -> dict[str, Any]:
     }
 
 
-def read(evaluation_id: str) -> dict[str, Any]:
-    """One evaluation as JSON types; ``LookupError`` for an unknown id."""
+def read(evaluation_id: str, *, scope: repo.Scope) -> dict[str, Any]:
+    """One evaluation as JSON types; ``LookupError`` for an id unknown in ``scope``."""
     with session_scope() as session:
-        row = repo.evaluations.get_evaluation(session, evaluation_id)
+        row = repo.evaluations.get_evaluation(session, evaluation_id, scope=scope)
         if row is None:
             raise LookupError(f"no evaluation {evaluation_id}")
         return to_dict(row)
 
 
-def recent(limit: int = 10) -> list[dict[str, Any]]:
+def recent(limit: int = 10, *, scope: repo.Scope) -> list[dict[str, Any]]:
     """The newest evaluations first."""
     with session_scope() as session:
-        return [to_dict(row) for row in repo.evaluations.list_evaluations(session, limit=limit)]
+        rows = repo.evaluations.list_evaluations(session, limit=limit, scope=scope)
+        return [to_dict(row) for row in rows]

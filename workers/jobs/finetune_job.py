@@ -41,6 +41,7 @@ from workers.lifeline import warm_shutdown
 from workers.lifeline.db_retry import with_db_retry
 from workers.lifeline.duties import gave_up_reason
 from workers.serving.model_names import checked_model_name, fine_tuned_id, version_name
+from workers.tenancy import project_id_of
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def run_finetune_job(
 
     settings = get_settings()
     with session_scope() as session:
-        job = repo.jobs.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS)
         if job is None:
             raise LookupError(f"no fine-tune job {job_id}")
         if job.status in ("succeeded", "failed", "cancelled"):
@@ -92,13 +93,13 @@ def run_finetune_job(
             stale_after_s=settings.job_lease_s,
         )
         if not claimed:
-            if repo.jobs.get_job(session, job_id).status == "running":
+            if repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS).status == "running":
                 raise JobHeldElsewhere(job_id)
             return {"job_id": str(job_id), "status": job.status, "duplicate": True}
         params = dict(job.params)
-        model = job.model
+        model, project_id = job.model, job.project_id
     try:
-        request = FinetuneRequest.model_validate({**params, "model": model})
+        request = FinetuneRequest.model_validate({**params, "model": model, "project": project_id})
         with lease_kept(job_id), warm_shutdown.sigterm_noted():
             result = _train(job_id, request, progress)
     except JobCancelled:
@@ -258,7 +259,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
     settings = get_settings()
     config = TrainConfig(**request.hyperparameters())
     result = finetune(
-        checked_model_name(request.model),
+        checked_model_name(request.model, scope=repo.scope.project(project_id_of(request.project))),
         examples,
         config,
         out_dir=out / "model",
@@ -286,6 +287,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
                 path=str(model_path),
                 weights_sha256=digest,
                 metrics=summary,
+                project_id=project_id_of(request.project),
             )
             repo.jobs.record_job_result(session, job_id, summary, selection_event(summary))
             repo.jobs.finish_job(session, job_id, "succeeded", model_version_id=version.id)

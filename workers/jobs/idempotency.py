@@ -19,12 +19,13 @@ from typing import Any
 class IdempotencyConflict(ValueError):
     """The idempotency key was already used with a different request (for ``job_id``)."""
 
-    def __init__(self, key: str, job_id: str):
+    def __init__(self, key: str, job_id: str | None):
         self.key = key
         self.job_id = job_id
+        whose = f"job {job_id}" if job_id else "by another project"
         super().__init__(
             f"idempotency key {key!r} was already used with a different request "
-            f"(job {job_id}); use a new key for a new request"
+            f"({whose}); use a new key for a new request"
         )
 
 
@@ -34,8 +35,11 @@ def request_digest(request: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def check_same_request(key: str | None, job: Any, digest: str) -> None:
+def check_same_request(key: str | None, job: Any, digest: str, project_id: str) -> None:
     """Raise :class:`IdempotencyConflict` if ``job`` (found by ``key``) was made by another
-    request. A job from before digests were kept (none recorded) is taken as the same."""
+    request, or in another project (whose job id is not told). A job from before digests
+    were kept (none recorded) is taken as the same."""
+    if key is not None and job.project_id != project_id:
+        raise IdempotencyConflict(key, None)
     if key is not None and job.request_sha256 is not None and job.request_sha256 != digest:
         raise IdempotencyConflict(key, str(job.id))

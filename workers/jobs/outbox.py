@@ -22,6 +22,7 @@ from db.session import session_scope
 from workers.jobs.idempotency import check_same_request, request_digest
 from workers.jobs.submit_checks import check_request
 from workers.schemas import FinetuneRequest
+from workers.tenancy import project_id_of
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +35,26 @@ class Submitted:
     status: str
 
 
-def submit_request(request: FinetuneRequest, request_sha256: str | None = None) -> Submitted:
+def submit_request(
+    request: FinetuneRequest, request_sha256: str | None = None, actor: str | None = None
+) -> Submitted:
     """Check a validated request, record it in the outbox, then try to send it.
 
-    Refused before anything is recorded: a model or dataset the workers may not use
-    (:func:`workers.jobs.submit_checks.check_request`), and a key already used with another
-    request (:class:`~workers.jobs.idempotency.IdempotencyConflict`; ``request_sha256`` is the
-    caller's digest of what it was asked, by default the payload's).
+    Refused before anything is recorded: an unknown or archived project, a model or dataset
+    the workers may not use (:func:`workers.jobs.submit_checks.check_request`), and a key
+    already used with another request or by another project
+    (:class:`~workers.jobs.idempotency.IdempotencyConflict`; ``request_sha256`` is the
+    caller's digest of what it was asked, by default the payload's). ``actor``: the API key
+    id that asked, for the job's ``created`` event.
     """
+    project_id = project_id_of(request.project)
     row_width = check_request(request)
     digest = request_sha256 or request_digest(
         request.model_dump(mode="json", exclude={"idempotency_key"}, exclude_none=True)
     )
     # The digest is of what was asked; the job records what it will train with.
     params = request.with_recipe(row_width).model_dump(
-        exclude={"model", "idempotency_key"}, exclude_none=True
+        exclude={"model", "idempotency_key", "project"}, exclude_none=True
     )
     with session_scope() as session:
         job = repo.jobs.create_job(
@@ -57,8 +63,10 @@ def submit_request(request: FinetuneRequest, request_sha256: str | None = None) 
             params,
             idempotency_key=request.idempotency_key,
             request_sha256=digest,
+            project_id=project_id,
+            actor=actor,
         )
-        check_same_request(request.idempotency_key, job, digest)
+        check_same_request(request.idempotency_key, job, digest, project_id)
         job_id, status, already_sent = str(job.id), job.status, job.sent_at is not None
     if not already_sent:
         send(job_id)

@@ -17,6 +17,7 @@ from embedding.models.hub import ensure_under_roots
 from embedding.models.specs import get_spec
 from workers.schemas import FinetuneRequest, PayloadError
 from workers.serving.model_names import checked_model_name
+from workers.tenancy import scope_of
 
 
 class DatasetNotFound(FileNotFoundError):
@@ -31,7 +32,7 @@ def check_request(request: FinetuneRequest) -> int | None:
     Returns the training rows' width (2: pairs, 3: triplets), which picks the recipe for
     the settings the request leaves unset; None when a dataset's first row cannot be read
     (the job then fails on the worker with the file's error, as before)."""
-    model = checked_model_name(request.model)
+    model = checked_model_name(request.model, scope=scope_of(request.project))
     if request.matryoshka and not get_spec(model).matryoshka_dims:
         raise PayloadError(
             f"matryoshka: model {request.model!r} declares no Matryoshka dims; "

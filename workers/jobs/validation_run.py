@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from db import repo
+from db.models import DEFAULT_PROJECT_ID
 from db.session import session_scope
 from embedding.validation import CheckResult
 from workers.lifeline.leases import lease
@@ -28,18 +29,19 @@ def default_check_models(models: Sequence[str]) -> dict[str, str]:
     return {"inference_quality": quality, "convergence": first, "benchmark": first}
 
 
-def create_run(models: Sequence[str], trigger: str) -> str:
-    """Record a new run (status ``running``); returns its id."""
+def create_run(models: Sequence[str], trigger: str, project_id: str = DEFAULT_PROJECT_ID) -> str:
+    """Record a new run (status ``running``) of ``project_id``; returns its id."""
     with session_scope() as session:
-        return str(
-            repo.validations.create_validation_run(session, trigger=trigger, models=models).id
+        run = repo.validations.create_validation_run(
+            session, trigger=trigger, models=models, project_id=project_id
         )
+        return str(run.id)
 
 
 def is_open(run_id: str) -> bool:
     """Whether the run still waits for its checks (a check of an ended run is not run)."""
     with session_scope() as session:
-        run = repo.validations.get_validation_run(session, run_id)
+        run = repo.validations.get_validation_run(session, run_id, scope=repo.ALL_PROJECTS)
         return run is not None and run.status == "running"
 
 
@@ -132,10 +134,11 @@ def error_run(run_id: str, reason: str) -> None:
         )
 
 
-def read_run(run_id: str) -> dict[str, Any]:
-    """A run with its checks, in the shape the report renders."""
+def read_run(run_id: str, scope: repo.Scope = repo.ALL_PROJECTS) -> dict[str, Any]:
+    """A run with its checks, in the shape the report renders (``LookupError`` for a run
+    unknown in ``scope``)."""
     with session_scope() as session:
-        run = repo.validations.get_validation_run(session, run_id)
+        run = repo.validations.get_validation_run(session, run_id, scope=scope)
         if run is None:
             raise LookupError(f"no validation run {run_id}")
         checks = []

@@ -271,7 +271,7 @@ def cancel_orphaned(job_id: str) -> bool:
     would read its cancel flag. True if this call cancelled it."""
     settings = get_settings()
     with session_scope() as session:
-        job = repo.jobs.get_job(session, job_id)
+        job = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS)
         if job is None or job.status != "running" or not job.cancel_requested:
             return False
         beat = job.heartbeat_at

@@ -20,7 +20,10 @@ def _collect(jobs: int, evaluations: int) -> dict[str, Any]:
     from workers.jobs.validation_run import read_run
 
     with session_scope() as session:
-        job_rows = [job_to_dict(j) for j in repo.jobs.list_jobs(session, limit=jobs)]
+        job_rows = [
+            job_to_dict(j)
+            for j in repo.jobs.list_jobs(session, limit=jobs, scope=repo.ALL_PROJECTS)
+        ]
         bench = [
             {
                 "model": r.model,
@@ -33,13 +36,13 @@ def _collect(jobs: int, evaluations: int) -> dict[str, Any]:
             }
             for r in reversed(repo.benchmarks.benchmark_history(session, limit=500))
         ]
-        latest = repo.validations.latest_validation_run(session)
+        latest = repo.validations.latest_validation_run(session, scope=repo.ALL_PROJECTS)
         latest_id = str(latest.id) if latest else None
     return {
         "jobs": [j for j in job_rows if j["epochs"]],
         "bench": bench,
         "validation": read_run(latest_id) if latest_id else None,
-        "evaluations": recent(evaluations) if evaluations > 0 else [],
+        "evaluations": recent(evaluations, scope=repo.ALL_PROJECTS) if evaluations > 0 else [],
     }
 
 

@@ -43,12 +43,15 @@ def batch_dir(batch_id: str) -> Path:
 @app.task(name="embedding.batch_chunk", acks_late=True, reject_on_worker_lost=True)
 def batch_chunk(batch_id: str, index: int) -> dict[str, Any]:
     with session_scope() as session:
-        batch = repo.batches.get_batch(session, batch_id)
+        batch = repo.batches.get_batch(session, batch_id, scope=repo.ALL_PROJECTS)
         if batch is None:
             raise LookupError(f"no batch {batch_id}")
         status, (first, end) = batch.status, batch.chunks[index]
         models = dict(batch.models)
-        source = repo.files.get_file(session, batch.input_file_id)
+        # The input file is read in the batch's own project (the API checked it was).
+        source = repo.files.get_file(
+            session, batch.input_file_id, scope=repo.scope.project(batch.project_id)
+        )
         chunk_count = len(batch.chunks)
     completed = failed = 0
     if status not in STOPPED and source is not None:
@@ -95,7 +98,9 @@ def _answer(request: dict[str, Any], models: dict[str, str]) -> dict[str, Any]:
     body = request["body"]
     texts = [body["input"]] if isinstance(body["input"], str) else list(body["input"])
     try:
-        name = checked_model_name(models[body["model"]])
+        # The API resolved every name to what it loads (a spec or a folder) in the batch's
+        # project; a folder is confined to the roots again here.
+        name = checked_model_name(models[body["model"]], scope=repo.DEFAULT_PROJECT)
         encoder = model_cache().get(name)
         dims = body.get("dimensions")
         truncate = None if dims is None or dims == encoder.dim else dims
@@ -155,12 +160,13 @@ def finalize(batch_id: str) -> None:
             session, batch_id, "finalizing", ("in_progress",)
         ):
             return  # finalized already (a redelivered last chunk)
-        chunk_count = len(repo.batches.get_batch(session, batch_id).chunks)
+        batch = repo.batches.get_batch(session, batch_id, scope=repo.ALL_PROJECTS)
+        chunk_count, project_id = len(batch.chunks), batch.project_id
     folder = batch_dir(batch_id)
     ids = {}
     for kind in ("out", "err"):
         parts = [folder / f"chunk-{i:06d}.{kind}.jsonl" for i in range(chunk_count)]
-        ids[kind] = _join(batch_id, kind, [p for p in parts if p.is_file()])
+        ids[kind] = _join(batch_id, kind, [p for p in parts if p.is_file()], project_id)
     with session_scope() as session:
         repo.batches.set_batch_status(
             session,
@@ -172,8 +178,9 @@ def finalize(batch_id: str) -> None:
         )
 
 
-def _join(batch_id: str, kind: str, parts: list[Path]) -> str | None:
-    """One file of every part's lines, recorded as a ``batch_output`` file; None if empty."""
+def _join(batch_id: str, kind: str, parts: list[Path], project_id: str) -> str | None:
+    """One file of every part's lines, recorded as a ``batch_output`` file of the batch's
+    project; None if empty."""
     rows = 0
     file_id = f"file-{uuid.uuid4().hex}"
     folder = Path(get_settings().artifacts_dir).resolve() / "files"
@@ -190,6 +197,13 @@ def _join(batch_id: str, kind: str, parts: list[Path]) -> str | None:
     name = f"{batch_id}_{'output' if kind == 'out' else 'error'}.jsonl"
     with session_scope() as session:
         repo.files.add_file(
-            session, file_id, "batch_output", name, target.stat().st_size, rows, str(target)
+            session,
+            file_id,
+            "batch_output",
+            name,
+            target.stat().st_size,
+            rows,
+            str(target),
+            project_id=project_id,
         )
     return file_id

@@ -17,6 +17,10 @@ here, so ``embedding/`` stays free of SQLAlchemy.
 A payload comes from the queue, so a folder in it must resolve (symlinks followed) under
 ``EMBEDDING_MODEL_ROOTS`` (:func:`checked_model_name`); the CLI on a user's machine may load
 any folder (:func:`local_model_name`).
+
+Version names are a project's own (two teams may each have a ``minilm-ft``), so every lookup
+of one takes the :class:`~db.repo.scope.Scope` it is read in: a project's, or every
+project's (the operator's CLI).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from typing import Any
 
 from core.config import get_settings
 from db import repo
-from db.session import database_url, session_scope
+from db.repo.scope import ALL_PROJECTS, Scope
+from db.session import database_exists, session_scope
 from embedding.models.hub import ensure_under_roots
 from embedding.models.specs import UnknownModel, all_specs
 
@@ -69,22 +74,23 @@ class Version:
     fine_tuned_id: str | None
 
 
-def checked_model_name(name: str) -> str:
-    """What a worker loads for a payload's ``name``: a spec name or a folder under the roots.
+def checked_model_name(name: str, *, scope: Scope) -> str:
+    """What a worker loads for a payload's ``name``: a spec name or a folder under the roots;
+    a version name is looked up in ``scope``.
 
     Raises ``PathNotAllowed`` for a folder outside the roots and ``UnknownModel`` (naming
     the ways a model may be named) for anything else.
     """
-    return _resolve(name, trusted=False)
+    return _resolve(name, trusted=False, scope=scope)
 
 
 def local_model_name(name: str) -> str:
-    """What the CLI loads for ``--model``: as :func:`checked_model_name`, but any folder and
-    any hub id (the user's own machine)."""
-    return _resolve(name, trusted=True)
+    """What the CLI loads for ``--model``: as :func:`checked_model_name`, but any folder, any
+    hub id and any project's versions (the operator's own machine)."""
+    return _resolve(name, trusted=True, scope=ALL_PROJECTS)
 
 
-def _resolve(name: str, trusted: bool) -> str:
+def _resolve(name: str, trusted: bool, scope: Scope) -> str:
     if any(spec.name == name for spec in all_specs()):
         return name
     path = Path(name).expanduser()
@@ -95,7 +101,7 @@ def _resolve(name: str, trusted: bool) -> str:
         return str(_model_folder(path))
     if _HUB_ID.fullmatch(name):
         return name if trusted else _hub_spec(name)
-    found = find_version(name)
+    found = find_version(name, scope=scope)
     if found is not None:
         return found.path
     raise UnknownModel(
@@ -122,29 +128,33 @@ def _hub_spec(repo_id: str) -> str:
     )
 
 
-def find_version(name: str) -> Version | None:
-    """The registered version ``name`` means (ft: id, job id, ``name:version``, or name),
-    or None. A job that has not succeeded, or whose version was deleted, has none."""
-    if not _askable(name) or not _registry_exists():
+def find_version(name: str, *, scope: Scope) -> Version | None:
+    """The registered version ``name`` means (ft: id, job id, ``name:version``, or name) in
+    ``scope``, or None. A job that has not succeeded, or whose version was deleted, has none."""
+    if not _askable(name) or not database_exists():
         return None
     job_id = _job_id_of(name)
     with session_scope() as session:
         if job_id is not None:
-            job = repo.jobs.get_job(session, job_id)
+            job = repo.jobs.get_job(session, job_id, scope=scope)
             if job is None or job.status != "succeeded" or job.model_version_id is None:
                 return None
             if name.startswith(FT_PREFIX):
                 base, suffix, _ = name[len(FT_PREFIX) :].rsplit(":", 2)
                 if (base, suffix) != (job.model, (job.params or {}).get("suffix") or ""):
                     return None
-            row = repo.versions.get_model_version(session, job.model_version_id)
+            row = repo.versions.get_model_version(session, job.model_version_id, scope=scope)
         else:
             label, _, number = name.rpartition(":")
             if label.strip() and number.isdigit() and int(number) >= 1:
-                row = repo.versions.latest_model_version(session, label, int(number))
+                row = repo.versions.latest_model_version(session, label, int(number), scope=scope)
             else:
-                row = repo.versions.latest_model_version(session, name)
-            job = repo.versions.job_of_version(session, row.id) if row is not None else None
+                row = repo.versions.latest_model_version(session, name, scope=scope)
+            job = (
+                repo.versions.job_of_version(session, row.id, scope=scope)
+                if row is not None
+                else None
+            )
         if row is None:
             return None
         return Version(
@@ -179,11 +189,3 @@ def _job_id_of(name: str) -> uuid.UUID | None:
         return None
 
 
-def _registry_exists() -> bool:
-    """False for an embedded SQLite file that was never created: asking it would create it."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(database_url())
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return True
-    return Path(url.database).exists()
