@@ -17,7 +17,7 @@ autogenerate compares the migrated schema and these classes without spurious dif
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -25,6 +25,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Dialect,
     Float,
@@ -49,6 +50,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 DEFAULT_PROJECT_ID = "proj_default"
 DEFAULT_PROJECT_NAME = "default"
 KEY_ROLES = ("admin", "member", "read_only")
+# A project's quotas (NULL: none), in the order `embedctl projects show` prints them.
+PROJECT_LIMITS = (
+    "max_running_jobs",
+    "max_queued_jobs",
+    "embeddings_rpm",
+    "embeddings_tpm",
+    "max_storage_bytes",
+)
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 JOB_FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 RUN_TRIGGERS = ("cli", "ci", "api")
@@ -151,12 +160,27 @@ class Project(Base):
     """A team's walled space: its keys see only rows with its ``id`` in ``project_id``."""
 
     __tablename__ = "projects"
+    __table_args__ = (
+        CheckConstraint(f"weight > 0 AND {_finite('weight')}", name="weight_positive"),
+        *(
+            CheckConstraint(f"{column} IS NULL OR {column} > 0", name=f"{column}_positive")
+            for column in PROJECT_LIMITS
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # proj_<hex>
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = _created_at()
     # Archived: its keys stop working, its rows stay (readable by admin keys).
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Its share of the GPU fleet against the others' (workers/fleet/fair_share.py) and its
+    # quotas (workers/fleet/quotas.py); a quota left NULL is no limit.
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default=text("1"))
+    max_running_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_queued_jobs: Mapped[int | None] = mapped_column(Integer)
+    embeddings_rpm: Mapped[int | None] = mapped_column(Integer)
+    embeddings_tpm: Mapped[int | None] = mapped_column(Integer)
+    max_storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ApiKey(Base):
@@ -221,7 +245,37 @@ class ModelVersion(Base):
     path: Mapped[str] = mapped_column(Text)
     weights_sha256: Mapped[str] = mapped_column(String(64))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # The folder's size on disk at registration (a project's stored bytes count it).
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = _created_at()
+
+
+class UsageDaily(Base):
+    """What a project used on one UTC day, summed as it happens (``db/repo/usage.py``):
+    GPU-seconds of training (each attempt's claim to its end, once) and of embedding, pairs
+    trained, tokens embedded and embedding requests. Fair share reads its recent training
+    seconds; ``embedctl usage`` and the admin usage route read it whole."""
+
+    __tablename__ = "usage_daily"
+    __table_args__ = (
+        CheckConstraint(
+            "gpu_seconds_training >= 0 AND gpu_seconds_embedding >= 0 AND pairs_trained >= 0 "
+            "AND tokens_embedded >= 0 AND embedding_requests >= 0",
+            name="counts_non_negative",
+        ),
+    )
+
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    gpu_seconds_training: Mapped[float] = mapped_column(
+        Float, default=0.0, server_default=text("0")
+    )
+    gpu_seconds_embedding: Mapped[float] = mapped_column(
+        Float, default=0.0, server_default=text("0")
+    )
+    pairs_trained: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    tokens_embedded: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    embedding_requests: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
 
 
 class FinetuneJob(Base):
@@ -253,6 +307,8 @@ class FinetuneJob(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The running worker's lease: refreshed while it trains; a stale one may be taken over.
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the current (or last) attempt claimed it: what its GPU time is counted from.
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     model_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_versions.id", ondelete="SET NULL")

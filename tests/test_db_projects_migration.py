@@ -102,7 +102,7 @@ def test_rows_from_before_projects_land_in_the_default_project(fresh_url: str) -
     migrate.upgrade(fresh_url, revision="0007")
     old = _rows_from_before(fresh_url)
     migrate.upgrade(fresh_url)
-    assert migrate.current(fresh_url) == "0008"
+    assert migrate.current(fresh_url) == "0009"
 
     engine = make_engine(fresh_url)
     tables = MetaData()

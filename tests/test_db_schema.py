@@ -41,10 +41,10 @@ def _diff(url: str) -> list:
 def test_migrated_schema_equals_the_models(fresh_url: str) -> None:
     assert migrate.current(fresh_url) is None
     migrate.upgrade(fresh_url)
-    assert migrate.current(fresh_url) == migrate.head() == "0008"
+    assert migrate.current(fresh_url) == migrate.head() == "0009"
     assert _diff(fresh_url) == []
     migrate.upgrade(fresh_url)  # already at head: nothing to do, no error
-    assert migrate.current(fresh_url) == "0008"
+    assert migrate.current(fresh_url) == "0009"
 
 
 def test_downgrade_to_base_and_up_again(fresh_url: str) -> None:
@@ -64,7 +64,7 @@ def test_alembic_ini_at_the_repository_root_works(fresh_url: str) -> None:
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["url"] = fresh_url
     command.upgrade(config, "head")
-    assert migrate.current(fresh_url) == "0008"
+    assert migrate.current(fresh_url) == "0009"
 
 
 def test_settings_url_is_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,7 +74,7 @@ def test_settings_url_is_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyP
     get_settings.cache_clear()
     try:
         migrate.upgrade()
-        assert migrate.current() == "0008"
+        assert migrate.current() == "0009"
         with session_scope() as session:
             job_id = repo.jobs.create_job(
                 session, "minilm", {"epochs": 1}, project_id="proj_default"

@@ -40,6 +40,7 @@ from db.repo import (
     projects,
     rows,
     scope,
+    usage,
     validations,
     versions,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "projects",
     "rows",
     "scope",
+    "usage",
     "validations",
     "versions",
 ]

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db import values as v
-from db.models import ApiKey, FinetuneJob, Project, utcnow
+from db.models import PROJECT_LIMITS, ApiKey, FinetuneJob, Project, utcnow
 from db.values import InvalidValue, NotFound
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -117,3 +117,34 @@ def key_counts(session: Session) -> dict[str, int]:
         .group_by(ApiKey.project_id)
     )
     return {pid: n for pid, n in session.execute(query)}
+
+
+def check_limit(name: str, value: object) -> int | float | None:
+    """A weight (a finite number > 0) or a quota (a whole number > 0; None: no limit)."""
+    if name == "weight":
+        weight = v.number(value, "weight")
+        if weight <= 0:
+            raise InvalidValue(f"weight must be > 0, got {value!r}")
+        return weight
+    if name not in PROJECT_LIMITS:
+        raise InvalidValue(f"unknown limit {name!r}; limits: weight, {', '.join(PROJECT_LIMITS)}")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidValue(f"{name} must be a whole number > 0 (or none: no limit), got {value!r}")
+    return value
+
+
+def set_limits(session: Session, name_or_id: str, **limits: object) -> Project:
+    """Set a project's weight and quotas; each is checked before any is written. They take
+    effect on the next dispatch and the next request (nothing caches them)."""
+    row = require_project(session, name_or_id)
+    checked = {name: check_limit(name, value) for name, value in limits.items()}
+    for name, value in checked.items():
+        setattr(row, name, value)
+    session.flush()
+    return row
+
+
+def limits_of(row: Project) -> dict[str, object]:
+    return {"weight": row.weight, **{name: getattr(row, name) for name in PROJECT_LIMITS}}
