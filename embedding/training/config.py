@@ -48,6 +48,7 @@ class TrainConfig:
     early_stopping_patience: int = hp.EARLY_STOPPING_PATIENCE.default
     select_best_epoch: bool = hp.SELECT_BEST_EPOCH.default
     eval_sample_rows: int = hp.DEFAULT_EVAL_SAMPLE_ROWS  # the bound without a validation set
+    dropout: bool = True  # False: no dropout at all (tests comparing two runs exactly)
 
     def check(self) -> None:
         """Refuse settings that cannot train, all problems in one message."""

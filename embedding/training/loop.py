@@ -41,6 +41,13 @@ scheduler come back from the checkpoint. A run interrupted after epoch k and res
 the same per-epoch losses as an uninterrupted one (to 1e-6 in fp32 on CPU; tested). A
 checkpoint directory remembers a fingerprint of the run (settings, model, data), so a resume
 with other settings or data is refused instead of silently mixing two runs.
+
+Data parallel: given a ``group`` (:mod:`embedding.training.rank_group`; started by
+:func:`embedding.training.distributed.finetune_distributed`) this same loop runs in every
+rank. Each embeds its shard of every global batch, the loss is the global batch's (in-batch
+negatives gathered with gradients), gradients are averaged before each step; only rank 0
+(the writer) evaluates, writes checkpoints and ``run.json``, calls the callbacks and
+exports. The data order is the global batches', so a resume may use another world size.
 """
 
 from __future__ import annotations
@@ -81,10 +88,12 @@ from embedding.training.epoch_hooks import (
 )
 from embedding.training.epoch_selection import select
 from embedding.training.export import export_model
+from embedding.training.rank_group import RankGroup
 from embedding.training.setup import (
     apply_lora,
     check_loss_fits,
     check_matryoshka,
+    disable_dropout,
     enable_checkpointing,
     load_for_training,
     make_optimizer,
@@ -115,6 +124,7 @@ def finetune(
     checkpoint_every_s: float = 0.0,
     on_checkpoint: Callable[[Path, int, int], None] | None = None,
     stop_when_exhausted: bool = False,
+    group: RankGroup | None = None,
 ) -> TrainResult:
     """Train, checkpoint every epoch, export. See the module docstring for the shape of it.
 
@@ -138,6 +148,9 @@ def finetune(
     it, so a user running the seed's check by hand sees a decreasing curve; a submitted job
     trains the epochs it was given (its caller set ``n_epochs``, and its history is the
     record of them).
+
+    ``group``: this process is one rank of a data-parallel group (module docstring); on the
+    ranks but the writer, the callbacks are never called and the result has no export.
     """
     # 1. Refuse bad settings and data before anything is loaded.
     config = config or TrainConfig()
@@ -149,16 +162,25 @@ def finetune(
     eval_rows, eval_source = eval_set(rows, validation, config)
     keep_best = validation is not None and config.select_best_epoch
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+    writer = group is None or group.writer
+    if not writer:  # only the writer reports
+        on_epoch_end = on_step = on_checkpoint = None
     fingerprint = run_fingerprint(model_name(model), config, rows, validation)
     found = latest_checkpoint(checkpoint_dir) if resume else None
     if found is not None:
         check_same_run(checkpoint_dir, fingerprint)  # type: ignore[arg-type]
-    elif checkpoint_dir is not None:
+    if group is not None:
+        group.barrier()  # every rank has read what it resumes from before the writer clears
+    if found is None and checkpoint_dir is not None and writer:
         clear_checkpoints(checkpoint_dir)
+    # Where checkpoints are written: the writer's folder; the other ranks write nothing.
+    save_dir = checkpoint_dir if writer else None
 
     # 2. Our own copy of the model; LoRA for large specs; optimizer and schedule.
     seed_everything(config.seed)
-    encoder = load_for_training(model, config.precision)
+    encoder = load_for_training(model, config.precision, group.device if group else None)
+    if not config.dropout:
+        disable_dropout(encoder.model)
     use_lora = encoder.spec.lora_for_finetune if config.lora is None else config.lora
     if config.gradient_checkpointing:
         enable_checkpointing(encoder.model)
@@ -184,9 +206,13 @@ def finetune(
                 on_epoch_end(EpochStats(**done))
     else:
         encoder.model.eval()
-        eval_before = evaluate_rows(encoder, eval_rows, config)
-        if checkpoint_dir is not None:
-            write_run(checkpoint_dir, {"fingerprint": fingerprint, "eval_before": eval_before})
+        eval_before = evaluate_rows(encoder, eval_rows, config) if writer else {}
+        if save_dir is not None:
+            write_run(save_dir, {"fingerprint": fingerprint, "eval_before": eval_before})
+    if group is not None:
+        group.broadcast_parameters(encoder.model)
+        if group.rank > 0:  # its own dropout masks, not rank 0's again
+            torch.manual_seed(config.seed * 1009 + group.rank * 7919 + start_epoch)
 
     # 4. The epochs (none when a resumed run had already stopped early).
     stopped = False
@@ -206,11 +232,11 @@ def finetune(
         epoch: int, step: int, losses: list[float], seen: int, lr: float, spent: float
     ) -> None:
         nonlocal last_save
-        if checkpoint_dir is None:
+        if save_dir is None:
             return
         part = {"step": step, "losses": losses, "seen": seen, "lr": lr, "duration_s": spent}
         path = save_checkpoint(
-            checkpoint_dir,
+            save_dir,
             epoch - 1,
             encoder.model,
             optimizer,
@@ -237,7 +263,10 @@ def finetune(
         for step, batch in enumerate(batches, start=1):
             if step <= done_before:
                 continue
-            if should_stop is not None and should_stop():
+            stop = should_stop is not None and should_stop()
+            if group is not None:
+                stop = group.any(stop)  # asked in the writer, every rank stops at this step
+            if stop:
                 stopped = True
                 # At a step boundary with work done: keep it (a warm shutdown resumes here).
                 at_boundary = (step - 1) % config.grad_accum == 0
@@ -250,10 +279,12 @@ def finetune(
             group_start = (step - 1) // config.grad_accum * config.grad_accum
             group_size = min(config.grad_accum, len(batches) - group_start)
             with torch.enable_grad():
-                value = batch_backward(encoder, [rows[i] for i in batch], config, 1 / group_size)
+                value = batch_backward(
+                    encoder, [rows[i] for i in batch], config, 1 / group_size, group
+                )
             check_finite_loss(value, epoch, step, config)
             if step - group_start == group_size:
-                lr_used = optimizer_step(encoder, optimizer, scheduler, config, epoch, step)
+                lr_used = optimizer_step(encoder, optimizer, scheduler, config, epoch, step, group)
             losses.append(value)
             seen += len(batch)
             if on_step:
@@ -271,19 +302,22 @@ def finetune(
             break
         encoder.model.eval()
         duration = earlier_s + time.perf_counter() - epoch_start
+        figures = evaluate_rows(encoder, eval_rows, config) if validation and writer else {}
+        if group is not None and validation is not None:
+            figures = group.from_writer(figures)  # every rank selects and stops alike
         stats = EpochStats(
             epoch=epoch,
             loss=statistics.fmean(losses),
             lr=lr_used,
             samples_per_s=seen / duration if duration > 0 else 0.0,
             duration_s=duration,
-            eval=evaluate_rows(encoder, eval_rows, config) if validation is not None else {},
+            eval=figures,
         )
         history.append(asdict(stats))
         selection = select(history)
-        if checkpoint_dir is not None:
+        if save_dir is not None:
             path = save_checkpoint(
-                checkpoint_dir,
+                save_dir,
                 epoch,
                 encoder.model,
                 optimizer,
@@ -294,7 +328,7 @@ def finetune(
             last_save = time.perf_counter()
             if on_checkpoint:
                 on_checkpoint(path, epoch, 0)
-        elif keep_best and selection.best_epoch == epoch and epoch < config.epochs:
+        elif writer and keep_best and selection.best_epoch == epoch and epoch < config.epochs:
             best_state = cpu_copy(encoder.model)
         if on_epoch_end:
             on_epoch_end(stats)
@@ -313,7 +347,7 @@ def finetune(
     epochs = [EpochStats(**h) for h in history]
     eval_after: dict[str, float] = {}
     exported = None
-    if not stopped:
+    if not stopped and writer:
         encoder.model.eval()
         exported = epochs[-1].epoch if epochs else None
         exported = take_best(encoder, selection, exported, keep_best, checkpoint_dir, best_state)
@@ -323,7 +357,7 @@ def finetune(
         # weights, so no second pass. The training sample is evaluated here, once.
         eval_after = dict(figures) if figures else evaluate_rows(encoder, eval_rows, config)
     output = None
-    if out_dir is not None and not stopped:
+    if out_dir is not None and not stopped and writer:
         output = str(export_model(encoder, Path(out_dir), use_lora))
     return TrainResult(
         epoch_losses=[e.loss for e in epochs],
@@ -340,6 +374,7 @@ def finetune(
             "device": encoder.device,
             "rows": len(rows),
             "eval_source": eval_source,
+            "world_size": group.world_size if group else 1,
         },
         stopped=stopped,
         eval_source=eval_source,

@@ -20,17 +20,20 @@ from embedding.training.config import TrainConfig
 
 
 def load_for_training(
-    model: str | Path | ModelSpec | Encoder, precision: str | None = None
+    model: str | Path | ModelSpec | Encoder,
+    precision: str | None = None,
+    device: str | None = None,
 ) -> Encoder:
     """A fresh fp32-weight copy from disk: training never touches a served model's weights.
 
     Given an :class:`Encoder`, its spec is loaded again on its device; its in-memory weights
-    are neither used nor changed.
+    are neither used nor changed. ``device`` (a data-parallel rank's) overrides either.
     """
     if isinstance(model, Encoder):
-        model, device = model.spec, model.device
+        model, found = model.spec, model.device
     else:
-        device = "auto"
+        found = "auto"
+    device = device or found
     # Per-task adapters stay out: LoRA fine-tuning trains its own adapter on the bare base.
     encoder = Encoder.load(
         model, device=device, precision=precision, task_adapters=False, compile_inference=False
@@ -45,6 +48,19 @@ def apply_lora(encoder: Encoder, rank: int) -> None:
 
     config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear")
     encoder.model = get_peft_model(encoder.model, config)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """No dropout anywhere (``TrainConfig.dropout`` off): every ``Dropout`` module's p and
+    the config's dropout probabilities (attention kernels read them) set to 0. Training is
+    then a deterministic function of the data: what tests comparing two runs need."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    config = getattr(model, "config", None)
+    for name in list(vars(config) if config is not None else ()):
+        if name.endswith(("dropout", "dropout_prob")) and isinstance(getattr(config, name), float):
+            setattr(config, name, 0.0)
 
 
 def enable_checkpointing(model: torch.nn.Module) -> None:

@@ -26,6 +26,7 @@ from embedding.training.losses import (
     training_dims,
     triplet_loss,
 )
+from embedding.training.rank_group import RankGroup
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -79,22 +80,42 @@ def embeddings_loss(
     return loss
 
 
-def batch_loss(encoder: Encoder, rows: Sequence[Example], config: TrainConfig) -> torch.Tensor:
+def batch_loss(
+    encoder: Encoder,
+    rows: Sequence[Example],
+    config: TrainConfig,
+    group: RankGroup | None = None,
+) -> torch.Tensor:
     """Embed every text of the batch together, then split and score.
 
     All 2B or 3B texts go through one :func:`embed_for_training` call, which pads them per
     length bucket instead of per column: short queries are not padded to the longest code
     (on docstring -> code pairs that was three quarters of the token slots).
+
+    In a data-parallel ``group`` (:mod:`embedding.training.rank_group`) this rank embeds
+    its shard of the rows only, and the loss scores the global batch, gathered with
+    gradients from every rank.
     """
     width = len(rows[0])
-    texts = [row[i] for i in range(width) for row in rows]  # column-major: a's, p's, n's
+    mine = rows if group is None else [rows[i] for i in group.shard(len(rows))]
+    texts = [row[i] for i in range(width) for row in mine]  # column-major: a's, p's, n's
     view = training_view(encoder, config.max_tokens)
-    embeddings = embed_for_training(view, texts)
-    return embeddings_loss(encoder, config, rows)(*embeddings.split(len(rows)))
+    loss = embeddings_loss(encoder, config, rows)
+    if group is None:
+        return loss(*embed_for_training(view, texts).split(len(rows)))
+    if texts:
+        local = embed_for_training(view, texts).reshape(width, len(mine), -1)
+    else:  # a short last batch: fewer rows than ranks
+        local = torch.zeros(width, 0, encoder.dim, device=encoder.device, requires_grad=True)
+    return loss(*group.gather_columns(local, len(rows)).unbind(0))
 
 
 def batch_backward(
-    encoder: Encoder, rows: Sequence[Example], config: TrainConfig, weight: float
+    encoder: Encoder,
+    rows: Sequence[Example],
+    config: TrainConfig,
+    weight: float,
+    group: RankGroup | None = None,
 ) -> float:
     """The batch's loss; its gradient, times ``weight``, is added to the parameters' ``.grad``.
 
@@ -102,11 +123,15 @@ def batch_backward(
     :mod:`embedding.training.losses.cached_mnrl`); the other losses embed the batch in one forward.
     """
     if config.loss == "cached_mnrl":
-        columns = [[row[i] for row in rows] for i in range(len(rows[0]))]
+        mine = rows if group is None else [rows[i] for i in group.shard(len(rows))]
+        columns = [[row[i] for row in mine] for i in range(len(rows[0]))]
         view = training_view(encoder, config.max_tokens)
         loss = embeddings_loss(encoder, config, rows)
-        return float(cached_mnrl_backward(view, columns, loss, config.mini_batch_size, weight))
-    loss_value = batch_loss(encoder, rows, config)
+        gather = None if group is None else lambda local: group.gather_columns(local, len(rows))
+        return float(
+            cached_mnrl_backward(view, columns, loss, config.mini_batch_size, weight, gather)
+        )
+    loss_value = batch_loss(encoder, rows, config, group)
     (loss_value * weight).backward()
     return float(loss_value.detach())
 
@@ -127,12 +152,16 @@ def optimizer_step(
     config: TrainConfig,
     epoch: int,
     step: int,
+    group: RankGroup | None = None,
 ) -> float:
     """Clip, step, advance the schedule, clear the gradients; returns the lr that was used.
 
     A non-finite gradient norm refuses the step before the weights are touched: the last
-    checkpoint stays a model that was trained, not one a NaN wrote over.
+    checkpoint stays a model that was trained, not one a NaN wrote over. In a ``group`` the
+    ranks' gradients are averaged first (all ranks then take the same step).
     """
+    if group is not None:
+        group.average_gradients(encoder.model)
     norm = torch.nn.utils.clip_grad_norm_(encoder.model.parameters(), config.max_grad_norm)
     if not math.isfinite(float(norm)):
         raise TrainingDiverged(

@@ -50,6 +50,19 @@ def add_finetune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--json", dest="json_path", default=None, help="write per-epoch figures and eval as JSON"
     )
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="train data-parallel on this many devices, one process each (CUDA GPUs 0..N-1 "
+        "over NCCL, or N CPU processes over gloo): the batch size is the global batch",
+    )
+    p.add_argument(
+        "--no-dropout",
+        dest="dropout",
+        action="store_false",
+        help="train without dropout (deterministic: for comparing runs)",
+    )
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -57,18 +70,21 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     from embedding.data.examples import load_examples, row_kind
     from embedding.training.config import TrainConfig
-    from embedding.training.loop import finetune
+    from embedding.training.distributed import finetune_distributed, local_devices
 
     rows = load_examples(args.data)  # validated before any model is loaded
     eval_rows = load_examples(args.eval_data) if args.eval_data else None
     # What was not given comes from the recipe for these rows (pairs: the code-search recipe).
     config = TrainConfig(
-        **with_recipe(hyperparameters_from(args, FINETUNE_HYPERPARAMETERS), len(rows[0]))
+        **with_recipe(hyperparameters_from(args, FINETUNE_HYPERPARAMETERS), len(rows[0])),
+        dropout=args.dropout,
     )
     config.check()
+    devices = local_devices(args.devices)
     print(
         f"{len(rows)} {row_kind(len(rows[0]))}s: loss {config.loss}, {config.epochs} epoch(s), "
-        f"lr {config.lr:g}, batch {config.batch_size}",
+        f"lr {config.lr:g}, batch {config.batch_size}"
+        + (f" over {len(devices)} devices ({', '.join(devices)})" if len(devices) > 1 else ""),
         file=sys.stderr,
     )
     out = Path(args.out)
@@ -81,10 +97,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     def on_epoch_end(stats) -> None:
         bar.write(f"epoch {stats.epoch}: loss {stats.loss:.6f}, {stats.samples_per_s:.1f} ex/s")
 
-    result = finetune(
+    result = finetune_distributed(
         args.model,
         rows,
         config,
+        devices=devices,
         out_dir=out / "model",
         checkpoint_dir=out / "checkpoints",
         resume=args.resume,
@@ -120,6 +137,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                 {
                     "model": result.output_dir,
                     "epochs": [vars(e) for e in result.epochs],
+                    "epoch_losses": result.epoch_losses,
+                    "world_size": result.settings.get("world_size", 1),
                     "eval_before": result.eval_before,
                     "eval_after": result.eval_after,
                     "eval_source": result.eval_source,

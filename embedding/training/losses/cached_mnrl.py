@@ -103,8 +103,14 @@ def cached_mnrl_backward(
     loss: ColumnsLoss,
     mini_batch_size: int,
     weight: float = 1.0,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Backward ``weight * loss(*embedded columns)`` with GradCache; returns the loss, detached.
+
+    ``gather`` (data-parallel training): ``columns`` are this rank's rows only; it maps
+    their ``(columns, rows, dim)`` embeddings to the global batch's, with autograd
+    (:meth:`embedding.training.rank_group.RankGroup.gather_columns`), and ``loss`` scores
+    that. Step 2's gradients then reach this rank's cached embeddings through the gather.
 
     ``columns``: the batch's texts by column (anchors, positives[, hard negatives]), all of
     one length. ``loss``: e.g. ``functools.partial(multiple_negatives_ranking_loss,
@@ -118,7 +124,7 @@ def cached_mnrl_backward(
     if any(len(c) != rows for c in columns):
         raise ValueError(f"columns differ in length: {[len(c) for c in columns]}")
     texts = [text for column in columns for text in column]
-    sequences, _ = encoder.prepare(texts)  # tokenized once, for both passes
+    sequences, _ = encoder.prepare(texts) if texts else ([], None)  # once, for both passes
     chunks = length_sorted_chunks([len(s) for s in sequences], mini_batch_size)
     # where each text's embedding lands in the concatenation of the chunks' embeddings
     position = torch.empty(len(texts), dtype=torch.long)
@@ -128,6 +134,13 @@ def cached_mnrl_backward(
         return lambda: encoder.embed(encoder.collate([sequences[i] for i in chunk]))
 
     def loss_of(embedded: list[torch.Tensor]) -> torch.Tensor:
+        if gather is not None:
+            if embedded:
+                mine = torch.cat(embedded)[position.to(embedded[0].device)]
+                mine = mine.reshape(len(columns), rows, -1)
+            else:  # no rows on this rank this step: it still joins the gather
+                mine = torch.zeros(len(columns), 0, encoder.dim, device=encoder.device)
+            return loss(*gather(mine).unbind(0))
         in_text_order = torch.cat(embedded)[position.to(embedded[0].device)]
         return loss(*in_text_order.split(rows))
 
