@@ -3,8 +3,8 @@
 The first call of a group is its leader: it waits until the group is ``wait_s`` old or
 full (the encoder's token budget, or the per-request text cap), closes it, sends one
 ``embedding.embed`` task with every member's texts, and hands each member its own rows
-(and token counts), in order. Calls that arrive while a group is open join it; a call
-that would overflow it starts the next one.
+(and token counts, and its share of the task's compute time), in order. Calls that arrive
+while a group is open join it; a call that would overflow it starts the next one.
 
 A task that fails for a group of several calls is sent again once per call, so a request
 the worker refuses fails alone and the others still get their rows.
@@ -124,9 +124,16 @@ class Coalescer:
 
 
 def _slice(reply: dict[str, Any], offset: int, count: int) -> dict[str, Any]:
+    """A member's rows and tokens, and its share of the task's ``compute_s`` (by its tokens:
+    the worker splits a batch's time the same way among the tasks it merged)."""
+    tokens = list(reply.get("tokens") or [])
+    mine = tokens[offset : offset + count]
+    total = sum(tokens)
+    share = sum(mine) / total if total else count / max(1, len(tokens) or count)
     return {
         **reply,
         "rows": count,
         "matrix": reply["matrix"][offset : offset + count],
-        "tokens": list(reply.get("tokens") or [])[offset : offset + count],
+        "tokens": mine,
+        "compute_s": float(reply.get("compute_s") or 0.0) * share,
     }

@@ -56,11 +56,12 @@ def test_concurrent_callers_get_their_own_rows_from_shared_batches(minilm):
 
     with ThreadPoolExecutor(CALLERS) as pool:
         replies = list(pool.map(call, range(CALLERS)))
-    for i, (rows, tokens, _) in enumerate(replies):
+    for i, (rows, tokens, _, compute_s) in enumerate(replies):
         assert rows.shape == (len(texts_for(i)), minilm.dim) and len(tokens) == len(rows)
         assert_own_rows(rows, texts_for(i), direct, all_texts)
+        assert compute_s > 0  # its share of its batch's encode time (usage accounting)
     assert batcher.batches < CALLERS  # they shared forward passes
-    assert max(batch for _, _, batch in replies) > len(texts_for(0))
+    assert max(batch for _, _, batch, _ in replies) > len(texts_for(0))
 
 
 def test_a_bad_request_in_a_batch_fails_alone(minilm):
@@ -77,7 +78,7 @@ def test_a_bad_request_in_a_batch_fails_alone(minilm):
         bad.result(timeout=60)
     direct = minilm.encode([f"def ok_{i}(): pass" for i in range(4)] + ["def last_ok(): pass"])
     for future, expected in zip(good, direct, strict=True):
-        rows, _, _ = future.result(timeout=60)
+        rows, _, _, _ = future.result(timeout=60)
         assert float(rows[0] @ expected) > 0.999
 
 
@@ -318,10 +319,10 @@ def test_two_runners_overlap_and_a_free_one_waits_for_a_fair_share(minilm):
         for gate in encode.gates:
             gate.set()
         direct = minilm.encode(texts)
-        rows, _, batch_texts = first.result(timeout=60)
+        rows, _, batch_texts, _ = first.result(timeout=60)
         assert batch_texts == 8 and np.sum(rows * direct[:8], axis=1).min() > 0.999
         for i, future in enumerate([lone, *rest]):
-            rows, _, batch_texts = future.result(timeout=60)
+            rows, _, batch_texts, _ = future.result(timeout=60)
             assert batch_texts == 8 and float(rows[0] @ direct[8 + i]) > 0.999
 
         # With no batch running, the wait ends: a lone text goes once it is wait_s old.
@@ -362,5 +363,5 @@ def test_two_runners_keep_every_callers_rows_apart(minilm):
             replies = list(threads.map(call, [i % CALLERS for i in range(3 * CALLERS)]))
     finally:
         pool.shutdown()
-    for i, (rows, _, _) in enumerate(replies):
+    for i, (rows, _, _, _) in enumerate(replies):
         assert_own_rows(rows, texts_for(i % CALLERS), direct, all_texts)

@@ -86,7 +86,8 @@ class EmbedBatcher:
         self.most_running = 0  # the most batches encoded at once, for tests
 
     def submit(self, key: BatchKey, texts: list[str]) -> Future:
-        """Queue one request; the future's result is ``(rows, tokens, batch_texts)``."""
+        """Queue one request; the future's result is ``(rows, tokens, batch_texts,
+        compute_s)``: ``compute_s`` is this request's share of its batch's encode time."""
         item = _Pending(key, list(texts), time.monotonic(), estimated_tokens(texts))
         with self._cond:
             self._pending.append(item)
@@ -172,15 +173,18 @@ class EmbedBatcher:
             for item in batch:
                 self._run([item])
             return
+        elapsed = time.perf_counter() - started
         self.batches += 1
         log.info(
-            "embed batch: %d requests, %d texts, %.1f ms",
-            len(batch),
-            len(texts),
-            (time.perf_counter() - started) * 1000,
+            "embed batch: %d requests, %d texts, %.1f ms", len(batch), len(texts), elapsed * 1000
         )
+        # Each request's share of the batch's compute time, by the tokens it ran (usage
+        # accounting: gpu_seconds_embedding); by its texts if no token was counted.
+        total = sum(int(n) for n in tokens)
         at = 0
         for item in batch:
             n = len(item.texts)
-            item.future.set_result((rows[at : at + n], tokens[at : at + n], len(texts)))
+            mine = tokens[at : at + n]
+            share = sum(int(t) for t in mine) / total if total else n / len(texts)
+            item.future.set_result((rows[at : at + n], mine, len(texts), elapsed * share))
             at += n

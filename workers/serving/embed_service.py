@@ -130,7 +130,8 @@ def version_of(encoder: Any) -> str:
 
 
 def embed(request: EmbedRequest, name: str) -> dict[str, Any]:
-    """``{"model", "dim", "rows", "tokens", "precision", "model_version"}`` and the matrix."""
+    """``{"model", "dim", "rows", "tokens", "precision", "model_version", "compute_s"}`` and
+    the matrix."""
     started = time.perf_counter()
     encoder = model_cache().get(name)  # loads here on first use; a failure is this request's
     key = BatchKey(name, request.task, request.truncate_dim, request.normalize)
@@ -145,10 +146,10 @@ def embed(request: EmbedRequest, name: str) -> dict[str, Any]:
     for i, hit in enumerate(found):
         if hit is not None:
             vectors[i], tokens[i] = hit
-    batch_texts = 0
+    batch_texts, compute_s = 0, 0.0
     if missing:
         todo = [texts[i] for i in missing]
-        rows, counts, batch_texts = batcher().submit(key, todo).result()
+        rows, counts, batch_texts, compute_s = batcher().submit(key, todo).result()
         vectors[missing] = rows
         for i, n in zip(missing, counts, strict=True):
             tokens[i] = int(n)
@@ -169,5 +170,8 @@ def embed(request: EmbedRequest, name: str) -> dict[str, Any]:
         "tokens": tokens,
         "precision": encoder_precision(encoder),
         "model_version": setting.version,
+        # This request's share of the encode time of the batch it ran in (cached texts
+        # cost nothing): the API records it as the project's gpu_seconds_embedding.
+        "compute_s": round(compute_s, 6),
         "vectors": vectors,
     }
