@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     api_coalesce_wait_ms: float = Field(
         2.0, description="the API coalesces concurrent `/v1/embeddings` calls this long"
     )
+    rate_limit_url: str | None = Field(
+        None,
+        description="where the API processes count each project's embeddings per minute "
+        "(a `limits` storage URL: `redis://…`, `memory://`); unset: the broker's Redis, or "
+        "this process's memory without one",
+    )
     # On by default: the first validation after a start went 16-17 s -> 10.5 s on 2 CPU
     # cores (benchmarks/RESULTS.md); a worker listens about 3 s later for it.
     warm_up: bool = Field(
