@@ -8,19 +8,25 @@
 ``fine_tuning.jobs.create`` takes, and ``report`` says what the pairs are (per language and
 source) and what was skipped or dropped. Bad input is a 4xx in OpenAI's error shape, and
 leaves no file behind; the stored archive is removed once the build is done.
+
+The project's storage quota is checked before the build (what it stores plus the archive)
+and after it (plus the two files): over it, 429 ``insufficient_quota``, the files deleted.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from pydantic import BaseModel
 
-from api import files_store
+from api import files_store, storage_quota
 from api.auth import CallerDep, audit, authenticate
 from api.errors import APIError
 from api.schemas import FileObject
+from db import repo
+from db.session import session_scope
 
 router = APIRouter(dependencies=[Depends(authenticate)], tags=["datasets"])
 
@@ -49,11 +55,14 @@ def create_dataset(
     payload: dict[str, Any] = {"eval_share": eval_share, "project": caller.write_project}
     stored = None
     if archive is not None:
-        stored, _ = files_store.save_upload(archive.file, f"archive-{files_store.new_file_id()}")
+        stored, size = files_store.save_upload(archive.file, f"archive-{files_store.new_file_id()}")
         payload["archive"] = str(stored)
     else:
+        size = 1  # a folder's pairs are not known yet: a project at its quota is refused
         payload["folder"] = folder
     try:
+        with session_scope() as session:
+            storage_quota.check(session, caller.write_project, size)
         reply = _run(payload)
     finally:
         if stored is not None:
@@ -63,12 +72,38 @@ def create_dataset(
         raise APIError(
             int(error["status"]), error["message"], param=error.get("param"), code=error["code"]
         )
+    _within_quota(caller.write_project, reply)
     audit(caller, "dataset.create", reply["training_file"]["id"], caller.write_project)
     return Dataset(
         training_file=_file(reply["training_file"]),
         validation_file=_file(reply["validation_file"]) if reply["validation_file"] else None,
         report=reply["report"],
     )
+
+
+def _within_quota(project_id: str, reply: dict[str, Any]) -> None:
+    """The files the build registered may not take the project over its storage quota: if
+    they do, they are deleted (rows and bytes) and the answer is the quota's 429."""
+    made = [f for f in (reply["training_file"], reply["validation_file"]) if f]
+    adding = sum(int(f["bytes"]) for f in made)
+    scope = repo.scope.project(project_id)
+    with session_scope() as session:
+        project = repo.projects.find_project(session, project_id)
+        quota = project.max_storage_bytes if project is not None else None
+        if quota is None:
+            return
+        stored = repo.storage.stored_bytes(session, project_id, lock=True)
+        if stored <= quota:
+            return
+        paths = []
+        for f in made:
+            row = repo.files.get_file(session, f["id"], scope=scope)
+            if row is not None:
+                paths.append(Path(row.path))
+                repo.files.delete_file(session, f["id"], scope=scope)
+    for path in paths:
+        path.unlink(missing_ok=True)
+    raise storage_quota.refusal(project_id, stored - adding, adding, quota)
 
 
 def _file(row: dict[str, Any]) -> FileObject:

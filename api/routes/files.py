@@ -1,5 +1,6 @@
 """``/v1/files``: upload (validated), list, retrieve, content, delete; each file is its
-project's (another project's id is a 404)."""
+project's (another project's id is a 404). An upload that would take the project over its
+storage quota is 429 ``insufficient_quota`` and leaves no file behind."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 
-from api import files_store
+from api import files_store, storage_quota
 from api.auth import Caller, CallerDep, audit, authenticate
 from api.errors import APIError, not_found
 from api.schemas import Deleted, FileList, FileObject, unix
@@ -38,6 +39,8 @@ def upload_file(
     file_id = files_store.new_file_id()
     path, size = files_store.save_upload(file.file, file_id)
     try:
+        with session_scope() as session:  # refused before reading it line by line
+            storage_quota.check(session, caller.write_project, size)
         check = (
             files_store.check_training_file
             if purpose == "fine-tune"
@@ -46,6 +49,8 @@ def upload_file(
         rows = check(path)
         name = (file.filename or "upload.jsonl")[-500:]
         with session_scope() as session:
+            # The quota's check and the new row in one transaction (the project locked).
+            storage_quota.check(session, caller.write_project, size)
             row = repo.files.add_file(
                 session,
                 file_id,

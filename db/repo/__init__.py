@@ -4,7 +4,8 @@ repeat where a retry can repeat it.
 ``jobs`` (fine-tune jobs, their events and stored requests), ``versions`` (model
 versions), ``benchmarks``, ``validations`` (validation runs and checks), ``files`` (the
 HTTP API's files), ``batches`` and ``evaluations`` (A/B evaluations); ``projects``,
-``keys`` (API keys, hashed) and ``audit`` (who changed what); ``rows`` holds what they
+``keys`` (API keys, hashed) and ``audit`` (who changed what); ``usage`` (what each
+project used per day) and ``storage`` (the bytes each project stores); ``rows`` holds what they
 share. Callers name the entity: ``repo.jobs.claim_job(session, job_id, ...)``.
 
 Every row of a tenant (jobs, files, batches, evaluations, validation runs, model versions)
@@ -40,6 +41,7 @@ from db.repo import (
     projects,
     rows,
     scope,
+    storage,
     usage,
     validations,
     versions,
@@ -63,6 +65,7 @@ __all__ = [
     "projects",
     "rows",
     "scope",
+    "storage",
     "usage",
     "validations",
     "versions",
