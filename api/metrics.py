@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests and latency per route, jobs by state, queue depth.
+"""Prometheus metrics: requests and latency per route, jobs by state, queue depth; per
+project: usage (from ``usage_daily``), stored bytes, and embeddings refused by a rate limit.
 
 Each app gets its own registry (tests build several apps in one process). Jobs and queue
 depth are read when scraped, with short timeouts, so a scrape never shows stale numbers
@@ -37,8 +38,16 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "embedding_rate_limited_total",
+            "Embeddings requests refused (429) by a project's rate limit, by project id and "
+            "limit (requests or tokens), counted by this API process.",
+            ("project", "limit"),
+            registry=self.registry,
+        )
         self.registry.register(_StateCollector())
         self.registry.register(_CacheCollector())
+        self.registry.register(_UsageCollector())
 
 
 class _StateCollector(Collector):
@@ -96,6 +105,41 @@ class _CacheCollector(Collector):
             "Memory the cache's Redis uses (bounded by its maxmemory).",
             value=stats["memory_bytes"],
         )
+
+
+class _UsageCollector(Collector):
+    """Each project's usage, summed over every day of ``usage_daily`` (read at scrape time,
+    so every API process shows the whole fleet's), and the bytes it stores."""
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        usage = CounterMetricFamily(
+            "embedding_project_usage",
+            "What each project used, by project id and counter (gpu_seconds_training, "
+            "gpu_seconds_embedding, pairs_trained, tokens_embedded, embedding_requests).",
+            labels=["project", "counter"],
+        )
+        stored = GaugeMetricFamily(
+            "embedding_project_stored_bytes",
+            "Bytes each project stores (its files and model versions).",
+            labels=["project"],
+        )
+        try:
+            from db import repo
+            from db.session import session_scope
+
+            with session_scope() as session:
+                totals = repo.usage.totals(session)
+                sizes = repo.storage.stored_bytes_by_project(session)
+        except Exception as exc:
+            log.warning("metrics: project usage unavailable (%s)", type(exc).__name__)
+            return
+        for project, counters in sorted(totals.items()):
+            for counter, value in counters.items():
+                usage.add_metric([project, counter], value)
+        for project, size in sorted(sizes.items()):
+            stored.add_metric([project], size)
+        yield usage
+        yield stored
 
 
 def _queue_depths() -> dict[str, int]:
