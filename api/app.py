@@ -28,6 +28,7 @@ from api.routes import (
     models,
     organization,
     page,
+    usage,
     validations,
 )
 from api.schemas import ErrorResponse
@@ -42,6 +43,8 @@ ERROR_STATUSES = {
     "404": "no such object (or route)",
     "409": "conflict (an Idempotency-Key reused with another body, a file in use)",
     "413": "request too large",
+    "429": "over a project's rate limit (rate_limit_exceeded, with Retry-After) or storage "
+    "quota (insufficient_quota)",
     "500": "server error (no details: they are in the server log)",
     "502": "a worker failed",
     "503": "the broker is unavailable",
@@ -89,6 +92,7 @@ def create_app() -> FastAPI:
         evaluations,
         datasets,
         organization,
+        usage,
     )
     for module in (*routers, page):
         app.include_router(module.router)

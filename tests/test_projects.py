@@ -294,6 +294,7 @@ ROUTE_CHECKS: dict[tuple[str, str], str] = {
     ("POST", "/v1/organization/admin_api_keys"): "admin",
     ("DELETE", "/v1/organization/admin_api_keys/{key_id}"): "admin",
     ("GET", "/v1/organization/audit_logs"): "admin",
+    ("GET", "/v1/organization/usage"): "admin",
 }
 
 

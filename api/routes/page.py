@@ -9,13 +9,15 @@ and the table says which epoch was exported and by what metric.
 With API keys configured the page needs a key like every data route; a browser gives it
 once through ``/login``, which keeps it in an HttpOnly cookie (accepted on GET only). A
 project key sees its project's jobs, runs and versions; an admin key every project's, with a
-project column.
+project column, and a usage table: per project, today's and the last 7 days' GPU-seconds
+(training, embedding), pairs, tokens and requests, and the bytes it stores.
 """
 
 from __future__ import annotations
 
 import html
 import json
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form
@@ -24,6 +26,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from api.auth import Caller, CallerDep, identify
 from api.security import COOKIE
 from db import repo
+from db.models import utcnow
 from db.session import session_scope
 from workers.serving.model_names import job_fine_tuned_id
 
@@ -211,6 +214,45 @@ def _version_row(version: Any) -> str:
     )
 
 
+USAGE_COLUMNS = (
+    ("gpu_seconds_training", "GPU-s training"),
+    ("gpu_seconds_embedding", "GPU-s embedding"),
+    ("pairs_trained", "pairs"),
+    ("tokens_embedded", "tokens"),
+    ("embedding_requests", "requests"),
+)
+
+
+def _usage_table(session: Any, names: dict[str, str]) -> str:
+    """Admin keys: per project, today's usage and the last 7 days' (today included), and
+    the bytes it stores now."""
+    e = html.escape
+    today = utcnow().date()
+    day = repo.usage.totals(session, since=today)
+    week = repo.usage.totals(session, since=today - timedelta(days=6))
+    stored = repo.storage.stored_bytes_by_project(session)
+    rows = []
+    for project_id in sorted(set(names) | set(week) | set(stored), key=lambda p: names.get(p, p)):
+        cells = []
+        for counter, _ in USAGE_COLUMNS:
+            for span, totals in (("today", day), ("7d", week)):
+                value = totals.get(project_id, {}).get(counter, 0.0)
+                shown = f"{value:.1f}" if counter.startswith("gpu_") else f"{int(value)}"
+                cells.append(f'<td data-counter="{counter}" data-span="{span}">{shown}</td>')
+        rows.append(
+            f'<tr data-project="{e(project_id)}"><td>{e(names.get(project_id, project_id))}</td>'
+            f'{"".join(cells)}<td data-counter="stored_bytes">{stored.get(project_id, 0)}</td></tr>'
+        )
+    head = "".join(
+        f"<th>{e(label)} today</th><th>{e(label)} 7 days</th>" for _, label in USAGE_COLUMNS
+    )
+    return (
+        "<h2>Usage</h2>\n<table><thead><tr><th>project</th>"
+        f'{head}<th>stored bytes</th></tr></thead>\n<tbody id="usage">{"".join(rows)}</tbody>'
+        "</table>\n"
+    )
+
+
 def _whose(caller: Caller, names: dict[str, str]) -> str:
     """Whose page this is: the key's project, or every project for an admin."""
     if caller.project_id is None:
@@ -236,6 +278,7 @@ def jobs_page(caller: CallerDep) -> HTMLResponse:
             _version_row(v)
             for v in repo.versions.list_model_versions(session, limit=50, scope=scope)
         )
+        usage = _usage_table(session, names) if every_project else ""
     project_head = "<th>project</th>" if every_project else ""
     whose = html.escape(_whose(caller, names))
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>embedding jobs</title>
@@ -253,7 +296,7 @@ data-names="{html.escape(json.dumps(names))}">
 <h2>Model versions</h2>
 <table><thead><tr><th>name</th><th>version</th><th>base</th><th>weights</th><th>registered</th></tr></thead>
 <tbody id="versions">{versions}</tbody></table>
-<script>{SCRIPT}</script></body></html>"""
+{usage}<script>{SCRIPT}</script></body></html>"""
     return HTMLResponse(body)
 
 
