@@ -56,11 +56,17 @@ def _day(value: str | None, name: str, default: date) -> date:
     if value is None:
         return default
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
+        day = None
+    if day is None or not 1970 <= day.year <= 9000:
         raise APIError(
-            400, f"{name} must be a date, YYYY-MM-DD.", param=name, code="invalid_value"
-        ) from None
+            400,
+            f"{name} must be a date, YYYY-MM-DD, from 1970 on.",
+            param=name,
+            code="invalid_value",
+        )
+    return day
 
 
 def _unix(day: date) -> int:
