@@ -7,7 +7,7 @@ under ``EMBEDDING_MODEL_ROOTS``. An ``ft:`` id whose base or suffix does not mat
 is a 404, not another model.
 
 Fine-tuned models are their project's: names and ids are looked up in the caller's scope,
-and a folder inside the artifacts directory (where jobs write their models) is accepted
+and a folder under the artifacts directory's ``jobs/`` (where jobs write their models) is accepted
 only when it is (inside) a registered version of the caller's scope. Another project's model
 is a 404 by every name, exactly as one that does not exist.
 """
@@ -64,12 +64,12 @@ def resolve(name: str, param: str = "model", *, scope: repo.Scope) -> Resolved:
 
 
 def _folder_in_scope(load: str, scope: repo.Scope) -> bool:
-    """A folder inside the artifacts directory is a job's output: it may be named only by a
-    caller that sees a version registered at (or above) it. Specs and folders elsewhere under
-    the roots (models an operator placed there for everyone) are everyone's."""
-    artifacts = Path(get_settings().artifacts_dir).resolve()
+    """A folder under ``<artifacts>/jobs`` is a job's output (``finetune_job.job_dir``): it
+    may be named only by a caller that sees a version registered at (or above) it. Specs and
+    folders elsewhere under the roots (models an operator placed there) are everyone's."""
+    jobs = Path(get_settings().artifacts_dir).resolve() / "jobs"
     path = Path(load)
-    if not path.is_absolute() or not path.resolve().is_relative_to(artifacts):
+    if not path.is_absolute() or not path.resolve().is_relative_to(jobs):
         return True
     target = path.resolve()
     with session_scope() as session:

@@ -211,6 +211,18 @@ class Settings(BaseSettings):
         "broker's; unset: no cache",
     )
     cache_ttl_s: int = Field(30 * 24 * 3600, description="how long a cached vector lives, seconds")
+    fleet_gpu_slots: int = Field(
+        0,
+        ge=0,
+        description="jobs the fleet runs at once, for fair-share dispatch; 0: the gpu pool "
+        "children the workers record on a Redis broker (at least 1)",
+    )
+    fair_share_half_life_days: float = Field(
+        1.0,
+        gt=0,
+        description="fair share weighs a project's training GPU-seconds of d days ago by "
+        "0.5 ** (d / this)",
+    )
 
     @model_validator(mode="after")
     def _roots_default(self) -> Settings:

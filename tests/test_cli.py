@@ -56,6 +56,7 @@ COMMANDS = {
     "projects",
     "keys",
     "audit",
+    "usage",
 }
 HEAVY = {"torch", "transformers", "celery", "sqlalchemy", "matplotlib"}
 

@@ -286,6 +286,8 @@ ROUTE_CHECKS: dict[tuple[str, str], str] = {
     ("GET", "/v1/organization/projects/{project_id}"): "admin",
     ("POST", "/v1/organization/projects/{project_id}"): "admin",
     ("POST", "/v1/organization/projects/{project_id}/archive"): "admin",
+    ("GET", "/v1/organization/projects/{project_id}/limits"): "admin",
+    ("POST", "/v1/organization/projects/{project_id}/limits"): "admin",
     ("GET", "/v1/organization/projects/{project_id}/api_keys"): "admin",
     ("POST", "/v1/organization/projects/{project_id}/api_keys"): "admin",
     ("GET", "/v1/organization/projects/{project_id}/api_keys/{key_id}"): "admin",

@@ -17,6 +17,7 @@ from celery.signals import task_received
 from core.config import get_settings
 from db.repo.scope import DEFAULT_PROJECT
 from workers.app import app
+from workers.fleet.dispatch import dispatch
 from workers.jobs import evaluation_run, finetune_job, validation_run
 from workers.jobs.outbox import relay_unsent, submit_request
 from workers.lifeline import duties as lifeline
@@ -221,6 +222,17 @@ def finetune(self: Task, job_id: str) -> dict[str, Any]:
     except SoftTimeLimitExceeded:
         finetune_job.fail_job(job_id, "soft time limit exceeded")
         raise
+    finally:
+        next_in_fair_share_order()
+
+
+def next_in_fair_share_order() -> None:
+    """A gpu slot is free (its job ended, or was not ours to run): send the next job in
+    fair-share order. Best effort: the beat's relay pass sends it otherwise."""
+    try:
+        dispatch()
+    except Exception as exc:
+        log.warning("dispatch after a job: %s (the relay pass will send)", type(exc).__name__)
 
 
 @app.task(name="embedding.finetune_request")
@@ -236,6 +248,7 @@ def finetune_request(**payload: Any) -> dict[str, Any]:
     """
     from embedding.models.hub import PathNotAllowed
     from embedding.models.specs import UnknownModel
+    from workers.fleet.quotas import QuotaExceeded
     from workers.jobs.idempotency import IdempotencyConflict
     from workers.jobs.submit_checks import DatasetNotFound
 
@@ -243,6 +256,13 @@ def finetune_request(**payload: Any) -> dict[str, Any]:
         submitted = submit_request(parse(FinetuneRequest, payload))
     except IdempotencyConflict as exc:
         return {"job_id": exc.job_id, "status": "conflict", "error": str(exc)}
+    except QuotaExceeded as exc:
+        return {
+            "job_id": None,
+            "status": "rejected",
+            "error": f"QuotaExceeded: {exc}",
+            "retry_after_s": exc.retry_after_s,
+        }
     except (PayloadError, UnknownModel, PathNotAllowed, DatasetNotFound) as exc:
         return {"job_id": None, "status": "rejected", "error": f"{type(exc).__name__}: {exc}"}
     return {"job_id": submitted.job_id, "status": submitted.status}

@@ -166,6 +166,7 @@ def create_job(
     a repeat is the same job and another body under the key a 409 (``workers/idempotency``)."""
     from embedding.models.hub import PathNotAllowed
     from embedding.models.specs import UnknownModel
+    from workers.fleet.quotas import QuotaExceeded
     from workers.jobs.idempotency import IdempotencyConflict, request_digest
     from workers.jobs.outbox import submit_request
     from workers.jobs.submit_checks import DatasetNotFound
@@ -194,6 +195,13 @@ def create_job(
         )
     except IdempotencyConflict as exc:
         raise _conflict(exc) from None
+    except QuotaExceeded as exc:
+        raise APIError(
+            429,
+            str(exc),
+            code="insufficient_quota",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        ) from None
     except PayloadError as exc:
         raise APIError(
             400, str(exc).removeprefix("FinetuneRequest: "), code="invalid_value"

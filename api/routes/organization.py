@@ -197,6 +197,48 @@ def archive_project(caller: AdminDep, project_id: str) -> Project:
     return answer
 
 
+# ------------------------------------------------------------------ limits
+class ProjectLimits(BaseModel):
+    """A project's share of the GPU fleet and its quotas; null: no limit. In a POST, only
+    the fields given change."""
+
+    object: Literal["organization.project.limits"] = "organization.project.limits"
+    project_id: str | None = None
+    weight: float | None = None
+    max_running_jobs: int | None = None
+    max_queued_jobs: int | None = None
+    embeddings_rpm: int | None = None
+    embeddings_tpm: int | None = None
+    max_storage_bytes: int | None = None
+
+
+def _limits(row: Any) -> ProjectLimits:
+    return ProjectLimits(project_id=row.id, **repo.projects.limits_of(row))
+
+
+@router.get("/v1/organization/projects/{project_id}/limits", response_model=ProjectLimits)
+def retrieve_limits(project_id: str) -> ProjectLimits:
+    with session_scope() as session:
+        return _limits(_project(session, project_id))
+
+
+@router.post("/v1/organization/projects/{project_id}/limits", response_model=ProjectLimits)
+def modify_limits(caller: AdminDep, project_id: str, body: dict[str, Any]) -> ProjectLimits:
+    """Set any of ``weight`` (> 0) and the quotas (whole numbers > 0, or null for none);
+    they hold from the next dispatch and the next request."""
+    given = {k: v for k, v in body.items() if k not in ("object", "project_id")}
+    if not given:
+        raise APIError(400, "Give at least one limit to set.", code="invalid_value")
+    try:
+        with session_scope() as session:
+            row = repo.projects.set_limits(session, _project(session, project_id).id, **given)
+            answer = _limits(row)
+    except repo.InvalidValue as exc:
+        raise _bad_value(exc) from None
+    audit(caller, "project.limits", project_id, project_id, **given)
+    return answer
+
+
 # ------------------------------------------------------------------ keys
 def _expiry(days: int | None) -> Any:
     return None if days is None else utcnow() + timedelta(days=days)

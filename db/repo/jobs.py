@@ -24,6 +24,7 @@ from db.models import (
 )
 from db.repo.rows import ACTIVE, Id, bulk_update, dialect_insert, forget, page, require
 from db.repo.scope import Scope
+from db.repo.usage import add as add_usage
 from db.values import InvalidValue, NotFound
 
 
@@ -119,6 +120,8 @@ def claim_job(
     )
     if alive:
         return False  # its worker holds a live lease: leave the job alone
+    if seen.status == "running":
+        charge_attempt(session, jid, lost=True)  # the lost attempt, up to its last lease
     stmt = (
         update(FinetuneJob)
         .where(
@@ -131,6 +134,7 @@ def claim_job(
             attempts=FinetuneJob.attempts + 1,
             started_at=func.coalesce(FinetuneJob.started_at, literal(now, UTCDateTime())),
             heartbeat_at=now,
+            claimed_at=now,
             worker=hostname,
         )
     )
@@ -162,6 +166,34 @@ def _retry_reason(seen: Any, now: datetime) -> tuple[str, str | None, dict[str, 
         None,
         {"attempt": seen.attempts + 1, "lost_worker": seen.worker, "lease_age_s": lease},
     )
+
+
+def charge_attempt(session: Session, job_id: Id, lost: bool = False) -> float:
+    """Add the job's current attempt to its project's training GPU-seconds, once: from its
+    claim to now, or for a ``lost`` attempt (its worker is gone) to its last lease; returns
+    the seconds charged. The claim time is cleared by the same compare-and-set, so of two
+    callers (a finish and a takeover) one charges."""
+    jid = v.as_uuid(job_id, "job_id")
+    row = session.execute(
+        select(FinetuneJob.project_id, FinetuneJob.claimed_at, FinetuneJob.heartbeat_at).where(
+            FinetuneJob.id == jid
+        )
+    ).one_or_none()
+    if row is None or row.claimed_at is None:
+        return 0.0
+    end = (row.heartbeat_at or row.claimed_at) if lost else utcnow()
+    cleared = bulk_update(
+        session,
+        update(FinetuneJob)
+        .where(FinetuneJob.id == jid, FinetuneJob.claimed_at == row.claimed_at)
+        .values(claimed_at=None),
+    )
+    forget(session, FinetuneJob, jid)
+    seconds = max(0.0, (end - row.claimed_at).total_seconds())
+    if cleared == 1 and seconds > 0:
+        add_usage(session, row.project_id, gpu_seconds_training=seconds)
+        return seconds
+    return 0.0
 
 
 def heartbeat(session: Session, job_id: Id) -> bool:
@@ -226,11 +258,13 @@ def finish_job(
     status: str,
     error: str | None = None,
     model_version_id: int | None = None,
+    lost: bool = False,
 ) -> bool:
     """Set a final status (succeeded / failed / cancelled); True if this call set it.
 
     A job already final stays as it is (the first outcome wins), so a repeated or late
-    call after a redelivery is harmless.
+    call after a redelivery is harmless. The attempt's GPU time is charged to its project
+    (:func:`charge_attempt`; ``lost``: its worker is gone, charged to its last lease).
     """
     jid = v.as_uuid(job_id, "job_id")
     v.choice(status, JOB_STATUSES, "job status")
@@ -248,6 +282,7 @@ def finish_job(
     if not changed:
         require(session, FinetuneJob, jid, "fine-tune job")
     else:
+        charge_attempt(session, jid, lost=lost)
         add_job_event(session, jid, status, f"{status}: {error}" if error else status)
     return changed
 
@@ -302,12 +337,15 @@ def take_from_outbox(session: Session, job_id: Id) -> bool:
     return changed
 
 
-def return_to_outbox(session: Session, job_id: Id) -> bool:
-    """Put a still-queued job back in the outbox: its message could not be sent."""
+def return_to_outbox(session: Session, job_id: Id, lost: bool = False) -> bool:
+    """Put a still-queued job back in the outbox: its message could not be sent. ``lost``:
+    a job whose message or worker is gone (the lifeline's rescue), queued or running, goes
+    back too, to wait its turn in the fair-share order again."""
     jid = v.as_uuid(job_id, "job_id")
+    statuses = ACTIVE if lost else ("queued",)
     stmt = (
         update(FinetuneJob)
-        .where(FinetuneJob.id == jid, FinetuneJob.status == "queued")
+        .where(FinetuneJob.id == jid, FinetuneJob.status.in_(statuses))
         .values(sent_at=None)
     )
     changed = bulk_update(session, stmt) == 1
@@ -349,6 +387,7 @@ def jobs_to_rescue(
             ((FinetuneJob.status == "queued") & (FinetuneJob.sent_at <= sent_before))
             | (
                 (FinetuneJob.status == "running")
+                & FinetuneJob.sent_at.is_not(None)  # back in the outbox: the dispatcher's
                 & (
                     FinetuneJob.heartbeat_at.is_(None)
                     | (FinetuneJob.heartbeat_at <= lease_expired_before)
@@ -361,12 +400,66 @@ def jobs_to_rescue(
     return list(session.scalars(query))
 
 
-def mark_rescued(session: Session, job_id: Id, reason: str) -> None:
-    """Record a re-send: ``sent_at`` moves to now (the rescue's own clock) and an event."""
+def mark_rescued(session: Session, job_id: Id, reason: str) -> bool:
+    """A job lost its message or its worker: back in the outbox (the fair-share dispatcher
+    sends it again in its turn) with a ``rescued`` event; False if it had ended meanwhile."""
     jid = v.as_uuid(job_id, "job_id")
-    bulk_update(session, update(FinetuneJob).where(FinetuneJob.id == jid).values(sent_at=utcnow()))
-    forget(session, FinetuneJob, jid)
-    add_job_event(session, jid, "rescued", f"re-sent: {reason}")
+    if not return_to_outbox(session, jid, lost=True):
+        return False
+    add_job_event(session, jid, "rescued", f"back in the queue: {reason}")
+    return True
+
+
+def fleet_state(session: Session) -> dict[str, Any]:
+    """What the fair-share dispatcher decides on, read in one transaction:
+
+    * ``waiting``: jobs to send, ``(job id, project id)`` oldest first: in the outbox and
+      not cancelled (queued, or running with its worker lost and rescued);
+    * ``in_flight``: project id -> jobs sent and not ended (a message out, or running);
+    * ``running_s``: project id -> seconds its running attempts have run so far.
+    """
+    now = utcnow()
+    waiting = session.execute(
+        select(FinetuneJob.id, FinetuneJob.project_id)
+        .where(
+            FinetuneJob.sent_at.is_(None),
+            FinetuneJob.status.in_(ACTIVE),
+            FinetuneJob.cancel_requested.is_(False),
+        )
+        .order_by(FinetuneJob.created_at, FinetuneJob.id)
+    ).all()
+    in_flight = session.execute(
+        select(FinetuneJob.project_id, func.count())
+        .where(FinetuneJob.sent_at.is_not(None), FinetuneJob.status.in_(ACTIVE))
+        .group_by(FinetuneJob.project_id)
+    ).all()
+    running_s: dict[str, float] = {}
+    for project_id, claimed in session.execute(
+        select(FinetuneJob.project_id, FinetuneJob.claimed_at).where(
+            FinetuneJob.status == "running", FinetuneJob.claimed_at.is_not(None)
+        )
+    ):
+        running_s[project_id] = running_s.get(project_id, 0.0) + max(
+            0.0, (now - claimed).total_seconds()
+        )
+    return {
+        "waiting": [(str(job_id), project_id) for job_id, project_id in waiting],
+        "in_flight": {project_id: int(n) for project_id, n in in_flight},
+        "running_s": running_s,
+    }
+
+
+def count_queued(session: Session, project_id: str) -> int:
+    """A project's jobs waiting to run (queued, sent or not): what its queued quota counts."""
+    query = (
+        select(func.count())
+        .select_from(FinetuneJob)
+        .where(
+            FinetuneJob.project_id == v.text(project_id, "project_id", max_len=40),
+            FinetuneJob.status == "queued",
+        )
+    )
+    return int(session.scalar(query) or 0)
 
 
 def release_job(session: Session, job_id: Id, hostname: str, reason: str) -> bool:
@@ -382,6 +475,7 @@ def release_job(session: Session, job_id: Id, hostname: str, reason: str) -> boo
         )
         .values(status="queued", heartbeat_at=None)
     )
+    charge_attempt(session, jid)  # before the lease is gone: the attempt ends now
     changed = bulk_update(session, stmt) == 1
     forget(session, FinetuneJob, jid)
     if changed:

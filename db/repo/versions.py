@@ -27,6 +27,7 @@ def register_model_version(
     metrics: dict[str, Any] | None,
     *,
     project_id: str,
+    size_bytes: int | None = None,
 ) -> ModelVersion:
     """Register a saved model as the next version of ``name`` (1, 2, ...) in ``project_id``
     (names are a project's own: each project numbers its versions of a name from 1).
@@ -68,6 +69,7 @@ def register_model_version(
                 path=path,
                 weights_sha256=digest,
                 metrics=metrics,
+                bytes=None if size_bytes is None else v.integer(size_bytes, "bytes", minimum=0),
             )
             .on_conflict_do_nothing(index_elements=["project_id", "name", "version"])
             .returning(ModelVersion.id)

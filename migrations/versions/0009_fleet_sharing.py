@@ -53,13 +53,9 @@ def upgrade() -> None:
         sa.Column("project_id", sa.String(length=40), nullable=False),
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("gpu_seconds_training", sa.Float(), server_default=sa.text("0"), nullable=False),
-        sa.Column(
-            "gpu_seconds_embedding", sa.Float(), server_default=sa.text("0"), nullable=False
-        ),
+        sa.Column("gpu_seconds_embedding", sa.Float(), server_default=sa.text("0"), nullable=False),
         sa.Column("pairs_trained", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
-        sa.Column(
-            "tokens_embedded", sa.BigInteger(), server_default=sa.text("0"), nullable=False
-        ),
+        sa.Column("tokens_embedded", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column(
             "embedding_requests", sa.BigInteger(), server_default=sa.text("0"), nullable=False
         ),

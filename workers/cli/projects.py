@@ -19,6 +19,41 @@ from datetime import timedelta
 from typing import Any
 
 ACTOR = "cli"
+# set-limits' flags -> what they limit (the column is the flag with underscores; storage is
+# given in MB and kept in bytes).
+LIMIT_FLAGS = {
+    "max-running-jobs": "fine-tunes running at once (more wait, queued)",
+    "max-queued-jobs": "fine-tunes waiting at once (more are refused: 429)",
+    "embeddings-rpm": "embedding requests per minute",
+    "embeddings-tpm": "embedding tokens per minute",
+    "max-storage-mb": "stored files, datasets and models, MB",
+}
+MB = 1_000_000
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number > 0")
+    return value
+
+
+def _quota(text: str) -> int | str:
+    """A whole number > 0, or ``none`` (no limit)."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number > 0, or none") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number > 0, or none")
+    return value
+
+
 _DURATION = re.compile(r"(\d+)\s*([dhm]?)")
 _UNITS = {"d": "days", "": "days", "h": "hours", "m": "minutes"}
 
@@ -42,6 +77,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name")
     p.set_defaults(func=cmd_project_archive)
+    p = psub.add_parser(
+        "set-limits",
+        help="a project's share of the GPU fleet and its quotas (none: no limit)",
+    )
+    p.add_argument("name")
+    p.add_argument("--weight", type=_number, default=None, help="its share against others' (1)")
+    for flag, what in LIMIT_FLAGS.items():
+        p.add_argument(f"--{flag}", type=_quota, default=None, help=what)
+    p.set_defaults(func=cmd_project_set_limits)
 
     keys = sub.add_parser("keys", help="API keys: create, list, revoke")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
@@ -60,6 +104,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = ksub.add_parser("revoke", help="revoke a key at once, on every API process")
     p.add_argument("key_id")
     p.set_defaults(func=cmd_key_revoke)
+
+    p = sub.add_parser("usage", help="what each project used, per day: GPU-seconds, pairs, tokens")
+    p.add_argument("--project", default=None)
+    p.add_argument("--since", default=None, help="YYYY-MM-DD (default: the last 30 days)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_usage)
 
     p = sub.add_parser("audit", help="who changed what: every state-changing call, newest first")
     p.add_argument("--project", default=None)
@@ -158,6 +208,68 @@ def cmd_project_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_project_set_limits(args: argparse.Namespace) -> int:
+    from db import repo
+    from db.session import session_scope
+    from workers.cli.db import ensure_schema
+
+    given: dict[str, Any] = {}
+    if args.weight is not None:
+        given["weight"] = args.weight
+    for flag in LIMIT_FLAGS:
+        value = getattr(args, flag.replace("-", "_"))
+        if value is None:
+            continue
+        value = None if value == "none" else value
+        if flag == "max-storage-mb":
+            given["max_storage_bytes"] = None if value is None else value * MB
+        else:
+            given[flag.replace("-", "_")] = value
+    if not given:
+        raise ValueError(
+            "give at least one of --weight, " + ", ".join(f"--{f}" for f in LIMIT_FLAGS)
+        )
+    ensure_schema()
+    with session_scope() as session:
+        row = repo.projects.set_limits(session, args.name, **given)
+        _audit(session, "project.limits", row.id, row.id, **given)
+        print(f"project {row.name}: " + _limits_line(repo.projects.limits_of(row)))
+    return 0
+
+
+def _limits_line(limits: dict[str, Any]) -> str:
+    def shown(name: str, value: Any) -> str:
+        if value is None:
+            return f"{name} none"
+        if name == "max_storage_bytes":
+            return f"max_storage_mb {value / MB:g}"
+        return f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+
+    return ", ".join(shown(n, v) for n, v in limits.items())
+
+
+def _use(session: Any, project_id: str) -> dict[str, Any]:
+    """What a project holds and used: jobs by status, stored bytes, today's and the last 30
+    days' usage."""
+    from datetime import timedelta
+
+    from db import repo
+    from db.models import utcnow
+
+    scope = repo.scope.project(project_id)
+    jobs: dict[str, int] = {}
+    for job in repo.jobs.list_jobs(session, limit=100_000, scope=scope):
+        jobs[job.status] = jobs.get(job.status, 0) + 1
+    today = utcnow().date()
+    rows = repo.usage.daily(session, project_id, since=today - timedelta(days=29))
+    sums = {c: sum(getattr(r, c) for r in rows) for c in repo.usage.COUNTERS}
+    return {
+        "jobs": jobs,
+        "stored_bytes": repo.storage.stored_bytes(session, project_id),
+        "last_30_days": sums,
+    }
+
+
 def cmd_project_show(args: argparse.Namespace) -> int:
     from db import repo
     from db.session import session_scope
@@ -166,15 +278,14 @@ def cmd_project_show(args: argparse.Namespace) -> int:
     ensure_schema()
     with session_scope() as session:
         project = repo.projects.require_project(session, args.name)
-        scope = repo.scope.project(project.id)
         keys = repo.keys.list_keys(session, project_id=project.id)
-        jobs: dict[str, int] = {}
-        for job in repo.jobs.list_jobs(session, limit=100_000, scope=scope):
-            jobs[job.status] = jobs.get(job.status, 0) + 1
+        use = _use(session, project.id)
+        jobs = use["jobs"]
         shown = {
             **_project_dict(project, sum(1 for k in keys if k.revoked_at is None)),
+            "limits": repo.projects.limits_of(project),
             "keys": [_key_dict(k, {project.id: project.name}) for k in keys],
-            "jobs": jobs,
+            **use,
         }
     if args.json:
         print(json.dumps(shown, indent=2))
@@ -184,7 +295,16 @@ def cmd_project_show(args: argparse.Namespace) -> int:
         f"  created {shown['created_at']}"
         + (f", archived {shown['archived_at']}" if shown["archived_at"] else "")
     )
+    print("  limits: " + _limits_line(shown["limits"]))
     print("  jobs: " + (", ".join(f"{n} {s}" for s, n in sorted(jobs.items())) or "none"))
+    used = shown["last_30_days"]
+    print(
+        f"  used (30 days): {used['gpu_seconds_training']:.1f} GPU-s training, "
+        f"{used['gpu_seconds_embedding']:.1f} GPU-s embedding, {used['pairs_trained']:.0f} "
+        f"pairs trained, {used['tokens_embedded']:.0f} tokens in "
+        f"{used['embedding_requests']:.0f} embedding requests"
+    )
+    print(f"  stored: {shown['stored_bytes'] / MB:.1f} MB (files, datasets, models)")
     print(f"  keys: {shown['live_keys']} live")
     for key in shown["keys"]:
         state = "revoked" if key["revoked_at"] else key["role"]
@@ -275,6 +395,49 @@ def cmd_key_revoke(args: argparse.Namespace) -> int:
         row = repo.keys.revoke_key(session, args.key_id)
         _audit(session, "api_key.revoke", row.id, row.project_id)
         print(f"revoked key {row.id} ({row.name})")
+    return 0
+
+
+# ------------------------------------------------------------------ usage
+def cmd_usage(args: argparse.Namespace) -> int:
+    from datetime import date, timedelta
+
+    from db import repo
+    from db.models import utcnow
+    from db.session import session_scope
+    from workers.cli.db import ensure_schema
+
+    try:
+        since = (
+            date.fromisoformat(args.since) if args.since else utcnow().date() - timedelta(days=29)
+        )
+    except ValueError:
+        raise ValueError(f"--since {args.since!r}: give a date, YYYY-MM-DD") from None
+    ensure_schema()
+    with session_scope() as session:
+        names = {p.id: p.name for p in repo.projects.list_projects(session)}
+        project_id = (
+            repo.projects.require_project(session, args.project).id if args.project else None
+        )
+        rows = [
+            {**repo.usage.as_dict(r), "project": names.get(r.project_id, r.project_id)}
+            for r in repo.usage.daily(session, project_id, since=since)
+        ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(
+        f"{'day':<11} {'project':<20} {'train GPU-s':>12} {'embed GPU-s':>12} {'pairs':>10} "
+        f"{'tokens':>12} {'requests':>9}"
+    )
+    for row in rows:
+        print(
+            f"{row['day']:<11} {row['project']:<20} {row['gpu_seconds_training']:>12.1f} "
+            f"{row['gpu_seconds_embedding']:>12.1f} {row['pairs_trained']:>10} "
+            f"{row['tokens_embedded']:>12} {row['embedding_requests']:>9}"
+        )
+    if not rows:
+        print(f"(no usage since {since.isoformat()})")
     return 0
 
 

@@ -83,7 +83,7 @@ def run_finetune_job(
             return {"job_id": str(job_id), "status": job.status, "duplicate": True}
         if job.status == "running" and job.attempts >= settings.job_max_attempts and _stale(job):
             reason = gave_up_reason(job.attempts, job.worker)
-            repo.jobs.finish_job(session, job_id, "failed", error=reason)
+            repo.jobs.finish_job(session, job_id, "failed", error=reason, lost=True)
             return {"job_id": str(job_id), "status": "failed", "error": reason}
         claimed = repo.jobs.claim_job(
             session,
@@ -276,6 +276,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
         raise JobReleased(job_id) if warm_shutdown.requested() else JobCancelled(job_id)
     model_path = Path(result.output_dir)
     digest = weights_sha256(model_path)
+    project_id = project_id_of(request.project)
     summary = training_summary(result)
 
     def register() -> int:
@@ -287,9 +288,13 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
                 path=str(model_path),
                 weights_sha256=digest,
                 metrics=summary,
-                project_id=project_id_of(request.project),
+                project_id=project_id,
+                size_bytes=folder_bytes(model_path),
             )
             repo.jobs.record_job_result(session, job_id, summary, selection_event(summary))
+            repo.usage.add(
+                session, project_id, pairs_trained=len(examples) * summary["epochs_trained"]
+            )
             repo.jobs.finish_job(session, job_id, "succeeded", model_version_id=version.id)
             return version.version
 
@@ -365,3 +370,8 @@ def weights_sha256(folder: Path) -> str:
             for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of every file under ``folder``: what the model costs its project's storage."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())

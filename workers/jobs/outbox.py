@@ -19,12 +19,16 @@ from dataclasses import dataclass
 
 from db import repo
 from db.session import session_scope
+from workers.fleet.dispatch import dispatch
+from workers.fleet.quotas import check_queued_jobs
 from workers.jobs.idempotency import check_same_request, request_digest
+from workers.jobs.messages import publish, send
 from workers.jobs.submit_checks import check_request
 from workers.schemas import FinetuneRequest
 from workers.tenancy import project_id_of
 
 log = logging.getLogger(__name__)
+__all__ = ["Submitted", "publish", "relay_unsent", "send", "submit_request"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ def submit_request(
     """
     project_id = project_id_of(request.project)
     row_width = check_request(request)
+    check_queued_jobs(project_id)
     digest = request_sha256 or request_digest(
         request.model_dump(mode="json", exclude={"idempotency_key"}, exclude_none=True)
     )
@@ -69,46 +74,11 @@ def submit_request(
         check_same_request(request.idempotency_key, job, digest, project_id)
         job_id, status, already_sent = str(job.id), job.status, job.sent_at is not None
     if not already_sent:
-        send(job_id)
+        dispatch()  # sent now if the fleet has a free slot and it is this job's turn
     return Submitted(job_id, status)
 
 
-def send(job_id: str) -> bool:
-    """Take one job out of the outbox and send its message; False if another sender has it
-    or the broker is away (then the job is back in the outbox, for the relay).
-
-    Exactly one of the job's senders (its submitter, relay passes) sends it: the job is
-    taken out of the outbox first (:func:`db.repo.jobs.take_from_outbox`), then sent. The
-    Celery task id is the job id, and the worker's database claim keeps a job from running
-    twice whatever is delivered; this keeps a duplicate from being delivered at all.
-    """
-    with session_scope() as session:
-        if not repo.jobs.take_from_outbox(session, job_id):
-            return False
-    if not publish(job_id):
-        with session_scope() as session:
-            repo.jobs.return_to_outbox(session, job_id)
-        return False
-    with session_scope() as session:
-        repo.jobs.add_job_event(session, job_id, "sent", "sent to the gpu queue")
-    return True
-
-
-def publish(job_id: str) -> bool:
-    """Put the job's message on the gpu queue, whatever the outbox says (a re-send); False,
-    logged, if the broker refused it."""
-    from workers.app import publisher  # made on first use, with the settings of that moment
-
-    try:
-        publisher().send_task("embedding.finetune", args=[job_id], task_id=job_id, queue="gpu")
-    except Exception as exc:
-        log.warning("job %s: message not sent, broker unavailable (%s)", job_id, type(exc).__name__)
-        return False
-    return True
-
-
-def relay_unsent(older_than_s: float = 0.0) -> int:
-    """Send every job still in the outbox; returns how many were sent."""
-    with session_scope() as session:
-        pending = [str(job.id) for job in repo.jobs.unsent_jobs(session, older_than_s=older_than_s)]
-    return sum(send(job_id) for job_id in pending)
+def relay_unsent() -> int:
+    """Send what the outbox holds and the fleet has room for, in fair-share order (a
+    dispatcher pass); returns how many were sent."""
+    return dispatch()

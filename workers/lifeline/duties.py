@@ -36,7 +36,7 @@ from core.config import get_settings
 from db import repo
 from db.models import utcnow
 from db.session import session_scope
-from workers.jobs.outbox import publish, relay_unsent
+from workers.jobs.outbox import relay_unsent
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ _PRIORITY_SEP = "\x06\x16"
 
 def relay() -> int:
     """Send what the outbox holds (a second's grace for submitters sending right now)."""
-    return relay_unsent(older_than_s=1.0)
+    return relay_unsent()
 
 
 def gave_up_reason(attempts: int, worker: str | None) -> str:
@@ -83,12 +83,12 @@ def rescue() -> dict[str, int]:
         with session_scope() as session:
             if cancel:
                 reason = "cancelled by request; its worker was gone"
-                if repo.jobs.finish_job(session, job_id, "cancelled", error=reason):
+                if repo.jobs.finish_job(session, job_id, "cancelled", error=reason, lost=True):
                     done["cancelled"] += 1
                 continue
             if status == "running" and attempts >= settings.job_max_attempts:
                 reason = gave_up_reason(attempts, worker)
-                if repo.jobs.finish_job(session, job_id, "failed", error=reason):
+                if repo.jobs.finish_job(session, job_id, "failed", error=reason, lost=True):
                     done["failed"] += 1
                 continue
         if waiting is not None and job_id in waiting:
@@ -211,12 +211,16 @@ def _send(task: str, task_id: str, **options: Any) -> bool:
 
 
 def resend(job_id: str, reason: str) -> bool:
-    """Send ``embedding.finetune(job_id)`` again and record the rescue; False if the broker
-    is away (the next pass tries again)."""
-    if not publish(job_id):
-        return False
+    """Give a job whose message or worker is gone back to the fair-share order (the outbox)
+    and record the rescue, then let the dispatcher send what the fleet has room for; False
+    if the job ended meanwhile. (Its lost attempt's GPU time is charged once, to its last
+    lease, when the next worker takes it over.)"""
+    from workers.fleet.dispatch import dispatch
+
     with session_scope() as session:
-        repo.jobs.mark_rescued(session, job_id, reason)
+        if not repo.jobs.mark_rescued(session, job_id, reason):
+            return False
+    dispatch()
     return True
 
 
@@ -278,7 +282,11 @@ def cancel_orphaned(job_id: str) -> bool:
         if beat is not None and (utcnow() - beat).total_seconds() < settings.job_lease_s:
             return False
         return repo.jobs.finish_job(
-            session, job_id, "cancelled", error="cancelled by request; its worker was gone"
+            session,
+            job_id,
+            "cancelled",
+            error="cancelled by request; its worker was gone",
+            lost=True,
         )
 
 

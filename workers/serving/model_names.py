@@ -187,5 +187,3 @@ def _job_id_of(name: str) -> uuid.UUID | None:
         return uuid.UUID(text)
     except ValueError:
         return None
-
-
