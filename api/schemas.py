@@ -129,6 +129,9 @@ class Hyperparameters(_Request):
     # for models whose spec declares Matryoshka dims.
     mini_batch_size: int | Literal["auto"] = "auto"
     matryoshka: bool | Literal["auto"] = "auto"
+    # Ours: devices of one worker host the job trains on as a data-parallel group ("all":
+    # every device of that host; "auto": 1). Also accepted beside hyperparameters.
+    n_devices: int | Literal["all", "auto"] = "auto"
 
 
 class FineTuningJobRequest(_Request):
@@ -140,6 +143,8 @@ class FineTuningJobRequest(_Request):
     loss: Literal[hp.LOSS.choices] | None = None  # type: ignore[valid-type]
     suffix: str | None = Field(default=None, pattern=f"^{SUFFIX_PATTERN}$")
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    # Ours: as hyperparameters.n_devices (either place; both must agree).
+    n_devices: int | Literal["all"] | None = None
 
 
 class JobError(BaseModel):
@@ -157,6 +162,7 @@ class JobHyperparameters(BaseModel):
     select_best_epoch: bool  # ours
     mini_batch_size: int  # ours (cached_mnrl)
     matryoshka: bool  # ours
+    n_devices: int | Literal["all"] = 1  # ours: the data-parallel group's size asked
 
 
 class JobResult(BaseModel):
@@ -172,6 +178,7 @@ class JobResult(BaseModel):
     stop_reason: str | None = None  # why fewer epochs than asked: early stop, data exhausted
     eval_before: dict[str, float | None] = {}
     eval_after: dict[str, float | None] = {}
+    world_size: int | None = None  # the devices the last attempt trained on (its group's size)
 
 
 class FineTuningJob(BaseModel):

@@ -124,6 +124,9 @@ def hyperparameter_field(h: Hyperparameter) -> Any:
 VALIDATION_SOURCES = ("validation_triplets", "validation_pairs", "validation_dataset")
 
 
+MAX_DEVICES_PER_JOB = 64  # one host's devices at most: a group never spans hosts
+
+
 class FinetuneRequest(_Strict):
     """A fine-tune job: a model, training data (inline triplets or pairs, or a dataset path
     under the configured roots), optionally a validation set (the same three forms), and
@@ -161,6 +164,17 @@ class FinetuneRequest(_Strict):
     suffix: str | None = Field(default=None, pattern=f"^{SUFFIX_PATTERN}$")
     # The project (name or id) the job belongs to; unset: the ``default`` project.
     project: str | None = Field(default=None, min_length=1, max_length=64)
+    # Devices of one worker host the job trains on as a data-parallel group ("all": every
+    # device of the host that takes it); unset: 1 (left out of the recorded params and the
+    # request digest, as before). The fleet counts the job as that many gpu slots.
+    n_devices: int | Literal["all"] | None = Field(default=None)
+
+    @field_validator("n_devices")
+    @classmethod
+    def _devices(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and not 1 <= value <= MAX_DEVICES_PER_JOB:
+            raise ValueError(f"n_devices must be 1..{MAX_DEVICES_PER_JOB} or 'all', got {value}")
+        return value
 
     @field_validator("model", "dataset", "validation_dataset", "idempotency_key", "project")
     @classmethod
@@ -205,6 +219,10 @@ class FinetuneRequest(_Strict):
                 "early_stopping_patience needs a validation set "
                 f"({', '.join(VALIDATION_SOURCES)}): without one no epoch is evaluated"
             )
+
+    def devices_asked(self) -> int | str:
+        """``n_devices`` as the worker reads it: unset is 1."""
+        return 1 if self.n_devices is None else self.n_devices
 
     def validation_rows(self) -> list[tuple[str, ...]] | None:
         """The inline validation rows as the trainer takes them (None: none inline)."""

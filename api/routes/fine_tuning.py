@@ -80,6 +80,7 @@ def job_object(job: Any, request: Any) -> FineTuningJob:
             select_best_epoch=bool(params.get("select_best_epoch", DEFAULT_SELECT_BEST)),
             mini_batch_size=int(params.get("mini_batch_size", hp.MINI_BATCH_SIZE.default)),
             matryoshka=bool(params.get("matryoshka", hp.MATRYOSHKA.default)),
+            n_devices=params.get("n_devices") or 1,
         ),
         model=job.model,
         seed=int(params.get("seed", 0)),
@@ -143,6 +144,16 @@ def _payload(body: FineTuningJobRequest, dataset: str, validation: str | None) -
         payload["mini_batch_size"] = hp.mini_batch_size
     if hp.matryoshka != "auto":
         payload["matryoshka"] = hp.matryoshka
+    n_devices = hp.n_devices if hp.n_devices != "auto" else body.n_devices
+    if body.n_devices is not None and n_devices != body.n_devices:
+        raise APIError(
+            400,
+            f"n_devices is {body.n_devices!r} but hyperparameters.n_devices is {hp.n_devices!r}",
+            param="n_devices",
+            code="invalid_value",
+        )
+    if n_devices is not None:
+        payload["n_devices"] = n_devices
     return payload
 
 

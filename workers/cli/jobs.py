@@ -86,6 +86,22 @@ def add_submit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--project", default=None, help="the project the job belongs to (default: default)"
     )
+    p.add_argument(
+        "--devices",
+        type=_devices,
+        default=None,
+        help="train on N devices of the worker's host as one data-parallel group, or 'all' "
+        "(default: 1); the job waits for N free gpu slots",
+    )
+
+
+def _devices(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of devices or 'all', not {text!r}") from None
 
 
 def _read_rows(path: str) -> list[dict]:
@@ -114,6 +130,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         **hyperparameters_from(args, SUBMIT_HYPERPARAMETERS),
         **({"suffix": args.suffix} if args.suffix else {}),
         **({"project": args.project} if args.project else {}),
+        **({"n_devices": args.devices} if args.devices is not None else {}),
     )
     print(job_id)
     if args.watch:
