@@ -416,11 +416,14 @@ def fleet_state(session: Session) -> dict[str, Any]:
     * ``waiting``: jobs to send, ``(job id, project id)`` oldest first: in the outbox and
       not cancelled (queued, or running with its worker lost and rescued);
     * ``in_flight``: project id -> jobs sent and not ended (a message out, or running);
-    * ``running_s``: project id -> seconds its running attempts have run so far.
+    * ``running_s``: project id -> seconds its running attempts have run so far;
+    * ``devices``: waiting job id -> its ``n_devices`` param (None: unset, one device);
+    * ``in_flight_devices``: the ``n_devices`` param of each job in flight (gpu slots it holds).
     """
     now = utcnow()
+    n_devices = FinetuneJob.params["n_devices"]  # read alone: params may hold inline rows
     waiting = session.execute(
-        select(FinetuneJob.id, FinetuneJob.project_id)
+        select(FinetuneJob.id, FinetuneJob.project_id, n_devices)
         .where(
             FinetuneJob.sent_at.is_(None),
             FinetuneJob.status.in_(ACTIVE),
@@ -428,11 +431,14 @@ def fleet_state(session: Session) -> dict[str, Any]:
         )
         .order_by(FinetuneJob.created_at, FinetuneJob.id)
     ).all()
-    in_flight = session.execute(
-        select(FinetuneJob.project_id, func.count())
-        .where(FinetuneJob.sent_at.is_not(None), FinetuneJob.status.in_(ACTIVE))
-        .group_by(FinetuneJob.project_id)
+    in_flight_jobs = session.execute(
+        select(FinetuneJob.project_id, n_devices).where(
+            FinetuneJob.sent_at.is_not(None), FinetuneJob.status.in_(ACTIVE)
+        )
     ).all()
+    in_flight: dict[str, int] = {}
+    for project_id, _ in in_flight_jobs:
+        in_flight[project_id] = in_flight.get(project_id, 0) + 1
     running_s: dict[str, float] = {}
     for project_id, claimed in session.execute(
         select(FinetuneJob.project_id, FinetuneJob.claimed_at).where(
@@ -443,9 +449,11 @@ def fleet_state(session: Session) -> dict[str, Any]:
             0.0, (now - claimed).total_seconds()
         )
     return {
-        "waiting": [(str(job_id), project_id) for job_id, project_id in waiting],
-        "in_flight": {project_id: int(n) for project_id, n in in_flight},
+        "waiting": [(str(job_id), project_id) for job_id, project_id, _ in waiting],
+        "in_flight": in_flight,
         "running_s": running_s,
+        "devices": {str(job_id): devices for job_id, _, devices in waiting},
+        "in_flight_devices": [devices for _, devices in in_flight_jobs],
     }
 
 

@@ -10,6 +10,11 @@ out of the outbox first: whatever runs, one message per job.
 
 Limits are read from the database on every pass: a weight or quota changed while jobs wait
 takes effect on the next dispatch.
+
+A job of ``n_devices`` k holds k slots (:func:`workers.fleet.capacity.slots_of`): the job
+fair share picks is sent only when k slots are free, and while it waits for them nothing is
+sent past it (smaller jobs of projects further over their share would otherwise keep a
+group from ever finding its slots free).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections.abc import Iterator
 from core.config import get_settings
 from db import repo
 from db.session import session_scope
-from workers.fleet.capacity import gpu_slots
+from workers.fleet.capacity import gpu_slots, largest_host, slots_of
 from workers.fleet.fair_share import Project, pick
 from workers.jobs.messages import send
 
@@ -87,13 +92,22 @@ def dispatch() -> int:
         if not mine:
             return 0
         slots = gpu_slots()
+        host: int | None = None
         while True:
             with session_scope() as session:
                 state = repo.jobs.fleet_state(session)
-            if not state["waiting"] or sum(state["in_flight"].values()) >= slots:
+            asked = [*state["in_flight_devices"], *state["devices"].values()]
+            if host is None and "all" in asked:
+                host = largest_host()
+            held = sum(slots_of(d, slots, host) for d in state["in_flight_devices"])
+            if not state["waiting"] or held >= slots:
                 break
             job_id = pick(state["waiting"], projects_now(state))
-            if job_id is None or not send(job_id):
-                break  # every waiting project at its quota, or the broker is away
+            if job_id is None:
+                break  # every waiting project at its quota
+            if held + slots_of(state["devices"].get(job_id), slots, host) > slots:
+                break  # a group job waits for its slots; nothing is sent past it
+            if not send(job_id):
+                break  # the broker is away
             sent += 1
     return sent
