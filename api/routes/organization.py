@@ -339,7 +339,7 @@ def delete_admin_key(caller: AdminDep, key_id: str) -> ApiKeyDeleted:
 # ------------------------------------------------------------------ audit
 @router.get("/v1/organization/audit_logs", response_model=AuditLogList)
 def list_audit_logs(
-    project_id: Annotated[str | None, Query(max_length=64)] = None,
+    project_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditLogList:
     """Newest first: every state-changing call, with the key id that made it."""

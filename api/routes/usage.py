@@ -76,7 +76,7 @@ def _unix(day: date) -> int:
 @router.get("/v1/organization/usage", response_model=UsagePage)
 def usage(
     caller: AdminDep,
-    project_id: Annotated[str | None, Query(max_length=64)] = None,
+    project_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     start_date: Annotated[str | None, Query(max_length=10)] = None,
     end_date: Annotated[str | None, Query(max_length=10)] = None,
 ) -> UsagePage:
