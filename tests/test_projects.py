@@ -652,3 +652,71 @@ def test_every_change_names_its_key_id_and_no_secret_is_kept_anywhere(world, tea
         for where, text in texts.items():
             assert secret not in text, f"the {name} key's secret is in the {where}"
     assert LEGACY_KEY not in dump.stdout
+
+
+def test_a_batch_file_naming_another_projects_model_is_404_naming_the_line(world, team_a):
+    b = sdk(world.base, world.secret["b"])
+    line = {
+        "custom_id": "x",
+        "method": "POST",
+        "url": "/v1/embeddings",
+        "body": {"model": team_a.ft_model, "input": "def f(): pass"},
+    }
+    source = b.files.create(file=("b.jsonl", (json.dumps(line) + "\n").encode()), purpose="batch")
+    import openai
+
+    with pytest.raises(openai.NotFoundError) as missing:
+        b.batches.create(
+            input_file_id=source.id, endpoint="/v1/embeddings", completion_window="24h"
+        )
+    assert "line 1" in missing.value.message
+
+
+# ------------------------------------------------------------------ the embedded default
+def test_the_wall_holds_on_the_embedded_default_with_sqlite(tmp_path):
+    """No broker, no PostgreSQL: `embedctl serve` alone, its record in SQLite."""
+    env = service_env(f"sqlite:///{tmp_path / 'embedding.db'}", None, tmp_path / "artifacts")
+    assert cli(env, "db", "upgrade").returncode == 0
+    cli_json(env, "projects", "create", "one")
+    cli_json(env, "projects", "create", "two")
+    one = cli_json(env, "keys", "create", "--project", "one", "--name", "a")["key"]
+    two = cli_json(env, "keys", "create", "--project", "two", "--name", "b")["key"]
+    import openai
+
+    with api_server(env, tmp_path / "api.log") as base:
+        mine, theirs = sdk(base, one), sdk(base, two)
+        row = b'{"anchor": "def f(): pass", "positive": "a function"}\n'
+        file_id = mine.files.create(file=("p.jsonl", row), purpose="fine-tune").id
+        assert mine.files.retrieve(file_id).id == file_id
+        for call in (
+            lambda: theirs.files.retrieve(file_id),
+            lambda: theirs.files.content(file_id),
+            lambda: theirs.files.delete(file_id),
+        ):
+            with pytest.raises(openai.NotFoundError):
+                call()
+        assert [f.id for f in theirs.files.list().data] == []
+        with pytest.raises(openai.AuthenticationError):
+            sdk(base, "sk-proj-wrong").files.list()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("projects", "create", "team-dup"), "already exists"),
+        (("projects", "create", ""), "project name"),
+        (("projects", "create", "x" * 65), "project name"),
+        (("projects", "create", "bad name"), "project name"),
+        (("keys", "revoke", "key_does_not_exist"), "no API key"),
+        (("keys", "create", "--project", "no-such-project", "--name", "n"), "no project"),
+        (("keys", "create", "--admin", "--project", "team-dup", "--name", "n"), "--admin"),
+        (("keys", "create", "--project", "team-dup", "--name", "n", "--expires-in", "0d"), "0d"),
+        (("projects", "archive", "no-such-project"), "no project"),
+    ],
+)
+def test_bad_project_and_key_commands_say_why_and_exit_non_zero(tmp_path, args, said):
+    env = service_env(f"sqlite:///{tmp_path / 'embedding.db'}", None, tmp_path / "artifacts")
+    assert cli(env, "projects", "create", "team-dup").returncode == 0
+    out = cli(env, *args)
+    assert out.returncode != 0
+    assert said in out.stderr and "Traceback" not in out.stderr
