@@ -127,8 +127,9 @@ def worker_device(hold_s: float = 0.0) -> dict[str, Any]:
 
     from workers.devices import current
 
+    started_at = time.time()  # after its device's lock: a group holding it delays this
     time.sleep(min(max(float(hold_s), 0.0), 30.0))
-    return {"host": socket.gethostname(), **current().as_dict()}
+    return {"host": socket.gethostname(), "started_at": started_at, **current().as_dict()}
 
 
 @app.task(name="embedding.benchmark")

@@ -15,7 +15,9 @@ rank 0's :class:`~embedding.training.config.TrainResult`.
 
 A rank that dies (killed, out of memory, an exception) ends the group: the others are
 terminated, and the launcher raises the rank's own exception when it sent one (a
-:class:`~embedding.training.config.TrainingDiverged` stays one), else :class:`RankDied`.
+:class:`~embedding.training.config.TrainingDiverged` stays one), else :class:`RankDied`
+(the others' errors, a peer gone mid-collective, are only its echo). A rank whose
+launcher dies ends within a second.
 Checkpoints are rank 0's and hold no world size, so a resume may run on another number of
 devices (the batches are the global ones, the same for any world size).
 """
@@ -26,6 +28,7 @@ import contextlib
 import os
 import queue
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -151,7 +154,8 @@ def finetune_distributed(
                 done = group.join(timeout=0.1)
             except Exception as exc:  # a rank failed; the others are terminated
                 _drain(events, callbacks, errors)
-                raise _rank_failure(errors, exc) from exc
+                codes = [p.exitcode for p in group.processes]
+                raise _rank_failure(errors, exc, codes) from exc
             try:
                 result = _drain(events, callbacks, errors) or result
             except Exception as exc:
@@ -216,10 +220,27 @@ def _drain(
             callbacks[kind](*body)  # type: ignore[misc]
 
 
-def _rank_failure(errors: list[tuple[int, BaseException]], exc: Exception) -> BaseException:
-    if errors:
-        return errors[0][1]
+def _rank_failure(
+    errors: list[tuple[int, BaseException]], exc: Exception, exit_codes: Sequence[int | None]
+) -> BaseException:
+    """Why the group ended: :class:`RankDied` for a rank that ended without sending an
+    exception (killed: its exit code is a signal other than the SIGTERM that ends the rest),
+    whose peers' errors (a peer gone mid-collective) are only its echo; else the failed
+    rank's own exception, else the first one sent."""
+    sent = {r for r, _ in errors}
+    lost = [
+        r
+        for r, code in enumerate(exit_codes)
+        if r not in sent and code not in (0, None, -signal.SIGTERM)
+    ]
+    if lost:
+        code = exit_codes[lost[0]]
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        return RankDied(f"rank {lost[0]} of the group ended ({how}) without an error")
     rank = getattr(exc, "error_index", None)
+    own = [error for r, error in errors if r == rank]
+    if own or errors:
+        return (own or [errors[0][1]])[0]
     code = getattr(exc, "exit_code", None)
     return RankDied(f"rank {rank} of the group ended (exit code {code}): {exc}")
 
@@ -257,6 +278,7 @@ def _rank_main(
     from embedding.training.loop import finetune
     from embedding.training.rank_group import RankGroup
 
+    _end_with_launcher(os.getppid())
     device = devices[rank]
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
@@ -290,6 +312,19 @@ def _rank_main(
     finally:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+
+
+def _end_with_launcher(launcher: int) -> None:
+    """A rank whose launcher is gone (killed with its worker) ends too, within a second, so
+    that no orphan goes on writing the checkpoints of a job another worker has taken over."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(1.0)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
 def _picklable(exc: BaseException) -> BaseException:

@@ -24,6 +24,7 @@ import ctypes
 import hashlib
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -58,6 +59,11 @@ class JobHeldElsewhere(Exception):
 
 class JobReleased(Exception):
     """A warm shutdown stopped the job at a batch with a checkpoint; it goes back to the queue."""
+
+
+class GroupBroken(Exception):
+    """A rank of the job's data-parallel group died (killed, out of memory, its exit code):
+    the attempt ends, and the job waits in the outbox to resume from its last checkpoint."""
 
 
 def job_dir(job_id: str) -> Path:
@@ -112,12 +118,35 @@ def run_finetune_job(
             repo.jobs.release_job(session, job_id, hostname, "warm shutdown, checkpoint written")
         publish(job_id)  # another worker resumes it now; if the broker is away, the lifeline will
         return {"job_id": str(job_id), "status": "released"}
+    except GroupBroken as broken:
+        return _group_broken(job_id, hostname, str(broken))
     except Exception as exc:
         fail_job(job_id, f"{type(exc).__name__}: {exc}")
         _prune(job_id)
         raise
     _prune(job_id)
     return result
+
+
+def _group_broken(job_id: str, hostname: str, reason: str) -> dict[str, Any]:
+    """A rank died: under the attempts cap the job is released (``queued``, a ``released``
+    event with the reason) into the outbox, where the dispatcher sends it again in its
+    fair-share turn (the task's end runs a pass) and it resumes from its last checkpoint,
+    on as many devices as the worker that takes it gives it; at the cap it fails."""
+    reason = f"data-parallel group ended: {reason}"[:4000]
+    with session_scope() as session:
+        attempts = repo.jobs.get_job(session, job_id, scope=repo.ALL_PROJECTS).attempts
+        if attempts >= get_settings().job_max_attempts:
+            reason = f"{reason} (attempt {attempts}, the attempts cap)"
+            repo.jobs.finish_job(session, job_id, "failed", error=reason[:4000])
+            status = "failed"
+        else:
+            repo.jobs.release_job(session, job_id, hostname, reason)
+            repo.jobs.return_to_outbox(session, job_id)
+            status = "released"
+    if status == "failed":
+        _prune(job_id)
+    return {"job_id": str(job_id), "status": status, "error": reason}
 
 
 def _prune(job_id: str) -> None:
@@ -186,6 +215,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
 
     out = job_dir(job_id)
     roots = get_settings().model_roots
+    group = job_group(request.devices_asked())  # [] or one: this process trains alone
     if request.dataset is not None:
         examples = load_examples(ensure_under_roots(request.dataset, roots, what="dataset"))
     elif request.triplets is not None:
@@ -243,6 +273,8 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
 
     def on_checkpoint(path: Path, epochs_done: int, step: int) -> None:
         where = f"after epoch {epochs_done}" + (f", step {step} of the next" if step else "")
+        if len(group) > 1:
+            where += f"; rank 0 of {len(group)}"
 
         def write() -> None:
             with session_scope() as session:
@@ -251,33 +283,35 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
                     job_id,
                     "checkpoint",
                     f"checkpoint {path.name} ({where})",
-                    data={"epochs_done": epochs_done, "step": step},
+                    data={"epochs_done": epochs_done, "step": step, "world_size": len(group) or 1},
                 )
 
         with_db_retry(write, f"job {job_id} checkpoint event")
 
     settings = get_settings()
     config = TrainConfig(**request.hyperparameters())
-    result = finetune(
-        checked_model_name(request.model, scope=repo.scope.project(project_id_of(request.project))),
-        examples,
-        config,
-        out_dir=out / "model",
-        checkpoint_dir=out / "checkpoints",
-        resume=True,
-        eval_examples=validation,
-        on_epoch_end=on_epoch_end,
-        should_stop=should_stop,
-        checkpoint_every_steps=settings.checkpoint_every_steps,
-        checkpoint_every_s=settings.checkpoint_every_s,
-        on_checkpoint=on_checkpoint,
+    run = {
+        "out_dir": out / "model",
+        "checkpoint_dir": out / "checkpoints",
+        "resume": True,
+        "eval_examples": validation,
+        "on_epoch_end": on_epoch_end,
+        "should_stop": should_stop,
+        "checkpoint_every_steps": settings.checkpoint_every_steps,
+        "checkpoint_every_s": settings.checkpoint_every_s,
+        "on_checkpoint": on_checkpoint,
+    }
+    model = checked_model_name(
+        request.model, scope=repo.scope.project(project_id_of(request.project))
     )
+    train = _train_as_group(job_id, group) if len(group) > 1 else finetune
+    result = train(model, examples, config, **run)
     if getattr(result, "stopped", False):
         raise JobReleased(job_id) if warm_shutdown.requested() else JobCancelled(job_id)
     model_path = Path(result.output_dir)
     digest = weights_sha256(model_path)
     project_id = project_id_of(request.project)
-    summary = training_summary(result)
+    summary = {**training_summary(result), "world_size": len(group) or 1}
 
     def register() -> int:
         with session_scope() as session:
@@ -309,6 +343,66 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
         "epoch_losses": list(result.epoch_losses),
         "result": summary,
     }
+
+
+def job_group(n_devices: int | str) -> list[str]:
+    """The worker devices a job asking ``n_devices`` trains on, this child's own first
+    (rank 0); one device (or none known: the embedded default) runs in this process.
+    More than the host has is :class:`workers.devices.NotEnoughDevices` (the job fails)."""
+    from workers import devices
+
+    if n_devices == 1:
+        return []  # the host's devices are not even looked up
+    host = devices.host_devices()
+    own = os.environ.get(devices.DEVICE_ENV)
+    if own is None or own not in host:  # not a pinned gpu child: the host's first device
+        own = host[0] if host else devices.current().device
+    return devices.group_devices(n_devices, own, host)
+
+
+def _train_as_group(job_id: str, group: list[str]) -> Callable[..., Any]:
+    """Train as a data-parallel group on ``group``'s devices: this child holds their locks
+    for the run (the children that own them take no job meanwhile), spawns one rank per
+    device and stays the job's face: its lease thread, cancel and events run here, rank 0's
+    callbacks (epochs, checkpoints) come back here to be written. A rank that dies ends the
+    group (:class:`GroupBroken`)."""
+    from embedding.training.distributed import RankDied, finetune_distributed
+    from workers import devices
+
+    ranks, environment = devices.rank_devices(group)
+
+    def train(model: Any, examples: Any, config: Any, **run: Any) -> Any:
+        log.info("job %s: data-parallel group of %d on %s", job_id, len(group), ", ".join(group))
+        with devices.hold_for_group(group), _may_start_processes():
+            try:
+                return finetune_distributed(
+                    model, examples, config, devices=ranks, environment=environment, **run
+                )
+            except RankDied as died:
+                raise GroupBroken(str(died)) from died
+
+    return train
+
+
+@contextmanager
+def _may_start_processes() -> Iterator[None]:
+    """Let a prefork pool child spawn the ranks with the standard ``multiprocessing``.
+    billiard leaves it marked daemonic, which multiprocessing refuses children (the ranks
+    are this child's to end: ``finetune_distributed`` ends them on every way out, and a rank
+    whose launcher dies ends itself), and with billiard's authentication key, which refuses
+    to be pickled into a spawned process's start: both are the standard kind meanwhile."""
+    import multiprocessing.process as mp_process
+
+    config = mp_process.current_process()._config  # type: ignore[attr-defined]
+    before = dict(config)
+    config.pop("daemon", None)
+    if "authkey" in config:
+        config["authkey"] = mp_process.AuthenticationString(bytes(config["authkey"]))
+    try:
+        yield
+    finally:
+        config.clear()
+        config.update(before)
 
 
 def training_summary(result: Any) -> dict[str, Any]:
