@@ -43,7 +43,8 @@ def submit_finetune(
     ``seed=``, ``mini_batch_size=``, ``matryoshka=``, ``early_stopping_patience=``,
     ``select_best_epoch=``): those not given take
     the defaults of :mod:`embedding.training.hyperparameters`.
-    ``suffix=`` names the model version ``<model>-<suffix>``; ``project=`` (a name or a
+    ``n_devices=`` (k or ``"all"``) trains on k devices of one worker host as a
+    data-parallel group. ``suffix=`` names the model version ``<model>-<suffix>``; ``project=`` (a name or a
     ``proj_`` id) the project the job belongs to (default: ``default``). Raises ``PayloadError`` for a
     malformed request, ``UnknownModel`` / ``PathNotAllowed`` / ``DatasetNotFound`` for a model
     or dataset the workers may not use, and :class:`~workers.jobs.idempotency.IdempotencyConflict`
