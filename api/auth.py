@@ -48,6 +48,9 @@ class Caller:
     key_id: str
     role: Role
     project_id: str | None
+    # A key of EMBEDDING_API_KEYS: set by the operator in the environment, it keeps what every
+    # key could do before projects where a route allows it (/metrics).
+    legacy: bool = False
 
     @property
     def scope(self) -> Scope:
@@ -78,7 +81,7 @@ def identify(secret: str | None) -> Caller | None:
     Raises the 401 for a missing, unknown, revoked or expired key."""
     legacy = configured_keys()
     if secret is not None and legacy and key_is_valid(secret, legacy):
-        return Caller(legacy_key_id(secret), "member", DEFAULT_PROJECT_ID)
+        return Caller(legacy_key_id(secret), "member", DEFAULT_PROJECT_ID, legacy=True)
     with session_scope() as session:
         if secret is None:
             if legacy or repo.keys.any_keys(session):
@@ -161,6 +164,19 @@ def require_admin(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
             403,
             "This route needs an admin key (embedctl keys create --admin); project keys "
             "cannot manage projects or keys.",
+            code="insufficient_permissions",
+        )
+    return caller
+
+
+def require_operator(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+    """FastAPI dependency of ``/metrics``: its lines name every project, so an admin key or
+    a legacy key of the environment (the operators' scrapers), never a project key."""
+    if not (caller.is_admin or caller.legacy):
+        raise APIError(
+            403,
+            "/metrics shows every project's figures: scrape it with an admin key "
+            "(embedctl keys create --admin) or a key of EMBEDDING_API_KEYS.",
             code="insufficient_permissions",
         )
     return caller

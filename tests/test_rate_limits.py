@@ -348,7 +348,10 @@ def test_metrics_show_each_projects_usage_and_refusals(world):
     embed_raw(base1, world.keys["metered"], ["def metered(): pass"])
     with pytest.raises(openai.RateLimitError):
         sdk(base1, world.keys["metered"]).embeddings.create(model="minilm", input=["def m(): 1"])
-    with http(base1, world.keys["free"]) as client:
+    with http(base1, world.keys["free"]) as client:  # a project key: not every project's lines
+        refused = client.get("/metrics")
+        assert refused.status_code == 403, refused.text
+    with http(base1, world.keys["admin"]) as client:
         text = client.get("/metrics").text
     free, rpm = world.projects["free"], world.projects["metered"]
     assert re.search(

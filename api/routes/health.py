@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from api.auth import authenticate
+from api.auth import require_operator
 
 router = APIRouter()
 READY_TIMEOUT_S = 3.0
@@ -104,7 +104,7 @@ def ready() -> JSONResponse:
 
 @router.get(
     "/metrics",
-    dependencies=[Depends(authenticate)],
+    dependencies=[Depends(require_operator)],
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
     tags=["operations"],
