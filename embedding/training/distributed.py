@@ -215,7 +215,7 @@ def _drain(
         if kind == "result":
             result = body[0]
         elif kind == "error":
-            errors.append((body[0], body[1]))
+            errors.append((body[0], _rebuilt(body[1])))
         elif callbacks.get(kind) is not None:
             callbacks[kind](*body)  # type: ignore[misc]
 
@@ -307,7 +307,7 @@ def _rank_main(
         if writer:
             events.put(("result", result))
     except BaseException as exc:
-        events.put(("error", rank, _picklable(exc)))
+        events.put(("error", rank, _error_record(exc)))
         raise
     finally:
         with contextlib.suppress(Exception):
@@ -327,11 +327,18 @@ def _end_with_launcher(launcher: int) -> None:
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
-def _picklable(exc: BaseException) -> BaseException:
-    import pickle
+def _error_record(exc: BaseException) -> tuple[str, str]:
+    """What a rank sends of its exception: its type's name and its message, plain strings
+    (an exception object may not survive the trip, and nothing here unpickles one)."""
+    return type(exc).__name__, str(exc)
 
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+def _rebuilt(record: tuple[str, str]) -> BaseException:
+    """A rank's exception in the launcher: a divergence stays one (the job fails with it, it
+    is not retried), anything else a RuntimeError naming its type."""
+    from embedding.training.config import TrainingDiverged
+
+    name, message = record
+    if name == TrainingDiverged.__name__:
+        return TrainingDiverged(message)
+    return RuntimeError(f"{name}: {message}")
