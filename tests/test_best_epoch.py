@@ -342,6 +342,7 @@ def test_the_payload_takes_one_validation_set_and_refuses_patience_without_one(t
 
     job = SimpleNamespace(  # the columns job_to_dict reads
         id="j",
+        project_id="proj_default",
         model="minilm",
         status="queued",
         error=None,

@@ -297,7 +297,7 @@ def test_a_run_whose_worker_was_killed_is_rerun_or_failed_by_the_lifeline(embedd
             ).heartbeat_at = stale
     assert lifeline.rescue_evaluations(utcnow()) == {"rerun": 1, "failed": 3}
 
-    again = evaluation_run.read(rerun)
+    again = evaluation_run.read(rerun, scope=ALL_PROJECTS)
     assert again["status"] == "queued" and again["error"] is None
     assert [r["action"] for r in again["rescues"]] == ["rerun"]
     assert "its lease expired" in again["rescues"][0]["reason"]
@@ -306,9 +306,9 @@ def test_a_run_whose_worker_was_killed_is_rerun_or_failed_by_the_lifeline(embedd
         (cli, "the CLI process that ran it is gone"),
         (capped, "attempts cap"),
     ):
-        row = evaluation_run.read(eid)
+        row = evaluation_run.read(eid, scope=ALL_PROJECTS)
         assert row["status"] == "failed" and why in row["error"], row
         assert [r["action"] for r in row["rescues"]] == ["failed"]
-    assert evaluation_run.read(alive)["status"] == "running"
-    assert evaluation_run.read(done)["status"] == "succeeded"
+    assert evaluation_run.read(alive, scope=ALL_PROJECTS)["status"] == "running"
+    assert evaluation_run.read(done, scope=ALL_PROJECTS)["status"] == "succeeded"
     assert lifeline.rescue_evaluations(utcnow()) == {"rerun": 0, "failed": 0}  # once

@@ -34,7 +34,10 @@ from workers.jobs.messages import send
 log = logging.getLogger(__name__)
 
 LOCK_KEY = "embedding:fleet-dispatch"
-LOCK_TIMEOUT_S = 30.0
+# A pass takes milliseconds to a second. The lock expires after this long: a pass that dies,
+# or loses the broker before it can release (a Redis that keeps its data across a restart
+# keeps the lock too), holds dispatching up for no longer than this.
+LOCK_TIMEOUT_S = 5.0
 _local_lock = threading.Lock()
 
 
