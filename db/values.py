@@ -57,6 +57,19 @@ def text(value: object, what: str, max_len: int | None = None) -> str:
     return value
 
 
+def lookup_key(value: object, max_len: int) -> str | None:
+    """``value`` as a key to look a row up by, or None when no row can have it (not a
+    string, blank, too long, or holding a NUL or a lone surrogate, which the database would
+    refuse with an error): the caller answers "no such row", never a server error."""
+    if not isinstance(value, str) or not value.strip() or len(value) > max_len or "\x00" in value:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
 def optional_text(value: object, what: str, max_len: int | None = None) -> str | None:
     return None if value is None else text(value, what, max_len)
 

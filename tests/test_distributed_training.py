@@ -123,10 +123,10 @@ def test_with_dropout_two_ranks_stay_within_dropouts_own_noise(tmp_path):
     """Dropout draws other masks in two ranks, so the losses differ by its noise only: an
     epoch of 96 code-search pairs at batch 16, at an lr that barely moves the weights.
 
-    The issue asks for 2 %; at this size dropout alone moves one process's epoch loss more:
-    the same run with only the dropout RNG reseeded gave 0.2966, 0.2800 and 0.3159 (±6 %),
-    and two ranks gave 0.3150. So the bound here is that noise (10 %); 2 % needs an epoch
-    long enough to average dropout out (a GPU run), not a change to the group.
+    On minilm at this size dropout alone moves one process's epoch loss by more than the
+    issue's 2 %: the same run with only the dropout RNG reseeded gave 0.2966, 0.2800 and
+    0.3159 (±6 %), and two ranks gave 0.3150. So the bound here is that noise (10 %); the 2 %
+    is held by the next test, on an epoch long enough to average dropout out.
     """
     from embedding.data.corpus import code_corpus
 
@@ -141,3 +141,30 @@ def test_with_dropout_two_ranks_stay_within_dropouts_own_noise(tmp_path):
     assert [s.epoch for s in seen] == [1]  # rank 0's epochs, called back here
     for a, b in zip(one.epoch_losses, two.epoch_losses, strict=True):
         assert abs(a - b) <= 0.10 * abs(a), (one.epoch_losses, two.epoch_losses)
+
+
+@pytest.mark.slow
+def test_with_dropout_two_ranks_are_within_two_percent_of_one_process(tmp_path):
+    """The issue's bound, 2 %, with dropout on (the default): an epoch long enough to average
+    dropout's noise out (1,024 pairs, batches of 32) on a small BERT, fast on a CPU. The bound
+    still tells the group's one real mistake from noise: ranks that scored each half batch
+    against its own 16 rows only (no gather) would train a batch-16 loss, which the test
+    shows lies well outside 2 % of the batch-32 one."""
+    from tests.tiny_models import build_tiny_bert
+
+    model = str(build_tiny_bert(tmp_path / "tiny", hidden=64, seed=3))
+    rows = [
+        (
+            f"return the {i}th item of the list, or {i % 7} (case {i % 11})",
+            f"def f_{i}(xs):\n    return xs[{i}] if len(xs) > {i} else {i % 7}",
+        )
+        for i in range(1024)
+    ]
+    config = _config(lr=1e-5, epochs=1, batch_size=32)
+    one = finetune(model, rows, config)
+    two = finetune_distributed(model, rows, config, devices=["cpu", "cpu"])
+    local_only = finetune(model, rows, _config(lr=1e-5, epochs=1, batch_size=16))
+    (a,), (b,), (c,) = one.epoch_losses, two.epoch_losses, local_only.epoch_losses
+    print(f"one process {a:.4f}, two ranks {b:.4f}, batch-16 (no gather) {c:.4f}")
+    assert abs(a - b) <= 0.02 * abs(a), (a, b)
+    assert abs(a - c) > 0.02 * abs(a), "the bound must tell a batch-16 loss apart"

@@ -13,6 +13,8 @@ import pytest
 from db import repo
 from db.repo.scope import ALL_PROJECTS, Scope
 
+pytest_plugins = ("tests.conftest_db",)
+
 ROOT = Path(__file__).resolve().parent.parent
 TENANT_MODULES = ("jobs", "files", "batches", "evaluations", "validations", "versions")
 READ_PREFIXES = ("get_", "list_", "latest_", "job_events", "job_of_", "delete_")
@@ -119,3 +121,11 @@ def test_a_scope_sees_its_own_project_only():
     assert ALL_PROJECTS.sees(row) and not ALL_PROJECTS.sees(None)
     with pytest.raises(ValueError):
         repo.scope.project("")
+
+
+@pytest.mark.parametrize("name", ["", " ", "\x1e", "a\x00b", "\ud800", "x" * 65])
+def test_a_name_no_project_or_key_can_have_finds_nothing_instead_of_failing(session, name):
+    """What a URL path or a header may carry (schemathesis sent a record separator): the
+    lookup answers "no such row", so the route answers 404, never a 500."""
+    assert repo.projects.find_project(session, name) is None
+    assert repo.keys.get_key(session, name) is None

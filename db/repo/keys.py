@@ -98,7 +98,8 @@ def touch(session: Session, key: ApiKey) -> None:
 
 
 def get_key(session: Session, key_id: str) -> ApiKey | None:
-    return session.get(ApiKey, v.text(key_id, "key id", max_len=40))
+    found = v.lookup_key(key_id, max_len=40)
+    return None if found is None else session.get(ApiKey, found)
 
 
 def list_keys(

@@ -46,8 +46,11 @@ def create_project(session: Session, name: str) -> Project:
 
 
 def find_project(session: Session, name_or_id: str) -> Project | None:
-    """The project with this id or name (archived ones included)."""
-    text = v.text(name_or_id, "project")
+    """The project with this id or name (archived ones included); None for a name no
+    project can have."""
+    text = v.lookup_key(name_or_id, max_len=64)
+    if text is None:
+        return None
     by_id = session.get(Project, text) if text.startswith("proj_") else None
     return by_id or session.scalars(select(Project).where(Project.name == text)).first()
 
