@@ -129,6 +129,12 @@ class Hyperparameters(_Request):
     # for models whose spec declares Matryoshka dims.
     mini_batch_size: int | Literal["auto"] = "auto"
     matryoshka: bool | Literal["auto"] = "auto"
+    # Ours, the code-search recipe's levers ("auto": the recipe for the training file's rows;
+    # embedding.training.hyperparameters.recipe_for): the symmetric MNRL loss, hard negatives
+    # mined per pair from the training file, the starting model's in-batch false-negative filter.
+    symmetric_loss: bool | Literal["auto"] = "auto"
+    hard_negatives: int | Literal["auto"] = "auto"
+    guided_filter: bool | Literal["auto"] = "auto"
     # Ours: devices of one worker host the job trains on as a data-parallel group ("all":
     # every device of that host; "auto": 1). Also accepted beside hyperparameters.
     n_devices: int | Literal["all", "auto"] = "auto"
@@ -162,6 +168,9 @@ class JobHyperparameters(BaseModel):
     select_best_epoch: bool  # ours
     mini_batch_size: int  # ours (cached_mnrl)
     matryoshka: bool  # ours
+    symmetric_loss: bool = False  # ours: the recipe's levers, as the job trains with them
+    hard_negatives: int = 0
+    guided_filter: bool = False
     n_devices: int | Literal["all"] = 1  # ours: the data-parallel group's size asked
 
 

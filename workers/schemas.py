@@ -156,6 +156,9 @@ class FinetuneRequest(_Strict):
     matryoshka: bool = hyperparameter_field(hp.MATRYOSHKA)
     early_stopping_patience: int = hyperparameter_field(hp.EARLY_STOPPING_PATIENCE)
     select_best_epoch: bool = hyperparameter_field(hp.SELECT_BEST_EPOCH)
+    symmetric_loss: bool | None = hyperparameter_field(hp.SYMMETRIC_LOSS)
+    hard_negatives: int | None = hyperparameter_field(hp.HARD_NEGATIVES)
+    guided_filter: bool | None = hyperparameter_field(hp.GUIDED_FILTER)
     validation_triplets: list[Triplet] | None = None
     validation_pairs: list[Pair] | None = None
     validation_dataset: str | None = Field(default=None, max_length=4096)

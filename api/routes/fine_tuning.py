@@ -80,6 +80,9 @@ def job_object(job: Any, request: Any) -> FineTuningJob:
             select_best_epoch=bool(params.get("select_best_epoch", DEFAULT_SELECT_BEST)),
             mini_batch_size=int(params.get("mini_batch_size", hp.MINI_BATCH_SIZE.default)),
             matryoshka=bool(params.get("matryoshka", hp.MATRYOSHKA.default)),
+            symmetric_loss=bool(params.get("symmetric_loss", hp.SYMMETRIC_LOSS.default)),
+            hard_negatives=int(params.get("hard_negatives", hp.HARD_NEGATIVES.default)),
+            guided_filter=bool(params.get("guided_filter", hp.GUIDED_FILTER.default)),
             n_devices=params.get("n_devices") or 1,
         ),
         model=job.model,
@@ -144,6 +147,9 @@ def _payload(body: FineTuningJobRequest, dataset: str, validation: str | None) -
         payload["mini_batch_size"] = hp.mini_batch_size
     if hp.matryoshka != "auto":
         payload["matryoshka"] = hp.matryoshka
+    for lever in ("symmetric_loss", "hard_negatives", "guided_filter"):
+        if getattr(hp, lever) != "auto":
+            payload[lever] = getattr(hp, lever)
     n_devices = hp.n_devices if hp.n_devices != "auto" else body.n_devices
     if body.n_devices is not None and n_devices != body.n_devices:
         raise APIError(

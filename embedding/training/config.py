@@ -47,6 +47,9 @@ class TrainConfig:
     matryoshka: bool = hp.MATRYOSHKA.default  # also train (and evaluate) at the spec's dims
     early_stopping_patience: int = hp.EARLY_STOPPING_PATIENCE.default
     select_best_epoch: bool = hp.SELECT_BEST_EPOCH.default
+    symmetric_loss: bool = hp.SYMMETRIC_LOSS.default  # mnrl: code -> query as well
+    hard_negatives: int = hp.HARD_NEGATIVES.default  # pairs: mined before training (guide.py)
+    guided_filter: bool = hp.GUIDED_FILTER.default  # mnrl: the starting model masks candidates
     eval_sample_rows: int = hp.DEFAULT_EVAL_SAMPLE_ROWS  # the bound without a validation set
     dropout: bool = True  # False: no dropout at all (tests comparing two runs exactly)
 
@@ -72,6 +75,15 @@ class TrainConfig:
             problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
             problems.append(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        mnrl_only = [
+            name
+            for name in ("symmetric_loss", "guided_filter", "hard_negatives")
+            if getattr(self, name) and self.loss == "triplet"
+        ]
+        if mnrl_only:
+            problems.append(
+                f"{', '.join(mnrl_only)} train with loss 'mnrl' or 'cached_mnrl', not 'triplet'"
+            )
         if self.precision not in (None, "fp32", "bf16", "fp16"):
             problems.append(f"precision must be fp32, bf16, fp16 or None, got {self.precision!r}")
         if problems:
@@ -99,6 +111,8 @@ class TrainResult:
     output_dir: str | None
     seconds: float  # training loop time (excludes loading the model and the first eval)
     settings: dict[str, Any]
+    prepare_seconds: float = 0.0  # the recipe's preparation (guide.py): mining, guide vectors
+    preparation: list[str] = field(default_factory=list)  # what it did, a sentence each
     stopped: bool = False  # should_stop() or stop_after_epoch ended it early: no export
     eval_source: str = ""  # "validation" or "train-sample:N of M": what eval_* measured
     best_epoch: int | None = None  # best validation metric (None: no per-epoch eval)

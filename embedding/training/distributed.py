@@ -79,6 +79,7 @@ def finetune_distributed(
     checkpoint_every_s: float = 0.0,
     on_checkpoint: Callable[[Path, int, int], None] | None = None,
     stop_when_exhausted: bool = False,
+    on_prepared: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """:func:`~embedding.training.loop.finetune` as a group of ``len(devices)`` ranks, rank r
     on ``devices[r]`` (``"cpu"`` or ``"cuda:<i>"``); one device runs in this process.
@@ -99,7 +100,12 @@ def finetune_distributed(
         "checkpoint_every_s": checkpoint_every_s,
         "stop_when_exhausted": stop_when_exhausted,
     }
-    callbacks = {"epoch": on_epoch_end, "step": on_step, "checkpoint": on_checkpoint}
+    callbacks = {
+        "epoch": on_epoch_end,
+        "step": on_step,
+        "checkpoint": on_checkpoint,
+        "prepared": on_prepared,
+    }
     if len(devices) <= 1:
         return finetune(
             model,
@@ -109,6 +115,7 @@ def finetune_distributed(
             on_step=on_step,
             should_stop=should_stop,
             on_checkpoint=on_checkpoint,
+            on_prepared=on_prepared,
             **settings,
         )
     config = config or TrainConfig()
@@ -300,6 +307,7 @@ def _rank_main(
             on_epoch_end=send("epoch") if writer else None,
             on_step=send("step") if writer else None,
             on_checkpoint=send("checkpoint") if writer else None,
+            on_prepared=send("prepared") if writer else None,
             should_stop=stop.is_set if writer else None,
             group=RankGroup(rank, world_size, device),
             **settings,

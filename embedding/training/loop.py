@@ -88,6 +88,7 @@ from embedding.training.epoch_hooks import (
 )
 from embedding.training.epoch_selection import select
 from embedding.training.export import export_model
+from embedding.training.guide import prepare
 from embedding.training.rank_group import RankGroup
 from embedding.training.setup import (
     apply_lora,
@@ -125,6 +126,7 @@ def finetune(
     on_checkpoint: Callable[[Path, int, int], None] | None = None,
     stop_when_exhausted: bool = False,
     group: RankGroup | None = None,
+    on_prepared: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train, checkpoint every epoch, export. See the module docstring for the shape of it.
 
@@ -151,6 +153,10 @@ def finetune(
 
     ``group``: this process is one rank of a data-parallel group (module docstring); on the
     ranks but the writer, the callbacks are never called and the result has no export.
+
+    ``on_prepared(note)``: a sentence for each thing the recipe's preparation did before
+    the first step (hard negatives mined, the guided filter;
+    :mod:`embedding.training.guide`); a job records them as events.
     """
     # 1. Refuse bad settings and data before anything is loaded.
     config = config or TrainConfig()
@@ -164,7 +170,7 @@ def finetune(
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
     writer = group is None or group.writer
     if not writer:  # only the writer reports
-        on_epoch_end = on_step = on_checkpoint = None
+        on_epoch_end = on_step = on_checkpoint = on_prepared = None
     fingerprint = run_fingerprint(model_name(model), config, rows, validation)
     found = latest_checkpoint(checkpoint_dir) if resume else None
     if found is not None:
@@ -181,6 +187,16 @@ def finetune(
     encoder = load_for_training(model, config.precision, group.device if group else None)
     if not config.dropout:
         disable_dropout(encoder.model)
+    # 2b. The recipe's preparation with the starting model: mined hard negatives (the rows
+    # grow a column), the guide's vectors for the in-batch filter. Before any checkpoint is
+    # loaded, so a resumed run prepares from the same starting weights.
+    prepared = prepare(encoder, rows, config)
+    if group is not None and config.hard_negatives:
+        prepared.rows = [tuple(r) for r in group.from_writer(prepared.rows)]  # one data set
+    rows, guide = prepared.rows, prepared.guide
+    for note in prepared.notes:
+        if on_prepared:
+            on_prepared(note)
     use_lora = encoder.spec.lora_for_finetune if config.lora is None else config.lora
     if config.gradient_checkpointing:
         enable_checkpointing(encoder.model)
@@ -280,7 +296,7 @@ def finetune(
             group_size = min(config.grad_accum, len(batches) - group_start)
             with torch.enable_grad():
                 value = batch_backward(
-                    encoder, [rows[i] for i in batch], config, 1 / group_size, group
+                    encoder, [rows[i] for i in batch], config, 1 / group_size, group, guide
                 )
             check_finite_loss(value, epoch, step, config)
             if step - group_start == group_size:
@@ -366,6 +382,8 @@ def finetune(
         eval_after=eval_after,
         output_dir=output,
         seconds=seconds,
+        prepare_seconds=prepared.seconds,
+        preparation=prepared.notes,
         settings={
             **asdict(config),
             "model": encoder.spec.name,

@@ -121,6 +121,11 @@ def check_loss_fits(rows: Sequence[Example], config: TrainConfig) -> None:
             "loss 'triplet' needs triplets (anchor, positive, negative); "
             f"these rows are {row_kind(len(rows[0]))}s: use loss 'mnrl' or 'cached_mnrl'"
         )
+    if config.hard_negatives and len(rows[0]) != 2:
+        raise DataError(
+            f"hard_negatives mines negatives for (anchor, positive) pairs; these rows are "
+            f"{row_kind(len(rows[0]))}s with their own: set hard_negatives to 0"
+        )
 
 
 def check_matryoshka(model: str | Path | ModelSpec | Encoder, config: TrainConfig) -> None:

@@ -18,6 +18,7 @@ from embedding.data.examples import DataError, Example
 from embedding.inference.encoder import Encoder
 from embedding.training.config import TrainConfig, TrainingDiverged
 from embedding.training.forward import embed_for_training
+from embedding.training.guide import GuideVectors, guided_mask
 from embedding.training.losses import (
     MatryoshkaLoss,
     cached_mnrl_backward,
@@ -58,11 +59,16 @@ def training_view(encoder: Encoder, max_tokens: int | None) -> Encoder:
 
 
 def embeddings_loss(
-    encoder: Encoder, config: TrainConfig, rows: Sequence[Example]
+    encoder: Encoder,
+    config: TrainConfig,
+    rows: Sequence[Example],
+    guide: GuideVectors | None = None,
 ) -> Callable[..., torch.Tensor]:
     """The configured loss over the embedded columns of ``rows`` (anchors, positives[,
     negatives]), summed over the spec's Matryoshka dims with ``matryoshka``. MNRL never
-    counts the anchor's own positive text, seen again in the batch, as a negative."""
+    counts the anchor's own positive text, seen again in the batch, as a negative, nor
+    (``guided_filter``, with the run's ``guide``) a candidate the starting model scores
+    near or above that positive (:mod:`embedding.training.guide`)."""
     loss: Callable[..., torch.Tensor]
     width = len(rows[0])
     if config.loss == "triplet":
@@ -72,8 +78,15 @@ def embeddings_loss(
     else:  # mnrl, cached_mnrl
         columns = [[row[i] for row in rows] for i in range(width)]
         exclude = false_negative_mask(columns)
+        if config.guided_filter and guide is not None:
+            guided = guided_mask(guide, columns)
+            if guided is not None:
+                exclude = guided if exclude is None else exclude | guided
         loss = functools.partial(
-            multiple_negatives_ranking_loss, scale=config.scale, exclude=exclude
+            multiple_negatives_ranking_loss,
+            scale=config.scale,
+            exclude=exclude,
+            symmetric=config.symmetric_loss,
         )
     if config.matryoshka:
         loss = MatryoshkaLoss(loss, training_dims(encoder.spec.matryoshka_dims, encoder.dim))
@@ -85,6 +98,7 @@ def batch_loss(
     rows: Sequence[Example],
     config: TrainConfig,
     group: RankGroup | None = None,
+    guide: GuideVectors | None = None,
 ) -> torch.Tensor:
     """Embed every text of the batch together, then split and score.
 
@@ -100,7 +114,7 @@ def batch_loss(
     mine = rows if group is None else [rows[i] for i in group.shard(len(rows))]
     texts = [row[i] for i in range(width) for row in mine]  # column-major: a's, p's, n's
     view = training_view(encoder, config.max_tokens)
-    loss = embeddings_loss(encoder, config, rows)
+    loss = embeddings_loss(encoder, config, rows, guide)
     if group is None:
         return loss(*embed_for_training(view, texts).split(len(rows)))
     if texts:
@@ -116,6 +130,7 @@ def batch_backward(
     config: TrainConfig,
     weight: float,
     group: RankGroup | None = None,
+    guide: GuideVectors | None = None,
 ) -> float:
     """The batch's loss; its gradient, times ``weight``, is added to the parameters' ``.grad``.
 
@@ -126,12 +141,12 @@ def batch_backward(
         mine = rows if group is None else [rows[i] for i in group.shard(len(rows))]
         columns = [[row[i] for row in mine] for i in range(len(rows[0]))]
         view = training_view(encoder, config.max_tokens)
-        loss = embeddings_loss(encoder, config, rows)
+        loss = embeddings_loss(encoder, config, rows, guide)
         gather = None if group is None else lambda local: group.gather_columns(local, len(rows))
         return float(
             cached_mnrl_backward(view, columns, loss, config.mini_batch_size, weight, gather)
         )
-    loss_value = batch_loss(encoder, rows, config, group)
+    loss_value = batch_loss(encoder, rows, config, group, guide)
     (loss_value * weight).backward()
     return float(loss_value.detach())
 

@@ -25,6 +25,9 @@ SUBMIT_HYPERPARAMETERS = (
     "matryoshka",
     "early_stopping_patience",
     "select_best_epoch",
+    "symmetric_loss",
+    "hard_negatives",
+    "guided_filter",
 )
 
 

@@ -288,6 +288,13 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
 
         with_db_retry(write, f"job {job_id} checkpoint event")
 
+    def on_prepared(note: str) -> None:
+        def write() -> None:
+            with session_scope() as session:
+                repo.jobs.add_job_event(session, job_id, "recipe", note)
+
+        with_db_retry(write, f"job {job_id} recipe event")
+
     settings = get_settings()
     config = TrainConfig(**request.hyperparameters())
     run = {
@@ -300,6 +307,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
         "checkpoint_every_steps": settings.checkpoint_every_steps,
         "checkpoint_every_s": settings.checkpoint_every_s,
         "on_checkpoint": on_checkpoint,
+        "on_prepared": on_prepared,
     }
     model = checked_model_name(
         request.model, scope=repo.scope.project(project_id_of(request.project))

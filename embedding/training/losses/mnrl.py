@@ -19,6 +19,7 @@ def multiple_negatives_ranking_loss(
     *negatives: torch.Tensor,
     scale: float = DEFAULT_MNRL_SCALE,
     exclude: torch.Tensor | None = None,
+    symmetric: bool = False,
 ) -> torch.Tensor:
     """In-batch negatives: anchor i must pick positive i among all positives (and negatives).
 
@@ -27,13 +28,22 @@ def multiple_negatives_ranking_loss(
     for every anchor (ST ``MultipleNegativesRankingLoss``). ``exclude`` (bool, anchors x
     candidates, see :func:`false_negative_mask`) drops candidates that are not negatives at
     all: the anchor's own positive text seen again elsewhere in the batch.
+
+    ``symmetric`` (ST ``MultipleNegativesSymmetricRankingLoss``): the mean of that loss and
+    its mirror, positive i picking anchor i among all anchors (the same scores, transposed;
+    negatives take no part in the mirror). Search runs both ways in code: a query finds
+    code, and the code a user points at should find its description.
     """
     candidates = torch.cat([positive, *negatives], dim=0)
     scores = scale * F.normalize(anchor, dim=-1) @ F.normalize(candidates, dim=-1).T
     if exclude is not None:
         scores = scores.masked_fill(exclude.to(scores.device), float("-inf"))
     labels = torch.arange(anchor.shape[0], device=anchor.device)
-    return F.cross_entropy(scores, labels)
+    forward = F.cross_entropy(scores, labels)
+    if not symmetric:
+        return forward
+    backward = F.cross_entropy(scores[:, : anchor.shape[0]].T, labels)
+    return (forward + backward) / 2
 
 
 def false_negative_mask(columns: Sequence[Sequence[str]]) -> torch.Tensor | None:
