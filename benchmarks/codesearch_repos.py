@@ -105,7 +105,9 @@ def recipes() -> dict[str, dict]:
         "symmetric": {**today, "symmetric_loss": True},
         "guided": {**today, "guided_filter": True},
         "hard-negatives": {**today, "hard_negatives": 1, "guided_filter": True},
-        "epochs-4": {**today, "epochs": 4},
+        "epochs-3": {**today, "epochs": 3},
+        "lr-1e-4": {**today, "lr": 1e-4},
+        "sym-guided": {**today, "symmetric_loss": True, "guided_filter": True},
         "sym-hn": {**today, "symmetric_loss": True, "hard_negatives": 1, "guided_filter": True},
     }
 
