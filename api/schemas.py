@@ -135,6 +135,7 @@ class Hyperparameters(_Request):
     symmetric_loss: bool | Literal["auto"] = "auto"
     hard_negatives: int | Literal["auto"] = "auto"
     guided_filter: bool | Literal["auto"] = "auto"
+    hard_batches: bool | Literal["auto"] = "auto"
     # Ours: devices of one worker host the job trains on as a data-parallel group ("all":
     # every device of that host; "auto": 1). Also accepted beside hyperparameters.
     n_devices: int | Literal["all", "auto"] = "auto"
@@ -171,6 +172,7 @@ class JobHyperparameters(BaseModel):
     symmetric_loss: bool = False  # ours: the recipe's levers, as the job trains with them
     hard_negatives: int = 0
     guided_filter: bool = False
+    hard_batches: bool = False
     n_devices: int | Literal["all"] = 1  # ours: the data-parallel group's size asked
 
 

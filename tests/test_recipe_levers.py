@@ -19,7 +19,13 @@ import torch.nn.functional as F
 from embedding.data.examples import DataError
 from embedding.inference.encoder import Encoder
 from embedding.training.config import TrainConfig
-from embedding.training.guide import GUARD_MARGIN, GuideVectors, guided_mask, prepare
+from embedding.training.guide import (
+    GUARD_MARGIN,
+    GuideVectors,
+    guided_mask,
+    prepare,
+    similar_batches,
+)
 from embedding.training.loop import finetune
 from embedding.training.losses import multiple_negatives_ranking_loss
 from embedding.training.steps import embeddings_loss
@@ -168,3 +174,52 @@ def test_levers_that_cannot_apply_are_refused_before_loading():
     triplets = [(a, p, "def other(): pass") for a, p in PAIRS]
     with pytest.raises(DataError, match="hard_negatives"):
         finetune("no-such-model", triplets, TrainConfig(loss="mnrl", hard_negatives=1))
+
+
+@pytest.mark.parametrize("n", [7, 33, 64, 65])
+def test_hard_batches_partition_the_rows_as_random_batches_do(n):
+    from embedding.training.steps import epoch_batches
+
+    torch.manual_seed(n)
+    vectors = F.normalize(torch.randn(n, 16), dim=-1)
+    batches = similar_batches(vectors, 8, seed=0, epoch=1)
+    assert sorted(i for b in batches for i in b) == list(range(n))
+    assert len(batches) == len(epoch_batches(n, 8, seed=0, epoch=1))  # the same schedule
+    assert all(len(b) > 1 for b in batches)  # never a lone row
+    assert similar_batches(vectors, 8, seed=0, epoch=1) == batches  # resume repeats it
+    assert similar_batches(vectors, 8, seed=0, epoch=2) != batches
+
+
+def test_hard_batches_put_alike_rows_together():
+    """Four tight clusters of eight in a shuffled order, batch size eight: every batch is one
+    cluster. Random batches of the same rows almost never are."""
+    from embedding.training.steps import epoch_batches
+
+    torch.manual_seed(0)
+    centres = F.normalize(torch.randn(4, 32), dim=-1)
+    cluster = torch.randperm(32) % 4
+    vectors = F.normalize(centres[cluster] + 0.05 * torch.randn(32, 32), dim=-1)
+    for epoch in (1, 2, 3):
+        batches = similar_batches(vectors, 8, seed=0, epoch=epoch)
+        assert all(len(set(cluster[b].tolist())) == 1 for b in batches), batches
+    random_batches = epoch_batches(32, 8, seed=0, epoch=1)
+    assert not all(len(set(cluster[b].tolist())) == 1 for b in random_batches)
+
+
+def test_finetune_with_hard_batches_trains_on_the_alike_batches(monkeypatch):
+    """The loop takes its batches from the guide when hard_batches is on."""
+    import embedding.training.loop as loop
+
+    seen: list[list[list[int]]] = []
+    real = loop.similar_batches
+    monkeypatch.setattr(
+        loop, "similar_batches", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1]
+    )
+    config = TrainConfig(loss="mnrl", epochs=2, batch_size=4, hard_batches=True, precision="fp32")
+    said: list[str] = []
+    result = finetune("minilm", PAIRS, config, on_prepared=said.append)
+    assert len(seen) == 2 and all(
+        sorted(i for batch in b for i in batch) == list(range(len(PAIRS))) for b in seen
+    )
+    assert any("hard batches" in note for note in said)
+    assert len(result.epochs) == 2

@@ -159,6 +159,7 @@ class FinetuneRequest(_Strict):
     symmetric_loss: bool | None = hyperparameter_field(hp.SYMMETRIC_LOSS)
     hard_negatives: int | None = hyperparameter_field(hp.HARD_NEGATIVES)
     guided_filter: bool | None = hyperparameter_field(hp.GUIDED_FILTER)
+    hard_batches: bool | None = hyperparameter_field(hp.HARD_BATCHES)
     validation_triplets: list[Triplet] | None = None
     validation_pairs: list[Pair] | None = None
     validation_dataset: str | None = Field(default=None, max_length=4096)

@@ -83,6 +83,7 @@ def job_object(job: Any, request: Any) -> FineTuningJob:
             symmetric_loss=bool(params.get("symmetric_loss", hp.SYMMETRIC_LOSS.default)),
             hard_negatives=int(params.get("hard_negatives", hp.HARD_NEGATIVES.default)),
             guided_filter=bool(params.get("guided_filter", hp.GUIDED_FILTER.default)),
+            hard_batches=bool(params.get("hard_batches", hp.HARD_BATCHES.default)),
             n_devices=params.get("n_devices") or 1,
         ),
         model=job.model,
@@ -147,7 +148,7 @@ def _payload(body: FineTuningJobRequest, dataset: str, validation: str | None) -
         payload["mini_batch_size"] = hp.mini_batch_size
     if hp.matryoshka != "auto":
         payload["matryoshka"] = hp.matryoshka
-    for lever in ("symmetric_loss", "hard_negatives", "guided_filter"):
+    for lever in ("symmetric_loss", "hard_negatives", "guided_filter", "hard_batches"):
         if getattr(hp, lever) != "auto":
             payload[lever] = getattr(hp, lever)
     n_devices = hp.n_devices if hp.n_devices != "auto" else body.n_devices

@@ -50,6 +50,7 @@ class TrainConfig:
     symmetric_loss: bool = hp.SYMMETRIC_LOSS.default  # mnrl: code -> query as well
     hard_negatives: int = hp.HARD_NEGATIVES.default  # pairs: mined before training (guide.py)
     guided_filter: bool = hp.GUIDED_FILTER.default  # mnrl: the starting model masks candidates
+    hard_batches: bool = hp.HARD_BATCHES.default  # mnrl: batches of alike pairs (guide.py)
     eval_sample_rows: int = hp.DEFAULT_EVAL_SAMPLE_ROWS  # the bound without a validation set
     dropout: bool = True  # False: no dropout at all (tests comparing two runs exactly)
 
@@ -77,7 +78,7 @@ class TrainConfig:
             problems.append(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         mnrl_only = [
             name
-            for name in ("symmetric_loss", "guided_filter", "hard_negatives")
+            for name in ("symmetric_loss", "guided_filter", "hard_negatives", "hard_batches")
             if getattr(self, name) and self.loss == "triplet"
         ]
         if mnrl_only:

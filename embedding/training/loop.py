@@ -88,7 +88,7 @@ from embedding.training.epoch_hooks import (
 )
 from embedding.training.epoch_selection import select
 from embedding.training.export import export_model
-from embedding.training.guide import prepare
+from embedding.training.guide import prepare, similar_batches
 from embedding.training.rank_group import RankGroup
 from embedding.training.setup import (
     apply_lora,
@@ -273,7 +273,13 @@ def finetune(
         if partial is not None:  # resume inside this epoch, at the batch after the checkpoint
             done_before, losses, seen = partial["step"], list(partial["losses"]), partial["seen"]
             lr_used, earlier_s, partial = partial["lr"], partial["duration_s"], None
-        batches = epoch_batches(len(rows), config.batch_size, config.seed, epoch)
+        if config.hard_batches and guide is not None:
+            code = guide.of([row[1] for row in rows])
+            batches = similar_batches(code, config.batch_size, config.seed, epoch)
+            if group is not None:
+                batches = group.from_writer(batches)  # one order on every rank
+        else:
+            batches = epoch_batches(len(rows), config.batch_size, config.seed, epoch)
         saved_at_step = done_before
 
         for step, batch in enumerate(batches, start=1):

@@ -28,6 +28,7 @@ SUBMIT_HYPERPARAMETERS = (
     "symmetric_loss",
     "hard_negatives",
     "guided_filter",
+    "hard_batches",
 )
 
 
