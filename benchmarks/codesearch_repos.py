@@ -71,7 +71,7 @@ class Repo:
 
 
 REPOS = (
-    Repo("networkx", "python", "venv", "networkx"),
+    Repo("networkx", "python", "venv", "networkx"),  # 3.6.1 in this virtualenv
     Repo("django", "python", "pip", "django==5.2.20"),
     Repo(
         "x-tools",
@@ -88,7 +88,6 @@ REPOS = (
         "apt-get install librust-tokio-dev",
     ),
     Repo("typeorm", "javascript", "npm", "typeorm@0.3.28"),
-    Repo("three", "javascript", "npm", "three@0.181.2"),
 )
 
 # Today's recipe, as PAIRS_RECIPE was before issue 37, with every new lever off.
@@ -109,11 +108,13 @@ def recipes() -> dict[str, dict]:
         "default": "recipe_for",  # whatever the code's default recipe is now
         "symmetric": {**today, "symmetric_loss": True},
         "guided": {**today, "guided_filter": True},
-        "hard-negatives": {**today, "hard_negatives": 1, "guided_filter": True},
+        "hard-negatives": {**today, "hard_negatives": 1},
         "epochs-3": {**today, "epochs": 3},
         "lr-1e-4": {**today, "lr": 1e-4},
         "hard-batches": {**today, "hard_batches": True},
         "hard-batches-guided": {**today, "hard_batches": True, "guided_filter": True},
+        "hard-batches-symmetric": {**today, "hard_batches": True, "symmetric_loss": True},
+        "hard-batches-64": {**today, "hard_batches": True, "batch_size": 64},
         "sym-guided": {**today, "symmetric_loss": True, "guided_filter": True},
         "sym-hn": {**today, "symmetric_loss": True, "hard_negatives": 1, "guided_filter": True},
     }

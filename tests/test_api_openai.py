@@ -226,3 +226,41 @@ def test_keys_are_required_and_probes_are_open(stack):
     assert (
         'embedding_api_requests_total{method="GET",route="/v1/models",status="401"}' in metrics.text
     )
+
+
+def test_a_job_of_pairs_trains_with_the_code_search_recipe_and_says_so(client, stack):
+    """A file of pairs with every setting left "auto": the job records the recipe for pairs
+    of that size (its levers included, as job.hyperparameters shows them), and its events
+    say what the recipe's preparation did on the worker."""
+    from embedding.training.hyperparameters import recipe_for
+
+    pairs = [(a, p) for a, p, _ in SEED_TRIPLETS] + [
+        ("Parse a JSON document.", "def parse(text):\n    return json.loads(text)"),
+        ("Open a file and read its lines.", "def lines(p):\n    return open(p).readlines()"),
+        ("Compute the mean of values.", "def mean(xs):\n    return sum(xs) / len(xs)"),
+    ]
+    path = stack.tmp / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"anchor": a, "positive": p}) + "\n" for a, p in pairs))
+    with path.open("rb") as fh:
+        file_id = client.files.create(file=fh, purpose="fine-tune").id
+    job = client.fine_tuning.jobs.create(
+        model="minilm", training_file=file_id, hyperparameters={"n_epochs": 1}
+    )
+    recipe = recipe_for(2, len(pairs))
+    shown = job.hyperparameters
+    assert (shown.batch_size, shown.learning_rate) == (recipe["batch_size"], recipe["lr"])
+    for lever in ("symmetric_loss", "hard_negatives", "guided_filter", "hard_batches"):
+        assert getattr(shown, lever) == recipe[lever], lever
+    job = _wait(
+        lambda: client.fine_tuning.jobs.retrieve(job.id),
+        lambda j: j.status in ("succeeded", "failed", "cancelled"),
+    )
+    assert job.status == "succeeded", job.error
+    said = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
+    expected = {
+        "hard_batches": "hard batches on",
+        "hard_negatives": "hard negative(s) per pair",
+        "guided_filter": "guided filter on",
+    }
+    for lever, words in expected.items():
+        assert any(words in m for m in said) == bool(recipe[lever]), (lever, said)
