@@ -115,6 +115,8 @@ def recipes() -> dict[str, dict]:
         "hard-batches-guided": {**today, "hard_batches": True, "guided_filter": True},
         "hard-batches-symmetric": {**today, "hard_batches": True, "symmetric_loss": True},
         "hard-batches-64": {**today, "hard_batches": True, "batch_size": 64},
+        "hard-batches-3": {**today, "hard_batches": True, "epochs": 3},
+        "hard-batches-half": {**today, "hard_batches": True, "hard_batch_share": 0.5},
         "sym-guided": {**today, "symmetric_loss": True, "guided_filter": True},
         "sym-hn": {**today, "symmetric_loss": True, "hard_negatives": 1, "guided_filter": True},
     }

@@ -205,6 +205,18 @@ def test_hard_batches_put_alike_rows_together():
     random_batches = epoch_batches(32, 8, seed=0, epoch=1)
     assert not all(len(set(cluster[b].tolist())) == 1 for b in random_batches)
 
+    # Half alike: each batch's opener brings three of its cluster (those random fills left
+    # free), random rows the rest: more of one cluster than random batches, never all.
+    def most_of_one(batches):
+        return [max(cluster[b].tolist().count(c) for c in range(4)) for b in batches]
+
+    for epoch in (1, 2, 3):
+        half = similar_batches(vectors, 8, seed=0, epoch=epoch, share=0.5)
+        assert sorted(i for b in half for i in b) == list(range(32))
+        most = most_of_one(half)
+        assert most[0] >= 4 and sum(most) > sum(most_of_one(epoch_batches(32, 8, 0, epoch)))
+        assert any(len(set(cluster[b].tolist())) > 1 for b in half)  # not all one cluster
+
 
 def test_finetune_with_hard_batches_trains_on_the_alike_batches(monkeypatch):
     """The loop takes its batches from the guide when hard_batches is on."""

@@ -51,6 +51,7 @@ class TrainConfig:
     hard_negatives: int = hp.HARD_NEGATIVES.default  # pairs: mined before training (guide.py)
     guided_filter: bool = hp.GUIDED_FILTER.default  # mnrl: the starting model masks candidates
     hard_batches: bool = hp.HARD_BATCHES.default  # mnrl: batches of alike pairs (guide.py)
+    hard_batch_share: float = 1.0  # of each hard batch, the alike pairs; random ones fill it
     eval_sample_rows: int = hp.DEFAULT_EVAL_SAMPLE_ROWS  # the bound without a validation set
     dropout: bool = True  # False: no dropout at all (tests comparing two runs exactly)
 

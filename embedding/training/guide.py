@@ -104,17 +104,20 @@ def needs_guide(config: Any) -> bool:
 
 
 def similar_batches(
-    vectors: torch.Tensor, batch_size: int, seed: int, epoch: int
+    vectors: torch.Tensor, batch_size: int, seed: int, epoch: int, share: float = 1.0
 ) -> list[list[int]]:
     """This epoch's batches of alike rows: in a seeded random order, each row not yet placed
-    opens a batch and takes its ``batch_size - 1`` nearest unplaced rows (cosine of unit
-    ``vectors``). A function of ``(vectors, seed, epoch)``, so resume repeats it; as many
-    batches as :func:`~embedding.training.steps.epoch_batches` gives (a lone last row joins
-    the batch before), so the schedule is the same. ``n / batch_size`` products of one row
-    against all: 10k rows of 384 dims at batch 32 is about a GFLOP, well under a second."""
+    opens a batch and takes its nearest unplaced rows (cosine of unit ``vectors``) up to
+    ``share`` of the batch; random unplaced rows fill the rest (``share`` 1: all alike).
+
+    A function of ``(vectors, seed, epoch)``, so resume repeats it; as many batches as
+    :func:`~embedding.training.steps.epoch_batches` gives (a lone last row joins the batch
+    before), so the schedule is the same. ``n / batch_size`` products of one row against
+    all: 10k rows of 384 dims at batch 32 is about a GFLOP, well under a second."""
     n = vectors.shape[0]
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(n, generator=generator).tolist()
+    alike = max(1, min(batch_size, round(share * batch_size)))
     free = torch.ones(n, dtype=torch.bool)
     batches: list[list[int]] = []
     for row in order:
@@ -123,9 +126,15 @@ def similar_batches(
         scores = vectors @ vectors[row]
         scores[~free] = -torch.inf
         scores[row] = torch.inf  # the row that opens the batch is in it
-        take = torch.topk(scores, min(batch_size, int(free.sum()))).indices
+        take = torch.topk(scores, min(alike, int(free.sum()))).indices
         free[take] = False
-        batches.append(take.tolist())
+        batch = take.tolist()
+        rest = torch.nonzero(free).flatten()
+        if len(batch) < batch_size and len(rest):
+            picked = rest[torch.randperm(len(rest), generator=generator)[: batch_size - len(batch)]]
+            free[picked] = False
+            batch += picked.tolist()
+        batches.append(batch)
     if len(batches) > 1 and len(batches[-1]) == 1:
         batches[-2].extend(batches.pop())
     return batches

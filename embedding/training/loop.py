@@ -275,7 +275,9 @@ def finetune(
             lr_used, earlier_s, partial = partial["lr"], partial["duration_s"], None
         if config.hard_batches and guide is not None:
             code = guide.of([row[1] for row in rows])
-            batches = similar_batches(code, config.batch_size, config.seed, epoch)
+            batches = similar_batches(
+                code, config.batch_size, config.seed, epoch, config.hard_batch_share
+            )
             if group is not None:
                 batches = group.from_writer(batches)  # one order on every rank
         else:
