@@ -235,3 +235,33 @@ def test_finetune_with_hard_batches_trains_on_the_alike_batches(monkeypatch):
     )
     assert any("hard batches" in note for note in said)
     assert len(result.epochs) == 2
+
+
+def test_embedctl_finetune_takes_the_levers_and_says_what_they_did(tmp_path, capsys):
+    import json
+
+    from workers.cli import main
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"anchor": a, "positive": p}) + "\n" for a, p in PAIRS))
+    code = main(
+        [
+            "finetune",
+            "--data",
+            str(data),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--hard-batches",
+            "--hard-negatives",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "hard batches, 1 hard negative(s) mined per pair" in err  # the settings line
+    assert "mined 1 hard negative(s) per pair" in err and "hard batches on" in err
+    assert (tmp_path / "out" / "model" / "model.safetensors").is_file()

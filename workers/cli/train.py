@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from embedding.training.hyperparameters import (
     DEFAULT_EVAL_SAMPLE_ROWS,
@@ -29,6 +30,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
     p.set_defaults(func=cmd_eval)
+
+
+def levers_on(config: Any) -> list[str]:
+    """The recipe's levers a run trains with, as the summary line names them."""
+    names = ("symmetric_loss", "guided_filter", "hard_batches")
+    found = [name.replace("_", " ") for name in names if getattr(config, name)]
+    k = config.hard_negatives
+    return found + ([f"{k} hard negative(s) mined per pair"] if k else [])
 
 
 def add_finetune_options(p: argparse.ArgumentParser) -> None:
@@ -86,6 +95,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     print(
         f"{len(rows)} {row_kind(len(rows[0]))}s: loss {config.loss}, {config.epochs} epoch(s), "
         f"lr {config.lr:g}, batch {config.batch_size}"
+        + "".join(f", {lever}" for lever in levers_on(config))
         + (f" over {len(devices)} devices ({', '.join(devices)})" if len(devices) > 1 else ""),
         file=sys.stderr,
     )
@@ -111,6 +121,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         on_step=on_step,
         on_epoch_end=on_epoch_end,
         stop_when_exhausted=True,  # loss 0: nothing left to learn; say so and stop
+        on_prepared=bar.write,  # what the recipe's preparation did (mining, hard batches)
     )
     bar.close()
     print(f"\n{'epoch':>5}  {'loss':>10}  {'lr':>10}  {'ex/s':>8}  {'seconds':>8}")
