@@ -1,7 +1,7 @@
 """A team's case: fine-tune on one codebase, search its held-out files. Per repository, per recipe.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/codesearch_repos.py
-        [--repos networkx,django,x-tools,tokio,typeorm] [--recipes today,default]
+        [--repos networkx,django,x-tools,tokio,typeorm,NAME=FOLDER] [--recipes today,default]
         [--cache DIR] [--json OUT] [--max-train-pairs N]
 
 For each repository (``REPOS``: real codebases of 800-5,000 documented functions in Python,
@@ -13,7 +13,7 @@ Go, Rust and JavaScript, fetched from the registries this machine reaches: the v
    (a salted hash of the path) to choose the best epoch, so the held-out files are only
    ever measured on;
 2. minilm untrained on the held-out pairs (every query against every held-out code);
-3. per recipe (``RECIPES``), a fresh minilm fine-tuned on that repository's training files
+3. per recipe (:func:`recipes`), a fresh minilm fine-tuned on that repository's training files
    only, with :func:`embedding.training.loop.finetune`, the trainer a job runs; its MRR@10
    on the held-out pairs, the lift over the untrained model, and ``embedctl compare``'s
    paired bootstrap (95 %) of the recipe against the first recipe named (``today``): the
@@ -22,9 +22,13 @@ Go, Rust and JavaScript, fetched from the registries this machine reaches: the v
    bound: the default recipe at most 2x today's on a CPU).
 
 ``today`` is the recipe a plain fine-tune on pairs trained with before issue 37 (MNRL, 2
-epochs, lr 5e-5, batch 32); ``default`` is what :data:`PAIRS_RECIPE` and
-:func:`~embedding.training.hyperparameters.recipe_for` give now (so the figures follow the
-code); the others switch one lever at a time.
+epochs, lr 5e-5, batch 32); ``default`` is what
+:func:`~embedding.training.hyperparameters.recipe_for` gives now (so the figures follow the
+code; while it equals ``today`` the result is shared); the others switch a lever on
+(:func:`recipes`: the symmetric loss, the guided filter, mined hard negatives, hard batches, 3
+epochs, lr 1e-4, and some of them together). The 2026-12-07 figures and what they say are
+in ``benchmarks/RESULTS.md``: none won across the five repositories, so ``default`` is
+``today``. ``NAME=FOLDER`` in ``--repos`` measures a checkout of your own.
 
 Each (repository, recipe) result is written to ``--cache`` as it finishes (per-query
 scores included), so a long run can be stopped and continued, and a recipe added later is
@@ -189,9 +193,11 @@ def fetch(repo: Repo, where: Path) -> str | None:
     return str(folder / "node_modules" / name)
 
 
-def split(source: str, validation_share: float) -> tuple[list[CodePair], list, list]:
+def split(
+    source: str, validation_share: float, eval_share: float = 0.1
+) -> tuple[list[CodePair], list, list]:
     """(train, validation, held-out) pairs of one repository."""
-    built = build_code_pairs([source], eval_share=0.1)
+    built = build_code_pairs([source], eval_share=eval_share)
     train, validation = [], []
     for pair in built.train:
         side = file_side(f"validation:{pair.path}", validation_share)
@@ -246,6 +252,7 @@ def main() -> None:
     parser.add_argument("--recipes", default="today,default", help=f"of {', '.join(recipes())}")
     parser.add_argument("--cache", default=".codesearch-repos", help="results and sources")
     parser.add_argument("--validation-share", type=float, default=0.05)
+    parser.add_argument("--eval-share", type=float, default=0.1, help="files held out")
     parser.add_argument("--max-train-pairs", type=int, default=None, help="a seeded sample")
     parser.add_argument("--json", default=None, help="also write the table here")
     args = parser.parse_args()
@@ -261,11 +268,16 @@ def main() -> None:
     by_name = {r.name: r for r in REPOS}
     rows = []
     for name in [n for n in args.repos.split(",") if n]:
+        if "=" in name:  # NAME=FOLDER: a checkout of your own
+            name, folder = name.split("=", 1)
+            by_name[name] = Repo(name, "local", "path", folder)
+        elif name not in by_name:
+            raise SystemExit(f"unknown repository {name!r}: {', '.join(by_name)} or NAME=FOLDER")
         repo = by_name[name]
         source = fetch(repo, cache / "sources")
         if source is None:
             continue
-        train, validation, held_out = split(source, args.validation_share)
+        train, validation, held_out = split(source, args.validation_share, args.eval_share)
         if args.max_train_pairs and len(train) > args.max_train_pairs:
             import random
 
@@ -285,9 +297,16 @@ def main() -> None:
             stored["base"] = scores_of(MODEL, held_out)
         for recipe in wanted:
             settings = settings_for(recipe, len(train))
-            done = stored["recipes"].get(recipe)
-            # A lever added since a result was stored was off in it.
-            if done is not None and {**LEVERS_OFF, **done["settings"]} == settings:
+            # A result of the same settings under any name is this recipe's (``default`` is
+            # ``today`` while the recipe has not changed); a lever added since a result was
+            # stored was off in it.
+            same = [
+                found
+                for found in stored["recipes"].values()
+                if {**LEVERS_OFF, **found["settings"]} == {**LEVERS_OFF, **settings}
+            ]
+            if same:
+                stored["recipes"][recipe] = same[0]
                 continue
             print(f"  {recipe}: {settings}", flush=True)
             stored["recipes"][recipe] = train_and_score(

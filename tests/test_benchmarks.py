@@ -279,3 +279,58 @@ def test_codesearch_benchmark_trains_on_fixture_folders_and_prints_per_language(
     assert re.search(r"^overall\s+\d+\s+[01]\.\d{4}\s+[01]\.\d{4}\s+[+-]\d+\.\d%", out, re.M), out
     assert re.search(r"^rust\s+\d+\s+[01]\.\d{4}", out, re.M), out
     assert figures["exported_epoch"] == 1 and len(figures["epochs"]) == 1
+
+
+@pytest.mark.slow
+def test_the_per_repository_benchmark_compares_recipes_on_each_folder(tmp_path):
+    """The users' case end to end on two folders given as NAME=FOLDER: per repository, the
+    untrained model, two recipes trained on that folder's training files alone, the second
+    compared with the first by the paired bootstrap; results kept in the cache, so a second
+    run trains nothing and prints the same table."""
+    repos = []
+    for language in ("python", "go"):
+        folder = tmp_path / language
+        for i in range(40):
+            name, text = _documented(language, i)
+            (folder / f"d{i // 10}").mkdir(parents=True, exist_ok=True)
+            (folder / f"d{i // 10}" / name).write_text(text)
+        repos.append(f"{language}-repo={folder}")
+    args = (
+        "--repos",
+        ",".join(repos),
+        "--recipes",
+        "today,hard-batches",
+        "--eval-share",
+        "0.3",
+        "--validation-share",
+        "0.2",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--json",
+        str(tmp_path / "rows.json"),
+    )
+    out = run_script("codesearch_repos.py", *args)
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(r["repo"], r["recipe"]) for r in rows] == [
+        ("python-repo", "today"),
+        ("python-repo", "hard-batches"),
+        ("go-repo", "today"),
+        ("go-repo", "hard-batches"),
+    ]
+    for row in rows:
+        assert 0 <= row["base"] <= 1 and 0 <= row["after"] <= 1
+        assert row["lift"] == pytest.approx((row["after"] - row["base"]) / row["base"])
+        assert row["train_seconds"] > 0
+        if row["recipe"] == "hard-batches":
+            ci = row["vs_first"]
+            assert ci["ci_low"] <= ci["b_minus_a"] <= ci["ci_high"], ci
+            assert row["verdict"] is not None
+        else:
+            assert row["vs_first"] is None and row["time_ratio"] == 1.0
+    assert "hard batches on" in out  # the job's own note, from inside the trainer
+    assert re.search(r"^go-repo\s+local\s+\d+\s+\d+\s+hard-batches\s+[01]\.\d{4}", out, re.M), out
+    cached = json.loads((tmp_path / "cache" / "go-repo.json").read_text())
+    assert set(cached["recipes"]) == {"today", "hard-batches"}
+    assert len(cached["recipes"]["today"]["scores"]["mrr@10"]) == len(cached["base"]["mrr@10"])
+    again = run_script("codesearch_repos.py", *args)
+    assert "epoch 1:" not in again and json.loads((tmp_path / "rows.json").read_text()) == rows

@@ -230,6 +230,10 @@ RECIPE_NAMES = (
 # Measured on the Xeon with AMX (2 cores), minilm, 8,263 pairs of five languages: MRR@10
 # 0.738 -> 0.872 on held-out files (+18.1 %, every language up); the table's lr and batch
 # on the same pairs gave +16.1 % and trained slower per pair (RESULTS.md has both).
+# Issue 37's levers (symmetric loss, mined hard negatives, the guided filter, hard batches)
+# and 3 epochs or lr 1e-4 on small data were each measured against this recipe per
+# repository (benchmarks/codesearch_repos.py: five codebases, 700-1,600 pairs each): none
+# won across them, so they stay off here and a user turns them on (RESULTS.md, 2026-12-07).
 PAIRS_RECIPE: dict[str, Any] = {
     "loss": "mnrl",
     "epochs": 2,
