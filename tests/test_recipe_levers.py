@@ -247,6 +247,8 @@ def test_embedctl_finetune_takes_the_levers_and_says_what_they_did(tmp_path, cap
     code = main(
         [
             "finetune",
+            "--model",
+            "minilm",
             "--data",
             str(data),
             "--epochs",
@@ -260,8 +262,9 @@ def test_embedctl_finetune_takes_the_levers_and_says_what_they_did(tmp_path, cap
             str(tmp_path / "out"),
         ]
     )
-    err = capsys.readouterr().err
+    printed = capsys.readouterr()
+    err, said = printed.err, printed.out + printed.err
     assert code == 0, err
     assert "hard batches, 1 hard negative(s) mined per pair" in err  # the settings line
-    assert "mined 1 hard negative(s) per pair" in err and "hard batches on" in err
+    assert "mined 1 hard negative(s) per pair" in said and "hard batches on" in said
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()

@@ -142,7 +142,8 @@ def similar_batches(
 
 def prepare(encoder: Any, rows: Sequence[Example], config: Any) -> Prepared:
     """Embed the rows' texts with the starting model; mine ``config.hard_negatives`` per
-    pair; keep the vectors for the guided filter. Rows unchanged when neither lever is on."""
+    pair; keep the vectors for the guided filter and the hard batches. Nothing is embedded
+    and the rows are unchanged when no lever is on (the default recipe)."""
     if not needs_guide(config):
         return Prepared(list(rows), None)
     started = time.perf_counter()

@@ -201,6 +201,10 @@ def finetune(
     if config.gradient_checkpointing:
         enable_checkpointing(encoder.model)
     if use_lora:
+        # The adapters' initial weights come from the seed alone: loading a model draws from
+        # the global RNG as much as the process's history makes it (a first load in a fresh
+        # process draws otherwise than a later one), and a data-parallel rank is a fresh one.
+        seed_everything(config.seed)
         apply_lora(encoder, config.lora_r)
     batches_per_epoch = len(epoch_batches(len(rows), config.batch_size, config.seed, 1))
     steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
