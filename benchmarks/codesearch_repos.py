@@ -105,7 +105,7 @@ LEVERS_OFF = {
 
 
 def recipes() -> dict[str, dict]:
-    """Name -> TrainConfig settings, or a callable of the training-row count (``default``)."""
+    """Name -> TrainConfig settings; ``default`` is whatever ``recipe_for`` gives pairs."""
     today = {**TODAY, **LEVERS_OFF}
     return {
         "today": today,
@@ -126,10 +126,10 @@ def recipes() -> dict[str, dict]:
     }
 
 
-def settings_for(recipe: str, n_rows: int) -> dict:
+def settings_for(recipe: str) -> dict:
     found = recipes()[recipe]
     if found == "recipe_for":
-        return hp.recipe_for(2, n_rows)
+        return hp.recipe_for(2)
     return dict(found)
 
 
@@ -296,7 +296,7 @@ def main() -> None:
         if "base" not in stored:
             stored["base"] = scores_of(MODEL, held_out)
         for recipe in wanted:
-            settings = settings_for(recipe, len(train))
+            settings = settings_for(recipe)
             # A result of the same settings under any name is this recipe's (``default`` is
             # ``today`` while the recipe has not changed); a lever added since a result was
             # stored was off in it.

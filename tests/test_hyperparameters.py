@@ -223,16 +223,16 @@ def test_the_submit_records_the_recipe_for_a_dataset_of_pairs(tmp_path, monkeypa
     get_settings.cache_clear()
     try:
         data = tmp_path / "pairs.jsonl"
-        data.write_text('{"query": "sum a list", "document": "def total(xs): ..."}\n' * 3 + "\n")
+        data.write_text('{"query": "sum a list", "document": "def total(xs): ..."}\n')
         request = parse(FinetuneRequest, {"model": "minilm", "dataset": str(data)})
-        width, count = check_request(request)
-        assert (width, count) == (2, 3)  # the blank line is not a row
-        filled = request.with_recipe(width, count)
-        assert {n: getattr(filled, n) for n in RECIPE_NAMES} == recipe_for(2, 3)
+        width = check_request(request)
+        assert width == 2
+        filled = request.with_recipe(width)
+        assert {n: getattr(filled, n) for n in RECIPE_NAMES} == PAIRS_RECIPE
         bad = tmp_path / "bad.jsonl"
         bad.write_text("not json\n")
         unread = parse(FinetuneRequest, {"model": "minilm", "dataset": str(bad)})
-        assert check_request(unread) == (None, None)
+        assert check_request(unread) is None
         assert unread.with_recipe(None).epochs is None  # the worker fills it from the rows
     finally:
         get_settings.cache_clear()

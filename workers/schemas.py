@@ -242,18 +242,13 @@ class FinetuneRequest(_Strict):
             return 3
         return 2 if self.pairs is not None else None
 
-    def inline_row_count(self) -> int | None:
-        """How many inline training rows (None for a dataset)."""
-        rows = self.triplets if self.triplets is not None else self.pairs
-        return None if rows is None else len(rows)
-
-    def with_recipe(self, row_width: int | None, n_rows: int | None = None) -> FinetuneRequest:
+    def with_recipe(self, row_width: int | None) -> FinetuneRequest:
         """This request with its unset recipe settings filled for rows of ``row_width``
         (unchanged when the width is not known: the worker fills them from the rows)."""
         if row_width is None:
             return self
         values = {name: getattr(self, name) for name in hp.RECIPE_NAMES}
-        return self.model_copy(update=hp.with_recipe(values, row_width, n_rows))
+        return self.model_copy(update=hp.with_recipe(values, row_width))
 
     def hyperparameters(self) -> dict[str, Any]:
         """The shared hyper-parameters this request sets, as ``TrainConfig`` takes them, with
@@ -265,9 +260,7 @@ class FinetuneRequest(_Strict):
             if name in type(self).model_fields
         }
         width = self.inline_row_width()
-        if width is None:
-            return values
-        return hp.with_recipe(values, width, self.inline_row_count())
+        return hp.with_recipe(values, width) if width is not None else values
 
 
 class EmbedRequest(_Strict):

@@ -155,13 +155,6 @@ def first_row_width(path: str | Path) -> int | None:
     return None
 
 
-def count_rows(path: str | Path) -> int:
-    """The non-blank lines of a JSONL file, without parsing them: what the recipe for its
-    size needs at submission (a line that is not a row fails the job later, as before)."""
-    with Path(path).open("rb") as fh:
-        return sum(1 for raw in fh if raw.strip())
-
-
 def load_examples(path: str | Path) -> list[Example]:
     """Triplets or pairs from a JSONL file, validated; errors name the line."""
     path = Path(path)

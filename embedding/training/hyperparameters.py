@@ -246,9 +246,9 @@ PAIRS_RECIPE: dict[str, Any] = {
 }
 
 
-def recipe_for(row_width: int, n_rows: int | None = None) -> dict[str, Any]:
-    """The default recipe settings for ``n_rows`` rows of this width (2: pairs, 3: triplets,
-    more: a pair with hard negatives). Rows that bring their own negatives mine none."""
+def recipe_for(row_width: int) -> dict[str, Any]:
+    """The default recipe settings for rows of this width (2: pairs, 3: triplets, more: a
+    pair with hard negatives). Rows that bring their own negatives mine none."""
     if row_width == 3:
         return {name: HYPERPARAMETERS[name].default for name in RECIPE_NAMES}
     recipe = dict(PAIRS_RECIPE)
@@ -257,12 +257,10 @@ def recipe_for(row_width: int, n_rows: int | None = None) -> dict[str, Any]:
     return recipe
 
 
-def with_recipe(
-    values: dict[str, Any], row_width: int, n_rows: int | None = None
-) -> dict[str, Any]:
+def with_recipe(values: dict[str, Any], row_width: int) -> dict[str, Any]:
     """``values`` with each recipe setting that is missing or None taken from the recipe for
     the rows; what the caller set is kept."""
-    recipe = recipe_for(row_width, n_rows)
+    recipe = recipe_for(row_width)
     filled = dict(values)
     for name in RECIPE_NAMES:
         if filled.get(name) is None:

@@ -85,9 +85,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     eval_rows = load_examples(args.eval_data) if args.eval_data else None
     # What was not given comes from the recipe for these rows (pairs: the code-search recipe).
     config = TrainConfig(
-        **with_recipe(
-            hyperparameters_from(args, FINETUNE_HYPERPARAMETERS), len(rows[0]), len(rows)
-        ),
+        **with_recipe(hyperparameters_from(args, FINETUNE_HYPERPARAMETERS), len(rows[0])),
         dropout=args.dropout,
     )
     config.check()

@@ -223,7 +223,7 @@ def _train(job_id: str, request: Any, progress: Progress | None) -> dict[str, An
     else:
         examples = [(p.anchor, p.positive) for p in request.pairs]
     # A request sent without the outbox (plain send_task) may leave the recipe unset.
-    request = request.with_recipe(len(examples[0]), len(examples))
+    request = request.with_recipe(len(examples[0]))
     validation = request.validation_rows()
     if request.validation_dataset is not None:
         where = ensure_under_roots(request.validation_dataset, roots, what="validation_dataset")

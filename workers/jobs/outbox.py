@@ -52,13 +52,13 @@ def submit_request(
     id that asked, for the job's ``created`` event.
     """
     project_id = project_id_of(request.project)
-    row_width, row_count = check_request(request)
+    row_width = check_request(request)
     check_queued_jobs(project_id)
     digest = request_sha256 or request_digest(
         request.model_dump(mode="json", exclude={"idempotency_key"}, exclude_none=True)
     )
     # The digest is of what was asked; the job records what it will train with.
-    params = request.with_recipe(row_width, row_count).model_dump(
+    params = request.with_recipe(row_width).model_dump(
         exclude={"model", "idempotency_key", "project"}, exclude_none=True
     )
     with session_scope() as session:

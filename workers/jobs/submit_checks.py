@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.config import get_settings
-from embedding.data.examples import DataError, count_rows, first_row_width
+from embedding.data.examples import DataError, first_row_width
 from embedding.models.hub import ensure_under_roots
 from embedding.models.specs import get_spec
 from workers.schemas import FinetuneRequest, PayloadError
@@ -24,15 +24,14 @@ class DatasetNotFound(FileNotFoundError):
     """The dataset named in a request is not a file (under the allowed roots)."""
 
 
-def check_request(request: FinetuneRequest) -> tuple[int | None, int | None]:
+def check_request(request: FinetuneRequest) -> int | None:
     """Raise ``UnknownModel``, ``PathNotAllowed`` or :class:`DatasetNotFound` for a request
     that names what the workers may not or cannot use, and :class:`PayloadError` for
     ``matryoshka`` on a model without Matryoshka dims.
 
-    Returns the training rows' width (2: pairs, 3: triplets) and count, which pick the
-    recipe for the settings the request leaves unset; (None, None) when a dataset's first
-    row cannot be read (the job then fails on the worker with the file's error, as
-    before)."""
+    Returns the training rows' width (2: pairs, 3: triplets), which picks the recipe for
+    the settings the request leaves unset; None when a dataset's first row cannot be read
+    (the job then fails on the worker with the file's error, as before)."""
     model = checked_model_name(request.model, scope=scope_of(request.project))
     if request.matryoshka and not get_spec(model).matryoshka_dims:
         raise PayloadError(
@@ -43,12 +42,11 @@ def check_request(request: FinetuneRequest) -> tuple[int | None, int | None]:
     if request.validation_dataset is not None:
         checked_dataset(request.validation_dataset, "validation_dataset")
     if dataset is None:
-        return request.inline_row_width(), request.inline_row_count()
+        return request.inline_row_width()
     try:
-        width = first_row_width(dataset)
+        return first_row_width(dataset)
     except DataError:
-        return None, None
-    return width, count_rows(dataset)
+        return None
 
 
 def checked_dataset(dataset: str, what: str = "dataset") -> Path:
