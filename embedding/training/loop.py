@@ -185,6 +185,11 @@ def finetune(
     # 2. Our own copy of the model; LoRA for large specs; optimizer and schedule.
     seed_everything(config.seed)
     encoder = load_for_training(model, config.precision, group.device if group else None)
+    # Again: loading draws from the global RNG as much as the process's history makes it (a
+    # first load in a fresh process draws otherwise than a later one, and a data-parallel
+    # rank is a fresh process), so LoRA's initial adapters and the dropout masks come from
+    # the seed alone only when seeded after the load.
+    seed_everything(config.seed)
     if not config.dropout:
         disable_dropout(encoder.model)
     # 2b. The recipe's preparation with the starting model: mined hard negatives (the rows
@@ -201,10 +206,6 @@ def finetune(
     if config.gradient_checkpointing:
         enable_checkpointing(encoder.model)
     if use_lora:
-        # The adapters' initial weights come from the seed alone: loading a model draws from
-        # the global RNG as much as the process's history makes it (a first load in a fresh
-        # process draws otherwise than a later one), and a data-parallel rank is a fresh one.
-        seed_everything(config.seed)
         apply_lora(encoder, config.lora_r)
     batches_per_epoch = len(epoch_batches(len(rows), config.batch_size, config.seed, 1))
     steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
