@@ -246,7 +246,7 @@ def test_a_job_of_pairs_trains_with_the_code_search_recipe_and_says_so(client, s
     job = client.fine_tuning.jobs.create(
         model="minilm", training_file=file_id, hyperparameters={"n_epochs": 1}
     )
-    recipe = recipe_for(2, len(pairs))
+    recipe = recipe_for(2)
     shown = job.hyperparameters
     assert (shown.batch_size, shown.learning_rate) == (recipe["batch_size"], recipe["lr"])
     for lever in ("symmetric_loss", "hard_negatives", "guided_filter", "hard_batches"):
