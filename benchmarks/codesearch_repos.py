@@ -96,12 +96,7 @@ REPOS = (
 
 # Today's recipe, as PAIRS_RECIPE was before issue 37, with every new lever off.
 TODAY = {"loss": "mnrl", "epochs": 2, "lr": 5e-5, "batch_size": 32}
-LEVERS_OFF = {
-    "symmetric_loss": False,
-    "hard_negatives": 0,
-    "guided_filter": False,
-    "hard_batches": False,
-}
+LEVERS_OFF = {name: hp.HYPERPARAMETERS[name].default for name in hp.LEVERS}
 
 
 def recipes() -> dict[str, dict]:

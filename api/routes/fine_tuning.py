@@ -37,6 +37,7 @@ from db import repo
 from db.models import DEFAULT_PROJECT_ID
 from db.session import session_scope
 from embedding.training import hyperparameters as hp
+from embedding.training.hyperparameters import LEVERS
 from workers.serving.model_names import FT_PREFIX, job_fine_tuned_id
 
 router = APIRouter(dependencies=[Depends(authenticate)], tags=["fine-tuning"])
@@ -80,10 +81,12 @@ def job_object(job: Any, request: Any) -> FineTuningJob:
             select_best_epoch=bool(params.get("select_best_epoch", DEFAULT_SELECT_BEST)),
             mini_batch_size=int(params.get("mini_batch_size", hp.MINI_BATCH_SIZE.default)),
             matryoshka=bool(params.get("matryoshka", hp.MATRYOSHKA.default)),
-            symmetric_loss=bool(params.get("symmetric_loss", hp.SYMMETRIC_LOSS.default)),
-            hard_negatives=int(params.get("hard_negatives", hp.HARD_NEGATIVES.default)),
-            guided_filter=bool(params.get("guided_filter", hp.GUIDED_FILTER.default)),
-            hard_batches=bool(params.get("hard_batches", hp.HARD_BATCHES.default)),
+            **{
+                name: hp.HYPERPARAMETERS[name].type(
+                    params.get(name, hp.HYPERPARAMETERS[name].default)
+                )
+                for name in hp.LEVERS
+            },
             n_devices=params.get("n_devices") or 1,
         ),
         model=job.model,
@@ -148,7 +151,7 @@ def _payload(body: FineTuningJobRequest, dataset: str, validation: str | None) -
         payload["mini_batch_size"] = hp.mini_batch_size
     if hp.matryoshka != "auto":
         payload["matryoshka"] = hp.matryoshka
-    for lever in ("symmetric_loss", "hard_negatives", "guided_filter", "hard_batches"):
+    for lever in LEVERS:
         if getattr(hp, lever) != "auto":
             payload[lever] = getattr(hp, lever)
     n_devices = hp.n_devices if hp.n_devices != "auto" else body.n_devices

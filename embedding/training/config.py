@@ -77,11 +77,7 @@ class TrainConfig:
             problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
             problems.append(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        mnrl_only = [
-            name
-            for name in ("symmetric_loss", "guided_filter", "hard_negatives", "hard_batches")
-            if getattr(self, name) and self.loss == "triplet"
-        ]
+        mnrl_only = [name for name in hp.LEVERS if getattr(self, name) and self.loss == "triplet"]
         if mnrl_only:
             problems.append(
                 f"{', '.join(mnrl_only)} train with loss 'mnrl' or 'cached_mnrl', not 'triplet'"

@@ -183,6 +183,9 @@ HARD_BATCHES = Hyperparameter(
     "in-batch negatives are the hard ones (TAS-B's topic-aware sampling); no extra texts",
 )
 
+# Issue 37's levers, as the trainer, the API and the CLI's summary name them.
+LEVERS = ("symmetric_loss", "hard_negatives", "guided_filter", "hard_batches")
+
 # Not a user setting but the trainer's own knob (``TrainConfig.eval_sample_rows``), here so
 # the CLI's help can quote it without importing torch: without a validation set, "before
 # and after" is measured on at most this many training rows (seeded), enough for a stable
