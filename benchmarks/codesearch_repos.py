@@ -26,7 +26,8 @@ epochs, lr 5e-5, batch 32); ``default`` is what
 :func:`~embedding.training.hyperparameters.recipe_for` gives now (so the figures follow the
 code; while it equals ``today`` the result is shared); the others switch a lever on
 (:func:`recipes`: the symmetric loss, the guided filter, mined hard negatives, hard batches, 3
-epochs, lr 1e-4, and some of them together). The 2026-12-07 figures and what they say are
+epochs, lr 1e-4, some of them together, cached MNRL at batch 128, general code mixed in), and
+``today-seed1`` / ``-seed2`` measure how far another seed alone moves today's figure. The 2026-12-07 figures and what they say are
 in ``benchmarks/RESULTS.md``: none won across the five repositories, so ``default`` is
 ``today``. ``NAME=FOLDER`` in ``--repos`` measures a checkout of your own.
 
@@ -43,6 +44,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # not this folder: its queue.py
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -97,6 +99,8 @@ REPOS = (
 # Today's recipe, as PAIRS_RECIPE was before issue 37, with every new lever off.
 TODAY = {"loss": "mnrl", "epochs": 2, "lr": 5e-5, "batch_size": 32}
 LEVERS_OFF = {name: hp.HYPERPARAMETERS[name].default for name in hp.LEVERS}
+# A benchmark-only setting: general pairs mixed in, as a share of the team's training pairs.
+GENERAL_SHARE = "general_share"
 
 
 def recipes() -> dict[str, dict]:
@@ -118,6 +122,13 @@ def recipes() -> dict[str, dict]:
         "hard-batches-half": {**today, "hard_batches": True, "hard_batch_share": 0.5},
         "sym-guided": {**today, "symmetric_loss": True, "guided_filter": True},
         "sym-hn": {**today, "symmetric_loss": True, "hard_negatives": 1, "guided_filter": True},
+        # today's recipe on other seeds: how far one seed's figure moves on its own
+        "today-seed1": {**today, "seed": 1},
+        "today-seed2": {**today, "seed": 2},
+        # half as many general pairs again (the Python stdlib's), mixed into the team's own
+        "mix-general": {**today, GENERAL_SHARE: 0.5},
+        # cached MNRL: 4x the in-batch negatives at the memory of batch 32
+        "big-batch": {**today, "loss": "cached_mnrl", "batch_size": 128, "lr": 1e-4},
     }
 
 
@@ -212,11 +223,14 @@ def train_and_score(settings: dict, train, validation, held_out, log) -> dict:
     from embedding.training.config import TrainConfig
     from embedding.training.loop import finetune
 
-    config = TrainConfig(seed=0, **settings)
+    settings = dict(settings)
+    share = settings.pop(GENERAL_SHARE, 0.0)
+    examples = [p.example for p in train] + general_examples(round(share * len(train)))
+    config = TrainConfig(**{"seed": 0, **settings})
     with tempfile.TemporaryDirectory(prefix="codesearch-repo-") as out_dir:
         result = finetune(
             MODEL,
-            [p.example for p in train],
+            examples,
             config,
             out_dir=out_dir,
             eval_examples=[p.example for p in validation] or None,
@@ -228,13 +242,30 @@ def train_and_score(settings: dict, train, validation, held_out, log) -> dict:
         )
         scores = scores_of(out_dir, held_out)
     return {
-        "settings": settings,
+        "settings": {**settings, **({GENERAL_SHARE: share} if share else {})},
+        "train_examples": len(examples),
         "train_seconds": result.seconds,
         "prepare_seconds": result.prepare_seconds,
         "exported_epoch": result.exported_epoch,
         "epochs": [{"epoch": e.epoch, "loss": e.loss, **e.eval} for e in result.epochs],
         "scores": scores,
     }
+
+
+def general_examples(count: int) -> list:
+    """``count`` pairs of the Python stdlib's training files, a seeded sample: general code
+    mixed into a team's own (the issue's last lever)."""
+    if count == 0:
+        return []
+    import random
+
+    pool = stdlib_pairs()
+    return [p.example for p in random.Random(0).sample(pool, min(count, len(pool)))]
+
+
+@functools.cache
+def stdlib_pairs() -> list[CodePair]:
+    return build_code_pairs(["stdlib"]).train
 
 
 def mean(values: list[float]) -> float:

@@ -284,8 +284,8 @@ def test_codesearch_benchmark_trains_on_fixture_folders_and_prints_per_language(
 @pytest.mark.slow
 def test_the_per_repository_benchmark_compares_recipes_on_each_folder(tmp_path):
     """The users' case end to end on two folders given as NAME=FOLDER: per repository, the
-    untrained model, two recipes trained on that folder's training files alone, the second
-    compared with the first by the paired bootstrap; results kept in the cache, so a second
+    untrained model, three recipes trained on that folder's training files alone (one with
+    general code mixed in), the others compared with the first by the paired bootstrap; results kept in the cache, so a second
     run trains nothing and prints the same table."""
     repos = []
     for language in ("python", "go"):
@@ -299,7 +299,7 @@ def test_the_per_repository_benchmark_compares_recipes_on_each_folder(tmp_path):
         "--repos",
         ",".join(repos),
         "--recipes",
-        "today,hard-batches",
+        "today,hard-batches,mix-general",
         "--eval-share",
         "0.3",
         "--validation-share",
@@ -314,14 +314,16 @@ def test_the_per_repository_benchmark_compares_recipes_on_each_folder(tmp_path):
     assert [(r["repo"], r["recipe"]) for r in rows] == [
         ("python-repo", "today"),
         ("python-repo", "hard-batches"),
+        ("python-repo", "mix-general"),
         ("go-repo", "today"),
         ("go-repo", "hard-batches"),
+        ("go-repo", "mix-general"),
     ]
     for row in rows:
         assert 0 <= row["base"] <= 1 and 0 <= row["after"] <= 1
         assert row["lift"] == pytest.approx((row["after"] - row["base"]) / row["base"])
         assert row["train_seconds"] > 0
-        if row["recipe"] == "hard-batches":
+        if row["recipe"] != "today":
             ci = row["vs_first"]
             assert ci["ci_low"] <= ci["b_minus_a"] <= ci["ci_high"], ci
             assert row["verdict"] is not None
@@ -330,7 +332,10 @@ def test_the_per_repository_benchmark_compares_recipes_on_each_folder(tmp_path):
     assert "hard batches on" in out  # the job's own note, from inside the trainer
     assert re.search(r"^go-repo\s+local\s+\d+\s+\d+\s+hard-batches\s+[01]\.\d{4}", out, re.M), out
     cached = json.loads((tmp_path / "cache" / "go-repo.json").read_text())
-    assert set(cached["recipes"]) == {"today", "hard-batches"}
+    assert set(cached["recipes"]) == {"today", "hard-batches", "mix-general"}
+    # the stdlib's pairs were mixed in: half as many again as the folder's own
+    own = cached["recipes"]["today"]["train_examples"]
+    assert cached["recipes"]["mix-general"]["train_examples"] == own + round(0.5 * own)
     assert len(cached["recipes"]["today"]["scores"]["mrr@10"]) == len(cached["base"]["mrr@10"])
     again = run_script("codesearch_repos.py", *args)
     assert "epoch 1:" not in again and json.loads((tmp_path / "rows.json").read_text()) == rows
