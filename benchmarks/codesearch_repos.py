@@ -26,10 +26,10 @@ epochs, lr 5e-5, batch 32); ``default`` is what
 :func:`~embedding.training.hyperparameters.recipe_for` gives now (so the figures follow the
 code; while it equals ``today`` the result is shared); the others switch a lever on
 (:func:`recipes`: the symmetric loss, the guided filter, mined hard negatives, hard batches, 3
-epochs, lr 1e-4, some of them together, cached MNRL at batch 128, general code mixed in), and
-``today-seed1`` / ``-seed2`` measure how far another seed alone moves today's figure. The 2026-12-07 figures and what they say are
-in ``benchmarks/RESULTS.md``: none won across the five repositories, so ``default`` is
-``today``. ``NAME=FOLDER`` in ``--repos`` measures a checkout of your own.
+epochs, lr 1e-4, some of them together, cached MNRL at batch 128, general code mixed in),
+and ``today-seed1`` / ``-seed2`` measure how far another seed alone moves today's figure.
+The 2026-12-07 figures and what they say are in ``benchmarks/RESULTS.md``: none won across
+the five repositories, so ``default`` is ``today``. ``NAME=FOLDER`` in ``--repos`` measures a checkout of your own.
 
 Each (repository, recipe) result is written to ``--cache`` as it finishes (per-query
 scores included), so a long run can be stopped and continued, and a recipe added later is
@@ -48,6 +48,7 @@ import functools
 import importlib.util
 import json
 import os
+import random
 import shutil
 import subprocess
 import tempfile
@@ -223,10 +224,10 @@ def train_and_score(settings: dict, train, validation, held_out, log) -> dict:
     from embedding.training.config import TrainConfig
     from embedding.training.loop import finetune
 
-    settings = dict(settings)
-    share = settings.pop(GENERAL_SHARE, 0.0)
+    share = settings.get(GENERAL_SHARE, 0.0)
     examples = [p.example for p in train] + general_examples(round(share * len(train)))
-    config = TrainConfig(**{"seed": 0, **settings})
+    trainer_settings = {k: v for k, v in settings.items() if k != GENERAL_SHARE}
+    config = TrainConfig(**{"seed": 0, **trainer_settings})
     with tempfile.TemporaryDirectory(prefix="codesearch-repo-") as out_dir:
         result = finetune(
             MODEL,
@@ -242,7 +243,7 @@ def train_and_score(settings: dict, train, validation, held_out, log) -> dict:
         )
         scores = scores_of(out_dir, held_out)
     return {
-        "settings": {**settings, **({GENERAL_SHARE: share} if share else {})},
+        "settings": settings,
         "train_examples": len(examples),
         "train_seconds": result.seconds,
         "prepare_seconds": result.prepare_seconds,
@@ -257,8 +258,6 @@ def general_examples(count: int) -> list:
     mixed into a team's own (the issue's last lever)."""
     if count == 0:
         return []
-    import random
-
     pool = stdlib_pairs()
     return [p.example for p in random.Random(0).sample(pool, min(count, len(pool)))]
 
@@ -305,8 +304,6 @@ def main() -> None:
             continue
         train, validation, held_out = split(source, args.validation_share, args.eval_share)
         if args.max_train_pairs and len(train) > args.max_train_pairs:
-            import random
-
             keep = set(random.Random(0).sample(range(len(train)), args.max_train_pairs))
             train = [p for i, p in enumerate(train) if i in keep]
         print(

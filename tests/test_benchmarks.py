@@ -285,8 +285,8 @@ def test_codesearch_benchmark_trains_on_fixture_folders_and_prints_per_language(
 def test_the_per_repository_benchmark_compares_recipes_on_each_folder(tmp_path):
     """The users' case end to end on two folders given as NAME=FOLDER: per repository, the
     untrained model, three recipes trained on that folder's training files alone (one with
-    general code mixed in), the others compared with the first by the paired bootstrap; results kept in the cache, so a second
-    run trains nothing and prints the same table."""
+    general code mixed in), the others compared with the first by the paired bootstrap;
+    results kept in the cache, so a second run trains nothing and prints the same table."""
     repos = []
     for language in ("python", "go"):
         folder = tmp_path / language

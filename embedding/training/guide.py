@@ -129,8 +129,8 @@ def similar_batches(
         take = torch.topk(scores, min(alike, int(free.sum()))).indices
         free[take] = False
         batch = take.tolist()
-        rest = torch.nonzero(free).flatten()
-        if len(batch) < batch_size and len(rest):
+        rest = torch.nonzero(free).flatten() if len(batch) < batch_size else []
+        if len(rest):  # share < 1: random unplaced rows fill the batch
             picked = rest[torch.randperm(len(rest), generator=generator)[: batch_size - len(batch)]]
             free[picked] = False
             batch += picked.tolist()

@@ -11,6 +11,7 @@ from typing import Any
 from embedding.training.hyperparameters import (
     DEFAULT_EVAL_SAMPLE_ROWS,
     HYPERPARAMETERS,
+    LEVERS,
     with_recipe,
 )
 from workers.cli.hyperparameter_options import add_hyperparameter_options, hyperparameters_from
@@ -34,8 +35,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def levers_on(config: Any) -> list[str]:
     """The recipe's levers a run trains with, as the summary line names them."""
-    names = ("symmetric_loss", "guided_filter", "hard_batches")
-    found = [name.replace("_", " ") for name in names if getattr(config, name)]
+    switches = [name for name in LEVERS if name != "hard_negatives"]  # the on/off ones
+    found = [name.replace("_", " ") for name in switches if getattr(config, name)]
     k = config.hard_negatives
     return found + ([f"{k} hard negative(s) mined per pair"] if k else [])
 
